@@ -1,0 +1,230 @@
+"""One peft LoRA adapter per tool on a shared model, with per-group, per-kind influence controls.
+
+The final model is ``base + sum_t sum_m s[t, m] * B_t,m A_t,m``: each tool owns a named adapter,
+``s`` is peft's per-module ``scaling`` (the *output* control) and the learning rate of each
+(tool, layer group, module kind) parameter group is the *train* control. Layers are grouped by
+relative depth, ``group = floor(layer * G / L)``, and module kinds are resolved from module paths
+(``self_attn``/``attn`` -> attn, ``mlp``/``feed_forward`` -> mlp), so Llama, GPT-2 and most HF
+decoders map without a per-family list.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from metactl.errors import ConfigError
+from metactl.schedule import MODULE_KINDS, Grid
+
+_ATTN = {"attn", "attention", "self_attn", "self_attention", "selfattention"}
+_MLP = {"mlp", "feed_forward", "ffn", "feedforward", "block_sparse_moe"}
+
+
+@dataclass(frozen=True)
+class TargetModule:
+    name: str  # path inside the base model, e.g. "model.layers.2.self_attn.q_proj"
+    layer: int
+    group: int
+    kind: str  # "attn" | "mlp"
+
+
+@dataclass
+class LayerMap:
+    """Where the adaptable modules of a model sit, in schedule terms."""
+
+    architecture: str
+    n_layers: int
+    groups: int
+    modules: list[TargetModule]
+    conv1d: bool  # GPT-2 style Conv1D weights need peft's fan_in_fan_out
+
+    def layers_of_group(self, group: int) -> list[int]:
+        return [i for i in range(self.n_layers) if group_of(i, self.n_layers, self.groups) == group]
+
+
+def group_of(layer: int, n_layers: int, groups: int) -> int:
+    return layer * groups // n_layers
+
+
+def _decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
+    candidates = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    matching = [(name, m) for name, m in candidates if n is None or len(m) == n]
+    if not matching:
+        raise ConfigError(
+            f"model {type(model).__name__}: found no list of {n} decoder layers to group by depth; "
+            "metactl needs a model whose blocks sit in one nn.ModuleList (as in HF decoders)."
+        )
+    return max(matching, key=lambda nm: len(nm[1]))
+
+
+def _kind(path: str) -> str | None:
+    parts = {p.lower() for p in path.split(".")}
+    if parts & _ATTN:
+        return "attn"
+    if parts & _MLP:
+        return "mlp"
+    return None
+
+
+def resolve_layer_map(model: nn.Module, groups: int) -> LayerMap:
+    """Find every Linear/Conv1D inside the decoder blocks and label it with its group and kind."""
+    from transformers.pytorch_utils import Conv1D
+
+    if groups < 1:
+        raise ConfigError(f"layer_groups: got {groups}; it must be >= 1.")
+    prefix, layers = _decoder_layers(model)
+    n = len(layers)
+    if n < groups:
+        raise ConfigError(
+            f"model has {n} decoder layers, too few for layer_groups={groups}; every group needs at least "
+            f"one layer. Use layer_groups <= {n}."
+        )
+    modules, conv1d = [], False
+    for i, block in enumerate(layers):
+        for sub, mod in block.named_modules():
+            if not isinstance(mod, (nn.Linear, Conv1D)) or not sub:
+                continue
+            kind = _kind(sub)
+            if kind is None:
+                continue
+            conv1d |= isinstance(mod, Conv1D)
+            modules.append(TargetModule(f"{prefix}.{i}.{sub}", i, group_of(i, n, groups), kind))
+    kinds = {m.kind for m in modules}
+    if kinds != set(MODULE_KINDS):
+        arch = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise ConfigError(
+            f"model architecture {arch!r}: could not find both attention and MLP linear layers inside its "
+            f"decoder blocks (found kinds: {sorted(kinds) or 'none'}). Module paths must contain one of "
+            f"{sorted(_ATTN)} or {sorted(_MLP)}."
+        )
+    arch = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    return LayerMap(arch, n, groups, modules, conv1d)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: float = 16.0
+
+
+class AdapterSet:
+    """The tools' adapters on one ``PeftModel``: create, reset, scale, and group parameters."""
+
+    def __init__(self, base_model: nn.Module, tools: list[str], layer_map: LayerMap, lora: LoraSettings):
+        from peft import LoraConfig, get_peft_model
+
+        self.tools = list(tools)
+        self.layer_map = layer_map
+        self.lora = lora
+        self.config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=0.0,
+            target_modules=[m.name for m in layer_map.modules],
+            fan_in_fan_out=layer_map.conv1d,
+            bias="none",
+        )
+        self.model = get_peft_model(base_model, self.config, adapter_name=self.tools[0])
+        for t in self.tools[1:]:
+            self.model.add_adapter(t, self.config)
+        self.model.base_model.set_adapter(self.tools)  # every tool contributes to every forward
+        by_name = {m.name: m for m in layer_map.modules}
+        self._layers: list[tuple[TargetModule, nn.Module]] = []
+        prefix = "base_model.model."
+        for name, mod in self.model.named_modules():
+            if hasattr(mod, "lora_A") and name.startswith(prefix) and name[len(prefix):] in by_name:
+                self._layers.append((by_name[name[len(prefix):]], mod))
+        self.params: dict[tuple[str, int, str], list[nn.Parameter]] = {
+            (t, g, k): [] for t in self.tools for g in range(layer_map.groups) for k in MODULE_KINDS
+        }
+        for target, mod in self._layers:
+            for t in self.tools:
+                self.params[(t, target.group, target.kind)] += [mod.lora_A[t].weight, mod.lora_B[t].weight]
+        self.freeze()
+
+    # -- state ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset(self, seed: int) -> None:
+        """Re-initialise every adapter as peft does (kaiming A, zero B) from ``seed``."""
+        gen = torch.Generator().manual_seed(seed)
+        for _, mod in self._layers:
+            for t in self.tools:
+                nn.init.kaiming_uniform_(mod.lora_A[t].weight, a=math.sqrt(5), generator=gen)
+                nn.init.zeros_(mod.lora_B[t].weight)
+        self.set_output({t: [[1.0] * self.layer_map.groups for _ in MODULE_KINDS] for t in self.tools})
+
+    def set_output(self, output: dict[str, Grid]) -> None:
+        base = self.lora.alpha / self.lora.r
+        kinds = {k: i for i, k in enumerate(MODULE_KINDS)}
+        for target, mod in self._layers:
+            for t, grid in output.items():
+                mod.scaling[t] = base * grid[kinds[target.kind]][target.group]
+
+    def output_scales(self) -> dict[str, Grid]:
+        base = self.lora.alpha / self.lora.r
+        out = {t: [[0.0] * self.layer_map.groups for _ in MODULE_KINDS] for t in self.tools}
+        kinds = {k: i for i, k in enumerate(MODULE_KINDS)}
+        for target, mod in self._layers:
+            for t in self.tools:
+                out[t][kinds[target.kind]][target.group] = mod.scaling[t] / base
+        return out
+
+    def trainable(self, tool: str, train: Grid) -> None:
+        """Only ``tool``'s adapter in groups with train > 0 gets gradients.
+
+        Autograd then stops at the lowest trained layer by itself: nothing below it needs a
+        gradient, which is the "skip backprop below the lowest trained layer" speed lever.
+        """
+        for (t, g, k), params in self.params.items():
+            on = t == tool and train[MODULE_KINDS.index(k)][g] > 0
+            for p in params:
+                p.requires_grad_(on)
+
+    def freeze(self) -> None:
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def norms(self) -> dict[str, list[float]]:
+        """Frobenius norm of each tool's effective update ``s * B A`` per layer group."""
+        sq = {t: [0.0] * self.layer_map.groups for t in self.tools}
+        for target, mod in self._layers:
+            for t in self.tools:
+                delta = mod.scaling[t] * (mod.lora_B[t].weight @ mod.lora_A[t].weight)
+                sq[t][target.group] += float(delta.pow(2).sum())
+        return {t: [math.sqrt(v) for v in vals] for t, vals in sq.items()}
+
+    def save(self, out_dir: Path) -> dict[str, Path]:
+        """Save each tool's adapter in peft format, the final output scales baked into ``alpha_pattern``.
+
+        ``PeftModel.from_pretrained(base, out_dir / tool)`` then reproduces this model exactly.
+        """
+        import copy
+
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        scales = self.output_scales()
+        kinds = {k: i for i, k in enumerate(MODULE_KINDS)}
+        paths = {}
+        for t in self.tools:
+            cfg = copy.deepcopy(self.config)
+            cfg.alpha_pattern = {
+                re.escape(m.name): self.lora.alpha * scales[t][kinds[m.kind]][m.group]
+                for m in self.layer_map.modules
+            }
+            cfg.base_model_name_or_path = getattr(self.model.base_model.model.config, "_name_or_path", None)
+            d = Path(out_dir) / t
+            d.mkdir(parents=True, exist_ok=True)
+            cfg.save_pretrained(str(d))
+            state = get_peft_model_state_dict(self.model, adapter_name=t)
+            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(d / "adapter_model.safetensors"))
+            paths[t] = d
+        return paths

@@ -1,0 +1,166 @@
+"""The ``metactl`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from metactl.errors import ConfigError, MetactlError
+
+app = typer.Typer(
+    help="metactl learns how to conduct model-adaptation tools (SFT, DPO, retain) per layer and phase.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SCORE_COLUMNS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "kl", "cka", "composite"]
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(code=2)
+
+
+def resolve_schedule_path(name: str) -> Path:
+    """A built-in schedule name (``default``, ``expert``) or a YAML path."""
+    builtin = CONFIGS / "schedules" / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    path = Path(name)
+    if not path.is_file():
+        from metactl.errors import did_you_mean
+
+        names = sorted(p.stem for p in (CONFIGS / "schedules").glob("*.yaml"))
+        raise ConfigError(f"schedule: {name!r} is neither a built-in schedule ({', '.join(names)}) nor a file.{did_you_mean(name, names)}")
+    return path
+
+
+@app.command()
+def models() -> None:
+    """List the built-in model names and whether their weights are ready offline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from metactl.models import BUILTIN_MODELS, resolve_model
+
+    table = Table("name", "what it is", "weights")
+    for name, desc in BUILTIN_MODELS.items():
+        table.add_row(name, desc, resolve_model(name).status())
+    Console().print(table)
+    typer.echo("Any Hugging Face model folder (or hub id, on a connected machine) works as --model too.")
+
+
+@app.command()
+def tools() -> None:
+    """List the registered tools and their options."""
+    from metactl.tools import TOOLS
+
+    for name, cls in TOOLS.items():
+        typer.echo(f"{name}: {cls.__module__.split('.')[-1]} rows need {', '.join(cls.fields)}")
+        for field, help_text in cls.Config.help().items():
+            typer.echo(f"    tools.{name}.{field}: {help_text}")
+
+
+@app.command("show-config")
+def show_config(
+    config: Annotated[Optional[Path], typer.Option(help="YAML run config to resolve")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override, e.g. --set training.total_steps=64")] = [],  # noqa: B006
+) -> None:
+    """Print the fully resolved run config (defaults + YAML + overrides)."""
+    from metactl.config import load_config
+
+    try:
+        typer.echo(load_config(config, set_).to_yaml())
+    except MetactlError as exc:
+        _fail(exc)
+
+
+@app.command("run-schedule")
+def run_schedule(
+    out: Annotated[Path, typer.Option(help="run directory to write (config, schedule, scores.jsonl, adapters/)")],
+    schedule: Annotated[str, typer.Option(help="built-in schedule name (default, expert) or a schedule YAML")] = "default",
+    model: Annotated[Optional[str], typer.Option(help="built-in model name, HF folder or hub id")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="built-in suite name or folder with suite.yaml")] = None,
+    task_seed: Annotated[Optional[int], typer.Option(help="seed the built-in suite is generated from")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed of adapter init and batch sampling")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="total optimiser steps (training.total_steps)")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML run config (see configs/run/)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="config override KEY=VALUE, repeatable")] = [],  # noqa: B006
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Execute one schedule on (model, suite, seed), print per-phase scores and write the run dir.
+
+    Everything is validated before any weights load; the run directory appears only when the
+    run has finished (it is written atomically).
+    """
+    from metactl.config import load_config
+    from metactl.schedule import Schedule
+
+    try:
+        overrides = list(set_)
+        for key, value in (("model", model), ("suite", suite), ("task_seed", task_seed),
+                           ("training.seed", seed), ("training.total_steps", steps)):
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        cfg = load_config(config, overrides)
+        sched = Schedule.load(resolve_schedule_path(schedule))
+        from metactl.models import resolve_model
+        from metactl.tasks import check_suite_name
+
+        resolve_model(cfg.model)
+        check_suite_name(cfg.suite)
+        if sched.layer_groups != cfg.training.layer_groups:
+            raise ConfigError(
+                f"schedule layer_groups={sched.layer_groups} but training.layer_groups={cfg.training.layer_groups}; "
+                f"pass --set training.layer_groups={sched.layer_groups}."
+            )
+    except MetactlError as exc:
+        _fail(exc)
+
+    from metactl.rundir import write_schedule_run
+    from metactl.runner import Engine
+
+    try:
+        engine = Engine(cfg, tools=sched.tool_names, progress=not quiet)
+        engine.check_schedule(sched)
+    except MetactlError as exc:
+        _fail(exc)
+    rows = [("base", "-", "-", engine.task.base_scores)]
+
+    def on_phase(r) -> None:
+        if not quiet:
+            typer.echo(f"phase {r.phase}: {r.tool_steps} in {r.seconds:.1f}s", err=True)
+
+    results = engine.run(sched, seed=cfg.training.seed, on_phase=on_phase)
+    rows += [(str(r.phase), ",".join(f"{t}:{n}" for t, n in r.tool_steps.items()), f"{r.seconds:.1f}", r.scores) for r in results]
+    print_score_table(rows)
+    path = write_schedule_run(out, cfg, sched, engine, results, cfg.training.seed)
+    typer.echo(f"wrote {path}")
+
+
+def print_score_table(rows: list[tuple[str, str, str, dict | None]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("phase", "steps", "s", *SCORE_COLUMNS)
+    for phase, steps, secs, scores in rows:
+        vals = [f"{scores[c]:.3f}" if scores else "" for c in SCORE_COLUMNS]
+        table.add_row(phase, steps, secs, *vals)
+    Console().print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except MetactlError as exc:  # pragma: no cover - commands catch their own
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

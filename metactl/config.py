@@ -1,0 +1,115 @@
+"""Run configuration: nested dataclasses, loaded from YAML, overridden with ``a.b=value`` strings.
+
+Every field carries help text (shown by ``metactl show-config``) and every value is validated in
+``__post_init__``, so a bad value fails before any model weights are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+from metactl.errors import ConfigError, check_number, did_you_mean
+from metactl.scoring import RewardConfig
+from metactl.tools import TOOLS, DPOConfig, RetainConfig, SFTConfig, ToolConfig
+
+
+@dataclass
+class TrainingConfig:
+    total_steps: int = field(default=96, metadata={"help": "optimiser steps per episode, shared by all tools and phases"})
+    layer_groups: int = field(default=4, metadata={"help": "relative-depth groups a schedule controls"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank of every tool's adapter"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = output control * alpha / r)"})
+    seed: int = field(default=0, metadata={"help": "seed of adapter init and batch sampling"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 per process is fastest for small models)"})
+    score_every_phase: bool = field(default=True, metadata={"help": "score after every phase, not only at the end"})
+
+    def __post_init__(self) -> None:
+        self.total_steps = int(check_number("training.total_steps", self.total_steps, low=1, high=10**7, integer=True))
+        self.layer_groups = int(check_number("training.layer_groups", self.layer_groups, low=1, high=64, integer=True))
+        self.lora_r = int(check_number("training.lora_r", self.lora_r, low=1, high=1024, integer=True))
+        self.lora_alpha = check_number("training.lora_alpha", self.lora_alpha, low=0.0, high=1e4, low_open=True)
+        self.seed = int(check_number("training.seed", self.seed, low=0, integer=True))
+        self.threads = int(check_number("training.threads", self.threads, low=1, high=256, integer=True))
+
+
+def _default_tools() -> dict[str, ToolConfig]:
+    return {"sft": SFTConfig(), "dpo": DPOConfig(), "retain": RetainConfig()}
+
+
+@dataclass
+class RunConfig:
+    model: str = field(default="proxy-tiny", metadata={"help": "built-in model name, HF folder or hub id"})
+    suite: str = field(default="style-vs-truth", metadata={"help": "built-in suite name or a folder with suite.yaml"})
+    task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    tools: dict[str, ToolConfig] = field(default_factory=_default_tools)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        self.task_seed = int(check_number("task_seed", self.task_seed, low=0, integer=True))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}.")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"{where + '.' if where else ''}{key}: unknown option; allowed: {', '.join(known)}.{did_you_mean(key, known)}"
+            )
+    kwargs = {}
+    for key, value in data.items():
+        f = known[key]
+        path = f"{where}.{key}" if where else key
+        if key == "tools" and cls is RunConfig:
+            tools = _default_tools()
+            for name, sub in (value or {}).items():
+                if name not in TOOLS:
+                    raise ConfigError(f"tools.{name}: unknown tool; allowed: {', '.join(TOOLS)}.{did_you_mean(name, TOOLS)}")
+                tools[name] = _build(TOOLS[name].Config, sub or {}, f"tools.{name}")
+            kwargs[key] = tools
+        elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            kwargs[key] = _build(f.default_factory, value or {}, path)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.total_steps=64.")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    """YAML file (optional) + ``a.b=value`` overrides -> validated :class:`RunConfig`."""
+    data: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config: file {str(path)!r} does not exist.")
+        data = yaml.safe_load(path.read_text()) or {}
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section.")
+        node[keys[-1]] = value
+    return _build(RunConfig, data, "")

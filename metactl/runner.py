@@ -1,0 +1,204 @@
+"""The runner: executes a schedule on (model, suite, seed) phase by phase and scores the result.
+
+This is the only implementation of training and scoring. The CLI, the environments, the
+baselines, the benchmark and transfer all go through :class:`Engine` and :class:`Episode`, so a
+schedule means the same thing wherever it runs.
+
+An :class:`Engine` holds what is expensive and reusable: one persistent ``PeftModel`` with an
+adapter per tool, the encoded tool data, the cached reference statistics of the base (DPO
+reference log-probs, retain log-probs and hidden states) and the base's own scores. An
+:class:`Episode` resets the adapters and the optimiser from a seed and then runs phases.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from metactl.adapters import AdapterSet, LoraSettings, resolve_layer_map
+from metactl.config import RunConfig
+from metactl.errors import ConfigError
+from metactl.models import load_model, resolve_model
+from metactl.schedule import MODULE_KINDS, Phase, Schedule, interleave
+from metactl.scoring import Scorer
+from metactl.tasks import TaskSuite, check_suite_name, load_suite
+from metactl.tools import TOOLS, Tool
+
+
+class DivergedError(FloatingPointError):
+    """A tool's loss became NaN/inf; the episode cannot continue meaningfully."""
+
+
+@dataclass
+class PhaseResult:
+    phase: int
+    steps: int
+    tool_steps: dict[str, int]
+    losses: dict[str, float]  # mean training loss per tool over the phase
+    norms: dict[str, list[float]]  # per tool, per layer group: ||s * B A||
+    seconds: float
+    scores: dict[str, float] | None = None
+
+    def to_row(self) -> dict:
+        return {
+            "phase": self.phase, "steps": self.steps, "tool_steps": self.tool_steps, "losses": self.losses,
+            "norms": self.norms, "seconds": round(self.seconds, 4), "scores": self.scores,
+        }
+
+
+@dataclass
+class TaskState:
+    """What depends on the task (suite): tool data with cached references, and the scorer."""
+
+    suite: TaskSuite
+    tools: dict[str, Tool]
+    scorer: Scorer
+    base_scores: dict[str, float] = field(default_factory=dict)
+
+
+class Engine:
+    """A model with one adapter per tool, ready to run episodes on one or more tasks."""
+
+    def __init__(self, config: RunConfig, tools: list[str] | None = None, progress: bool = True) -> None:
+        # Validate everything that can be validated before reading any weights.
+        resolve_model(config.model)
+        check_suite_name(config.suite)
+        self.config = config
+        self.tool_names = list(tools or TOOLS)
+        for t in self.tool_names:
+            if t not in TOOLS:
+                raise ConfigError(f"tools: unknown tool {t!r}; allowed: {', '.join(TOOLS)}.")
+        first_suite = load_suite(config.suite, config.task_seed)
+        self.tool_names = [t for t in self.tool_names if first_suite.data.get(t)]
+        if not self.tool_names:
+            raise ConfigError(f"suite {config.suite!r} has no data for any of the requested tools.")
+
+        torch.set_num_threads(config.training.threads)
+        model, self.tokenizer, self.model_path = load_model(config.model, progress=progress)
+        self.layer_map = resolve_layer_map(model, config.training.layer_groups)
+        lora = LoraSettings(r=config.training.lora_r, alpha=config.training.lora_alpha)
+        self.adapters = AdapterSet(model, self.tool_names, self.layer_map, lora)
+        self.model = self.adapters.model
+        self._tasks: dict[int, TaskState] = {}
+        self.task = self.load_task(config.task_seed, first_suite)
+
+    def load_task(self, task_seed: int, suite: TaskSuite | None = None) -> TaskState:
+        """Switch to ``task_seed`` (built and cached on first use: data, references, base scores)."""
+        if task_seed not in self._tasks:
+            suite = suite or load_suite(self.config.suite, task_seed)
+            tools = {t: TOOLS[t](self.config.tools[t], suite.data[t], self.tokenizer) for t in self.tool_names}
+            for tool in tools.values():
+                tool.prepare(self.model)
+            scorer = Scorer(suite, self.tokenizer, self.config.reward)
+            scorer.prepare(self.model)
+            state = TaskState(suite, tools, scorer)
+            with self.model.disable_adapter():
+                state.base_scores = scorer.score(self.model)
+            self._tasks[task_seed] = state
+        self.task = self._tasks[task_seed]
+        return self.task
+
+    def episode(self, seed: int | None = None) -> "Episode":
+        return Episode(self, self.config.training.seed if seed is None else seed)
+
+    def run(
+        self,
+        schedule: Schedule,
+        seed: int | None = None,
+        on_phase: Callable[[PhaseResult], None] | None = None,
+    ) -> list[PhaseResult]:
+        """Run a whole schedule from fresh adapters; returns one result per phase."""
+        self.check_schedule(schedule)
+        ep = self.episode(seed)
+        steps = schedule.phase_steps(self.config.training.total_steps)
+        results = []
+        for i, (phase, n) in enumerate(zip(schedule.phases, steps)):
+            last = i == len(schedule.phases) - 1
+            res = ep.run_phase(phase, n, score=last or self.config.training.score_every_phase)
+            results.append(res)
+            if on_phase:
+                on_phase(res)
+        return results
+
+    def check_schedule(self, schedule: Schedule) -> None:
+        if schedule.layer_groups != self.layer_map.groups:
+            raise ConfigError(
+                f"schedule has layer_groups={schedule.layer_groups} but the run uses training.layer_groups="
+                f"{self.layer_map.groups}; set training.layer_groups={schedule.layer_groups}."
+            )
+        missing = [t for t in schedule.tool_names if t not in self.tool_names]
+        if missing:
+            raise ConfigError(f"schedule uses tool {missing[0]!r} but the suite has no data for it (tools here: {', '.join(self.tool_names)}).")
+
+
+class Episode:
+    """Fresh adapters and optimiser state; phases run in order and keep their effects."""
+
+    def __init__(self, engine: Engine, seed: int) -> None:
+        self.engine = engine
+        self.seed = seed
+        self.phase_index = 0
+        engine.adapters.reset(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        cfg = engine.config
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": params, "tool": t, "group": g, "kind": k, "base_lr": cfg.tools[t].lr}
+                for (t, g, k), params in engine.adapters.params.items()
+            ],
+            lr=0.0,
+            weight_decay=0.0,
+            foreach=True,
+        )
+
+    def _apply_train(self, phase: Phase) -> None:
+        for group in self.optimizer.param_groups:
+            c = phase.tools.get(group["tool"])
+            strength = c.train[MODULE_KINDS.index(group["kind"])][group["group"]] if c else 0.0
+            group["lr"] = group["base_lr"] * strength
+
+    def run_phase(self, phase: Phase, steps: int, score: bool = True) -> PhaseResult:
+        eng = self.engine
+        t0 = time.perf_counter()
+        full = {t: [[1.0] * eng.layer_map.groups for _ in MODULE_KINDS] for t in eng.tool_names}
+        eng.adapters.set_output({**full, **{t: c.output for t, c in phase.tools.items() if t in full}})
+        self._apply_train(phase)
+        order = interleave({t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None}, steps)
+        eng.model.train()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        current = None
+        for tool_name in order:
+            if tool_name != current:
+                eng.adapters.trainable(tool_name, phase.tools[tool_name].train)
+                current = tool_name
+            tool = eng.task.tools[tool_name]
+            loss = tool.loss(eng.model, tool.sample(self.gen))
+            if not torch.isfinite(loss):
+                raise DivergedError(
+                    f"phase {self.phase_index}: {tool_name} loss is {loss.item()} (diverged); lower tools.{tool_name}.lr "
+                    "or that tool's train control."
+                )
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            sums[tool_name] = sums.get(tool_name, 0.0) + loss.item()
+            counts[tool_name] = counts.get(tool_name, 0) + 1
+        eng.model.eval()
+        eng.adapters.freeze()  # nothing keeps a gradient between phases
+        scores = eng.task.scorer.score(eng.model) if score else None
+        result = PhaseResult(
+            phase=self.phase_index,
+            steps=len(order),
+            tool_steps=counts,
+            losses={t: sums[t] / counts[t] for t in counts},
+            norms=eng.adapters.norms(),
+            seconds=time.perf_counter() - t0,
+            scores=scores,
+        )
+        self.phase_index += 1
+        return result
+

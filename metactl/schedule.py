@@ -1,0 +1,260 @@
+"""Schedules: ordered phases of per-tool influence controls, portable across model sizes.
+
+A schedule never names a layer index or a step count. Depth is a relative *layer group*
+(``floor(layer * G / L)``), module kinds are ``attn`` / ``mlp`` (resolved per architecture), and a
+phase's length is a fraction of the run's step budget, so the same YAML means the same thing on a
+4-layer proxy and a 30-layer model.
+
+YAML form (schema_version 1)::
+
+    schema_version: 1
+    layer_groups: 4
+    phases:
+      - fraction: 0.5            # share of the total step budget
+        tools:
+          sft:
+            share: 1.0           # share of this phase's steps (tools interleave step by step)
+            train: 1.0           # learning-rate multiplier; 0 freezes the adapter
+            output: 0.7          # adapter output scale (peft's per-module scaling)
+          dpo: {share: 1.0, train: [0, 0, 1, 1], output: {attn: 1.0, mlp: [1, 1, 0.5, 0.5]}}
+
+``train`` and ``output`` take a scalar, a list with one value per layer group, or a mapping
+``{attn: ..., mlp: ...}`` of either. A tool omitted from a phase gets no steps there and keeps
+its previous output scale (1.0 before it is first named).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from metactl.errors import ConfigError, check_choice, check_number, did_you_mean
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MODULE_KINDS = ("attn", "mlp")
+MAX_TRAIN = 10.0
+MAX_OUTPUT = 2.0
+_FRACTION_TOL = 1e-6
+
+Grid = list[list[float]]  # [kind][group]
+
+
+def _full(value: float, groups: int) -> Grid:
+    return [[float(value)] * groups for _ in MODULE_KINDS]
+
+
+@dataclass
+class ToolControls:
+    """Influence of one tool during one phase."""
+
+    share: float = 0.0
+    train: Grid = field(default_factory=list)
+    output: Grid = field(default_factory=list)
+
+    def lowest_trained_group(self) -> int | None:
+        groups = [g for row in self.train for g, v in enumerate(row) if v > 0]
+        return min(groups) if groups and self.share > 0 else None
+
+
+@dataclass
+class Phase:
+    fraction: float
+    tools: dict[str, ToolControls]
+
+
+@dataclass
+class Schedule:
+    """An ordered list of phases; ``tools`` of every phase hold the same, fully resolved keys."""
+
+    phases: list[Phase]
+    layer_groups: int = 4
+    name: str = ""
+
+    @property
+    def tool_names(self) -> list[str]:
+        return list(self.phases[0].tools) if self.phases else []
+
+    def phase_steps(self, total_steps: int) -> list[int]:
+        """Split ``total_steps`` by phase fraction (largest remainder, so the sum is exact)."""
+        raw = [p.fraction * total_steps for p in self.phases]
+        steps = [math.floor(r) for r in raw]
+        for i in sorted(range(len(raw)), key=lambda i: raw[i] - steps[i], reverse=True)[: total_steps - sum(steps)]:
+            steps[i] += 1
+        return steps
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            **({"name": self.name} if self.name else {}),
+            "layer_groups": self.layer_groups,
+            "phases": [
+                {
+                    "fraction": round(p.fraction, 6),
+                    "tools": {
+                        t: {"share": round(c.share, 6), "train": _compact(c.train), "output": _compact(c.output)}
+                        for t, c in p.tools.items()
+                    },
+                }
+                for p in self.phases
+            ],
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120)
+
+    def save(self, path: str | Path) -> Path:
+        from metactl.io import atomic_write_text
+
+        return atomic_write_text(path, self.to_yaml())
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "schedule", known_tools: list[str] | None = None) -> "Schedule":
+        return parse_schedule(data, source, known_tools)
+
+    @classmethod
+    def load(cls, path: str | Path, known_tools: list[str] | None = None) -> "Schedule":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"schedule: file {str(path)!r} does not exist.")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"schedule {path}: not valid YAML ({exc}).") from exc
+        return parse_schedule(data, str(path), known_tools)
+
+
+def _compact(grid: Grid):
+    flat = [v for row in grid for v in row]
+    if all(v == flat[0] for v in flat):
+        return round(flat[0], 6)
+    if all(row == grid[0] for row in grid):
+        return [round(v, 6) for v in grid[0]]
+    return {k: [round(v, 6) for v in row] for k, row in zip(MODULE_KINDS, grid)}
+
+
+def _parse_grid(where: str, value: object, groups: int, high: float) -> Grid:
+    def row(where_row: str, v: object) -> list[float]:
+        if isinstance(v, (list, tuple)):
+            if len(v) != groups:
+                raise ConfigError(
+                    f"{where_row}: got {len(v)} values but the schedule has layer_groups={groups}; "
+                    f"give one value per group or a single number."
+                )
+            return [check_number(f"{where_row}[{g}]", x, low=0.0, high=high) for g, x in enumerate(v)]
+        return [check_number(where_row, v, low=0.0, high=high)] * groups
+
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in MODULE_KINDS]
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown module kind {unknown[0]!r}; allowed: {', '.join(MODULE_KINDS)}."
+                f"{did_you_mean(unknown[0], MODULE_KINDS)}"
+            )
+        return [row(f"{where}.{k}", value.get(k, 1.0)) for k in MODULE_KINDS]
+    r = row(where, value)
+    return [list(r) for _ in MODULE_KINDS]
+
+
+_CONTROL_KEYS = ("share", "train", "output")
+
+
+def parse_schedule(data: object, source: str = "schedule", known_tools: list[str] | None = None) -> Schedule:
+    """Validate a schedule given as plain data; every error names the field and the fix."""
+    from metactl.tools import TOOLS
+
+    known = list(known_tools or TOOLS)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'schema_version' and 'phases', got {type(data).__name__}.")
+    extra = [k for k in data if k not in ("schema_version", "name", "layer_groups", "phases")]
+    if extra:
+        raise ConfigError(
+            f"{source}: unknown key {extra[0]!r}; allowed: schema_version, name, layer_groups, phases."
+            f"{did_you_mean(extra[0], ['schema_version', 'name', 'layer_groups', 'phases'])}"
+        )
+    version = data.get("schema_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise ConfigError(
+            f"{source}: schema_version {version!r} is not supported; supported: {list(SUPPORTED_VERSIONS)}. "
+            "Set 'schema_version: 1' or upgrade metactl."
+        )
+    groups = int(check_number(f"{source}: layer_groups", data.get("layer_groups", 4), low=1, high=64, integer=True))
+    raw_phases = data.get("phases")
+    if not isinstance(raw_phases, list) or not raw_phases:
+        raise ConfigError(f"{source}: 'phases' must be a non-empty list of phases.")
+
+    names: list[str] = []
+    for i, ph in enumerate(raw_phases):
+        if not isinstance(ph, dict):
+            raise ConfigError(f"{source}: phases[{i}] must be a mapping with 'fraction' and 'tools'.")
+        for t in (ph.get("tools") or {}):
+            check_choice(f"{source}: phases[{i}].tools", t, known)
+            if t not in names:
+                names.append(t)
+    names.sort(key=known.index)
+
+    phases: list[Phase] = []
+    last_output = {t: _full(1.0, groups) for t in names}
+    for i, ph in enumerate(raw_phases):
+        where = f"{source}: phases[{i}]"
+        bad = [k for k in ph if k not in ("fraction", "tools")]
+        if bad:
+            raise ConfigError(f"{where}: unknown key {bad[0]!r}; allowed: fraction, tools.{did_you_mean(bad[0], ['fraction', 'tools'])}")
+        fraction = check_number(f"{where}.fraction", ph.get("fraction"), low=0.0, high=1.0, low_open=True)
+        tools_in = ph.get("tools") or {}
+        if not isinstance(tools_in, dict):
+            raise ConfigError(f"{where}.tools: expected a mapping of tool name to controls.")
+        controls: dict[str, ToolControls] = {}
+        for t in names:
+            spec = tools_in.get(t)
+            if spec is None:
+                controls[t] = ToolControls(0.0, _full(1.0, groups), [list(r) for r in last_output[t]])
+                continue
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{where}.tools.{t}: expected a mapping with share/train/output, got {spec!r}.")
+            bad = [k for k in spec if k not in _CONTROL_KEYS]
+            if bad:
+                raise ConfigError(
+                    f"{where}.tools.{t}: unknown control {bad[0]!r}; allowed: {', '.join(_CONTROL_KEYS)}."
+                    f"{did_you_mean(bad[0], _CONTROL_KEYS)}"
+                )
+            share = check_number(f"{where}.tools.{t}.share", spec.get("share", 1.0), low=0.0, high=1e6)
+            train = _parse_grid(f"{where}.tools.{t}.train", spec.get("train", 1.0), groups, MAX_TRAIN)
+            output = (
+                _parse_grid(f"{where}.tools.{t}.output", spec["output"], groups, MAX_OUTPUT)
+                if "output" in spec
+                else [list(r) for r in last_output[t]]
+            )
+            controls[t] = ToolControls(share, train, output)
+            last_output[t] = output
+        if not any(c.share > 0 for c in controls.values()):
+            raise ConfigError(f"{where}: every tool has share 0; give at least one tool 'share: 1'.")
+        phases.append(Phase(fraction, controls))
+
+    total = sum(p.fraction for p in phases)
+    if abs(total - 1.0) > _FRACTION_TOL:
+        raise ConfigError(
+            f"{source}: phase fractions sum to {total:.6g}, they must sum to 1 "
+            f"(got {[p.fraction for p in phases]}); rescale them."
+        )
+    return Schedule(phases=phases, layer_groups=groups, name=str(data.get("name", "")))
+
+
+def interleave(shares: dict[str, float], steps: int) -> list[str]:
+    """Order ``steps`` tool steps so each tool's count matches its share and turns alternate.
+
+    Deterministic: at every step the tool furthest behind its quota goes next (ties by order).
+    """
+    active = {t: s for t, s in shares.items() if s > 0}
+    total = sum(active.values())
+    done = dict.fromkeys(active, 0)
+    order: list[str] = []
+    for i in range(steps):
+        t = max(active, key=lambda t: active[t] / total * (i + 1) - done[t])
+        done[t] += 1
+        order.append(t)
+    return order

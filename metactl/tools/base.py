@@ -1,0 +1,69 @@
+"""What every tool is: a named adapter trained by its own loss on its own data."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
+
+import torch
+
+from metactl.errors import check_number
+from metactl.tokens import EncodedPairs
+
+
+@dataclass
+class ToolConfig:
+    """Settings shared by every tool; subclasses add their own, each with help text."""
+
+    lr: float = field(default=1e-3, metadata={"help": "base learning rate; a phase's train control multiplies it"})
+    batch_size: int = field(default=16, metadata={"help": "rows per step"})
+
+    def __post_init__(self) -> None:
+        self.lr = check_number(f"tools.{self.tool_name()}.lr", self.lr, low=0.0, high=1.0, low_open=True)
+        self.batch_size = int(check_number(f"tools.{self.tool_name()}.batch_size", self.batch_size, low=1, high=4096, integer=True))
+
+    @classmethod
+    def tool_name(cls) -> str:
+        return cls.__name__.removesuffix("Config").lower()
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+class Tool(ABC):
+    """A tool owns one LoRA adapter and a loss over its training rows.
+
+    Subclasses set ``name``, ``Config`` and ``fields`` (the TRL dataset format they read), encode
+    their rows once in ``__init__``, may cache anything that depends only on the frozen base in
+    :meth:`prepare`, and compute a differentiable loss for a batch of row indices in :meth:`loss`.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ToolConfig]]
+    fields: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: ToolConfig, rows: list[dict], tokenizer) -> None:
+        self.config = config
+        self.rows = rows
+        self.tokenizer = tokenizer
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def prepare(self, peft_model) -> None:
+        """Cache what depends only on the base model (called once per model and suite)."""
+
+    @abstractmethod
+    def loss(self, model, index: torch.Tensor) -> torch.Tensor:
+        """Differentiable loss of the rows ``index`` under ``model`` (all adapters active)."""
+
+    def sample(self, gen: torch.Generator) -> torch.Tensor:
+        return torch.randint(len(self), (min(self.config.batch_size, len(self)),), generator=gen)
+
+
+def forward_logits(model, batch: EncodedPairs) -> torch.Tensor:
+    # Rows are right-padded and the model is causal, so real tokens never see padding: skipping
+    # the attention mask lets SDPA take its fused causal path and gives identical logits there.
+    return model(input_ids=batch.input_ids).logits

@@ -1,0 +1,30 @@
+"""``sft``: completion-only cross-entropy on prompt/completion rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from metactl.tokens import encode_pairs, token_logprobs
+from metactl.tools.base import Tool, ToolConfig, forward_logits
+
+
+@dataclass
+class SFTConfig(ToolConfig):
+    lr: float = field(default=1e-3, metadata={"help": "base learning rate; a phase's train control multiplies it"})
+
+
+class SFTTool(Tool):
+    name = "sft"
+    Config = SFTConfig
+    fields = ("prompt", "completion")
+
+    def __init__(self, config: SFTConfig, rows: list[dict], tokenizer) -> None:
+        super().__init__(config, rows, tokenizer)
+        self.data = encode_pairs(tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows], append_eos=True)
+
+    def loss(self, model, index: torch.Tensor) -> torch.Tensor:
+        batch = self.data.select(index)
+        lp = token_logprobs(forward_logits(model, batch), batch.input_ids)
+        return -(lp * batch.loss_mask).sum() / batch.loss_mask.sum()
