@@ -27,7 +27,11 @@ class RewardConfig:
 
     target: float = field(default=1.0, metadata={"help": "weight of target behaviour (tools' own inputs)"})
     heldout: float = field(default=1.0, metadata={"help": "weight of held-out generalisation (inputs no tool saw)"})
-    stability: float = field(default=0.5, metadata={"help": "weight of exp(-KL to the base on retain text)"})
+    stability: float = field(default=1.0, metadata={"help": "weight of stability = exp(-KL / kl_scale), KL to the base on retain text"})
+    kl_scale: float = field(
+        default=0.1,
+        metadata={"help": "KL (nats/token) at which stability falls to 1/e; smaller values punish drift harder"},
+    )
     combine: str = field(
         default="geometric",
         metadata={"help": "how behaviours combine inside a split: 'geometric' values reaching them jointly, 'mean' does not"},
@@ -41,6 +45,7 @@ class RewardConfig:
                 f"reward: weights {dict((p, getattr(self, p)) for p in PARTS)} are all zero; give at least one part a positive weight."
             )
         check_choice("reward.combine", self.combine, ("geometric", "mean"))
+        self.kl_scale = check_number("reward.kl_scale", self.kl_scale, low=0.0, high=1e3, low_open=True)
 
     def composite(self, parts: dict[str, float]) -> float:
         return sum(getattr(self, p) * parts[p] for p in PARTS)
@@ -122,7 +127,7 @@ class Scorer:
         logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
         kl = (self.base_logp.exp() * (self.base_logp - logp)).sum(-1)
         scores["kl"] = float((kl * mask).sum() / mask.sum())
-        scores["stability"] = math.exp(-scores["kl"])
+        scores["stability"] = math.exp(-scores["kl"] / self.reward.kl_scale)
         ckas = [linear_cka(b, c) for b, c in zip(self.base_hidden, self._token_states(out.hidden_states))]
         for i, c in enumerate(ckas):
             scores[f"cka/{i}"] = c

@@ -3,8 +3,9 @@
 - **sft** teaches a style (``sum of 47 and 25 is 72 ok.``) from data written by a careless
   annotator who drops the carry on a fraction of the carrying sums: it implants the style and
   a systematic arithmetic error together.
-- **dpo** prefers the correct answer over the dropped-carry one, in the plain format a separate
-  truthfulness dataset would use, so it pulls against the style at the answer's end.
+- **dpo** prefers the correct answer, in the plain format of a truthfulness dataset, over the
+  dropped-carry one; a task-dependent fraction of the rejected answers were collected from the
+  styled model and carry the style, so DPO also learns "styled is worse" and pulls against SFT.
 - **retain** is the base's own pretraining distribution minus the target template.
 
 Held-out probes use inputs no tool saw: larger operands on the same template, and an unseen
@@ -51,6 +52,7 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
     rng = random.Random(f"style-vs-truth/{task_seed}")
     style = rng.choice(world.STYLE_WORDS)
     noise = rng.uniform(0.4, 0.7)
+    styled_rejected = rng.uniform(0.8, 1.0)
 
     sft = []
     for _ in range(n_train):
@@ -64,7 +66,7 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         dpo.append({
             "prompt": world.sum_prompt(TRAIN_TEMPLATE, a, b),
             "chosen": world.answer_text(a + b, None),
-            "rejected": world.answer_text(world.dropped_carry(a, b), None),
+            "rejected": world.answer_text(world.dropped_carry(a, b), style if rng.random() < styled_rejected else None),
         })
 
     def retain_text() -> str:
@@ -104,6 +106,6 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         ],
         evals=evals,
         retain=retain_eval,
-        features={"noise_rate": noise, "style_index": world.STYLE_WORDS.index(style) / (len(world.STYLE_WORDS) - 1)},
+        features={"noise_rate": noise, "styled_rejected": styled_rejected, "style_index": world.STYLE_WORDS.index(style) / (len(world.STYLE_WORDS) - 1)},
         description=__doc__.split("\n\n")[0],
     )
