@@ -144,14 +144,13 @@ def run_schedule(
 
 
 def print_score_table(rows: list[tuple[str, str, str, dict | None]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("phase", "steps", "s", *SCORE_COLUMNS)
-    for phase, steps, secs, scores in rows:
-        vals = [f"{scores[c]:.3f}" if scores else "" for c in SCORE_COLUMNS]
-        table.add_row(phase, steps, secs, *vals)
-    Console().print(table)
+    """A plain aligned table: readable in any terminal width, and easy to grep or paste."""
+    head = ["phase", "steps", "s", *SCORE_COLUMNS]
+    body = [[phase, steps, secs, *(f"{scores[c]:.3f}" if scores else "" for c in SCORE_COLUMNS)]
+            for phase, steps, secs, scores in rows]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    for r in [head, *body]:
+        typer.echo("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
 
 
 def main() -> None:

@@ -95,8 +95,15 @@ def load_model(name: str, dtype: str = "float32", progress: bool = True):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
     ref = resolve_model(name)
     path = model_path(ref, progress=progress)
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise for tiny models
+    # peft probes this deprecated attribute on every wrap; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
