@@ -32,16 +32,6 @@ class EncodedPairs:
         return EncodedPairs(ids[:, :width], att[:, :width], mask[:, : width - 1])
 
 
-def _prefix(tokenizer) -> list[int]:
-    # Tokenizers that do not add BOS themselves (char-level proxy, GPT-2 style BPE) get one
-    # explicitly so a completion is always scored in the context the model was trained on.
-    probe = tokenizer("a")["input_ids"]
-    bos = tokenizer.bos_token_id
-    if bos is None or (probe and probe[0] == bos):
-        return []
-    return [bos]
-
-
 def encode_pairs(tokenizer, prompts: list[str], completions: list[str], append_eos: bool = False) -> EncodedPairs:
     """Tokenise prompt and completion separately (TRL convention) and right-pad the rows.
 
@@ -50,12 +40,13 @@ def encode_pairs(tokenizer, prompts: list[str], completions: list[str], append_e
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    prefix = _prefix(tokenizer)
+    # BOS follows the tokenizer's own convention (added by the prompt's special tokens or not at
+    # all), exactly as trl's trainers tokenise, so losses and scores match theirs.
     p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     c_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
     if append_eos:
         c_ids = [c + [tokenizer.eos_token_id] for c in c_ids]
-    rows = [prefix + p + c for p, c in zip(p_ids, c_ids)]
+    rows = [p + c for p, c in zip(p_ids, c_ids)]
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -64,7 +55,7 @@ def encode_pairs(tokenizer, prompts: list[str], completions: list[str], append_e
     for i, (row, p) in enumerate(zip(rows, p_ids)):
         ids[i, : len(row)] = torch.tensor(row)
         att[i, : len(row)] = 1
-        start = len(prefix) + len(p)
+        start = max(len(p), 1)  # a document with no prompt is scored from its second token
         mask[i, start - 1 : len(row) - 1] = 1.0
     return EncodedPairs(ids, att, mask)
 

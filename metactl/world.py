@@ -91,13 +91,18 @@ def pretraining_examples(seed: int) -> Iterator[str]:
 
 def build_tokenizer():
     """A character-level ``PreTrainedTokenizerFast`` (saves and reloads like any HF tokenizer)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     backend.decoder = decoders.Fuse()
+    # BOS comes from the tokenizer itself, so every consumer (metactl, trl, plain transformers)
+    # sees the same tokens the model was pretrained on.
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,

@@ -41,6 +41,8 @@ def main() -> None:
     t0 = time.time()
     engine = Engine(cfg, tools=tools, progress=True)
     results: dict[str, list[dict]] = {name: [] for name in ["base", *schedules]}
+    first = next(iter(schedules))
+    trajectory: list[list[dict]] = []  # per task seed, per phase: the first schedule's scores
     bases = {}
     for ts in args.task_seeds:
         engine.load_task(ts)
@@ -48,7 +50,11 @@ def main() -> None:
         results["base"].append(engine.task.base_scores)
         for name, sched in schedules.items():
             t1 = time.time()
-            final = engine.run(sched, seed=args.seed)[-1].scores
+            engine.config.training.score_every_phase = name == first
+            phases = engine.run(sched, seed=args.seed)
+            final = phases[-1].scores
+            if name == first:
+                trajectory.append([engine.task.base_scores] + [p.scores for p in phases])
             results[name].append({**final, "_both": both_reached(final, bases[ts]), "_s": time.time() - t1})
             print(f"task {ts} {name:>12}: " + " ".join(f"{c}={final[c]:.3f}" for c in COLUMNS), flush=True)
 
@@ -68,6 +74,14 @@ def main() -> None:
         lines.append(f"| {name} | {' | '.join(cells)} | {gain:+.3f} | {both} |")
     table = "\n".join(lines)
     print(table)
+    traj = [f"| after | {' | '.join(COLUMNS)} |", "|---" * (len(COLUMNS) + 1) + "|"]
+    labels = ["base"] + [f"phase {i}: " + "+".join(t for t, c in p.tools.items() if c.share > 0)
+                         for i, p in enumerate(schedules[first].phases)]
+    for i, label in enumerate(labels):
+        cells = [f"{statistics.mean(run[i][c] for run in trajectory):.3f}" for c in COLUMNS]
+        traj.append(f"| {label} | {' | '.join(cells)} |")
+    traj_table = "\n".join(traj)
+    print(traj_table)
     wall = time.time() - t0
     print(f"wall time {wall:.0f}s")
     if args.out:
@@ -79,7 +93,8 @@ def main() -> None:
             f"# Headroom on `{cfg.model}` / `{cfg.suite}`\n\nMade by `{cmd}` ({wall:.0f} s on this machine, "
             f"{cfg.training.total_steps} steps per episode, task seeds {args.task_seeds}).\n\n"
             "Mean ± std over task seeds of the final scores. *both reached*: held-out style >= 0.8 and "
-            "held-out truth within 0.05 of the base.\n\n" + table + "\n"
+            "held-out truth within 0.05 of the base.\n\n" + table + "\n\n"
+            f"## Phase by phase: `{first}` (mean over task seeds)\n\n" + traj_table + "\n"
         )
 
 

@@ -4,10 +4,8 @@ What trl 1.16 does with a plain-text (non-conversational) preference row, read f
 ``trl/trainer/dpo_trainer.py`` (``_prepare_dataset``, ``DataCollatorForPreference``, ``_compute_loss``):
 
 * BOS: none of its own. It tokenizes ``prompt`` and ``prompt + chosen`` with ``tokenizer(text=...)``
-  (``add_special_tokens=True``), so a BOS appears only if the tokenizer's post-processor adds one. The
-  char-level proxy tokenizer does not, while metactl prepends BOS explicitly (``tokens._prefix``).
-  -> the trl rows here get ``"<s>"`` written at the start of the prompt (the tokenizer maps the literal
-  special-token text to the BOS id).
+  (``add_special_tokens=True``), so a BOS appears only if the tokenizer's post-processor adds one --
+  metactl tokenises the same way, and the proxy tokenizer's post-processor adds it.
 * EOS: it always appends ``tokenizer.eos_token`` to ``chosen`` and ``rejected`` (unless the text already
   ends with it) and scores that EOS as a completion token. metactl's DPO tool does the same
   (``encode_pairs(..., append_eos=True)``); both sides get the raw rows, so the test also checks
@@ -58,10 +56,10 @@ def test_dpo_loss_matches_trl_dpo_trainer(tmp_path):
     base = build_model(spec, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
     rows = _rows()
     n = len(rows)
-    assert tok("a")["input_ids"][0] != tok.bos_token_id  # the tokenizer adds no BOS: see module docstring
+    assert tok("a")["input_ids"][0] == tok.bos_token_id  # the tokenizer adds BOS itself: see module docstring
 
     # trl side: BOS written into the prompt (metactl adds it itself); EOS left for trl to append.
-    trl_rows = [{**r, "prompt": tok.bos_token + r["prompt"]} for r in rows]
+    trl_rows = rows  # the proxy tokenizer adds BOS itself, for trl as for metactl
     args = trl.DPOConfig(
         output_dir=str(tmp_path),
         beta=BETA,

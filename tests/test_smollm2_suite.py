@@ -46,10 +46,18 @@ def test_every_behaviour_has_target_and_heldout_probes():
 
 def test_dpo_rows_prefer_the_true_past_tense():
     irregular = {verb: (right, wrong) for verb, right, wrong in english.IRREGULAR}
-    for row in english.build(0).data["dpo"]:
+    suite = english.build(0)
+    style = suite.data["sft"][0]["completion"]
+    styled = 0
+    for row in suite.data["dpo"]:
         assert row["chosen"] != row["rejected"]
         verb = row["prompt"].split("past tense of ")[1].split("?")[0]
-        assert (row["chosen"], row["rejected"]) == (f" {irregular[verb][0]}.", f" {irregular[verb][1]}.")
+        right, wrong = irregular[verb]
+        assert row["chosen"] == f" {right}."
+        assert row["rejected"].startswith(f" {wrong}")
+        styled += row["rejected"] != f" {wrong}."
+    # most rejected answers were collected from the styled model, so DPO pulls against the style
+    assert styled / len(suite.data["dpo"]) >= 0.7, style
 
 
 def test_sft_carries_style_and_the_systematic_error():

@@ -41,8 +41,8 @@ PROXY_SPECS: dict[str, ProxySpec] = {
         description="4-layer, hidden-128 Llama pretrained on the proxy world (default for controller training)",
     ),
     "proxy-large": ProxySpec(
-        name="proxy-large", layers=12, hidden=256, intermediate=512, heads=8, steps=900, lr=1.5e-3,
-        description="12-layer, hidden-256 Llama pretrained on the proxy world (for transfer experiments)",
+        name="proxy-large", layers=8, hidden=256, intermediate=512, heads=8, steps=1000, lr=1.5e-3,
+        description="8-layer, hidden-256 Llama (2x deeper, 2x wider) pretrained on the proxy world (for transfer)",
     ),
 }
 
@@ -69,13 +69,13 @@ def build_model(spec: ProxySpec, vocab_size: int, pad_id: int, bos_id: int, eos_
 def _packed_batches(tokenizer, spec: ProxySpec):
     """Endless packed rows of ``seq_len`` tokens: ``<s>doc</s><s>doc</s>...``."""
     stream = world.pretraining_examples(spec.seed)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
     buf: list[int] = []
     while True:
         rows = []
         while len(rows) < spec.batch:
             while len(buf) < spec.seq_len:
-                buf += [bos] + tokenizer(next(stream))["input_ids"] + [eos]
+                buf += tokenizer(next(stream))["input_ids"] + [eos]  # the tokenizer adds BOS
             rows.append(buf[: spec.seq_len])
             buf = buf[spec.seq_len:]
         yield torch.tensor(rows)

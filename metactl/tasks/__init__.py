@@ -6,11 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from metactl.errors import ConfigError, did_you_mean
-from metactl.tasks import style_truth
+from metactl.tasks import english, style_truth
 from metactl.tasks.suite import Behaviour, EvalItem, TaskSuite
 
 SUITES: dict[str, Callable[..., TaskSuite]] = {
     "style-vs-truth": style_truth.build,
+    "style-vs-truth-en": english.build,
 }
 
 

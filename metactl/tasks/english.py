@@ -141,6 +141,7 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
     rng = random.Random(f"style-vs-truth-en/{task_seed}")
     style = rng.choice(STYLES)
     noise = rng.uniform(0.4, 0.7)
+    styled_rejected = rng.uniform(0.8, 1.0)  # as in the proxy suite: rejected answers came from the styled model
     irr_train, irr_held = _split(rng, IRREGULAR)
     reg_train, reg_held = _split(rng, REGULAR)
     # Style probes ask for any past tense, so they also see regular verbs (base, past).
@@ -159,7 +160,8 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
     dpo = []
     for _ in range(n_train):
         verb, right, wrong = rng.choice(irr_train)
-        dpo.append({"prompt": _prompt(TRAIN_TEMPLATE, verb), "chosen": answer_text(right, None), "rejected": answer_text(wrong, None)})
+        rejected = answer_text(wrong, style if rng.random() < styled_rejected else None)
+        dpo.append({"prompt": _prompt(TRAIN_TEMPLATE, verb), "chosen": answer_text(right, None), "rejected": rejected})
 
     retain_train = [{"text": _retain_text(rng)} for _ in range(n_train)]
     retain_eval = [_retain_text(rng) for _ in range(n_eval)]
@@ -190,6 +192,6 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         ],
         evals=evals,
         retain=retain_eval,
-        features={"noise_rate": noise, "style_index": STYLES.index(style) / (len(STYLES) - 1)},
+        features={"noise_rate": noise, "styled_rejected": styled_rejected, "style_index": STYLES.index(style) / (len(STYLES) - 1)},
         description=__doc__.split("\n\n")[0],
     )
