@@ -82,6 +82,12 @@ def main() -> None:
         traj.append(f"| {label} | {' | '.join(cells)} |")
     traj_table = "\n".join(traj)
     print(traj_table)
+    per_seed = ["| schedule | " + " | ".join(f"task seed {ts}" for ts in args.task_seeds) + " |",
+                "|---" * (len(args.task_seeds) + 1) + "|"]
+    for name, rows in results.items():
+        per_seed.append(f"| {name} | " + " | ".join(f"{r['composite']:.3f}" for r in rows) + " |")
+    per_seed_table = "\n".join(per_seed)
+    print(per_seed_table)
     wall = time.time() - t0
     print(f"wall time {wall:.0f}s")
     if args.out:
@@ -94,6 +100,7 @@ def main() -> None:
             f"{cfg.training.total_steps} steps per episode, task seeds {args.task_seeds}).\n\n"
             "Mean ± std over task seeds of the final scores. *both reached*: held-out style >= 0.8 and "
             "held-out truth within 0.05 of the base.\n\n" + table + "\n\n"
+            "## Composite per task seed\n\n" + per_seed_table + "\n\n"
             f"## Phase by phase: `{first}` (mean over task seeds)\n\n" + traj_table + "\n"
         )
 
