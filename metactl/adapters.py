@@ -187,6 +187,15 @@ class AdapterSet:
             for p in params:
                 p.requires_grad_(on)
 
+    def activate(self, tools: list[str]) -> None:
+        """Compute only ``tools`` in the forward pass (others are skipped by peft entirely).
+
+        peft's ``set_adapter`` marks the activated adapters trainable; the caller sets
+        ``requires_grad`` afterwards (:meth:`trainable`), so this only changes what is computed.
+        """
+        self.model.base_model.set_adapter(tools)
+        self.freeze()
+
     def freeze(self) -> None:
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -141,6 +141,7 @@ class Episode:
         self.engine = engine
         self.seed = seed
         self.phase_index = 0
+        self.trained: set[str] = set()  # tools whose adapters have moved from their zero init
         engine.adapters.reset(seed)
         self.gen = torch.Generator().manual_seed(seed)
         cfg = engine.config
@@ -164,9 +165,16 @@ class Episode:
         eng = self.engine
         t0 = time.perf_counter()
         full = {t: [[1.0] * eng.layer_map.groups for _ in MODULE_KINDS] for t in eng.tool_names}
-        eng.adapters.set_output({**full, **{t: c.output for t, c in phase.tools.items() if t in full}})
+        outputs = {**full, **{t: c.output for t, c in phase.tools.items() if t in full}}
+        eng.adapters.set_output(outputs)
         self._apply_train(phase)
         order = interleave({t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None}, steps)
+        # An adapter still at its zero init, or scaled to zero everywhere, adds exactly nothing:
+        # leaving it out of the forward pass saves its FLOPs and peft's per-module overhead.
+        self.trained |= set(order)
+        silent = {t for t, grid in outputs.items() if not any(v for row in grid for v in row)}
+        active = [t for t in eng.tool_names if t in set(order) or (t in self.trained and t not in silent)]
+        eng.adapters.activate(active or eng.tool_names[:1])
         eng.model.train()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}

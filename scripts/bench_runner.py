@@ -132,6 +132,13 @@ def main() -> None:
     top = _steps(engine, "sft", [0.0, 0.0, 0.0, 1.0], args.reps)
     out(f"- SFT training every layer group: {full * 1e3:.1f} ms/step vs top group only (backprop stops there) "
         f"{top * 1e3:.1f} ms/step ({full / top:.2f}x)")
+    engine.adapters.activate(engine.tool_names)
+    all_on = _steps(engine, "sft", [1.0] * 4, args.reps)
+    engine.adapters.activate(["sft"])
+    one_on = _steps(engine, "sft", [1.0] * 4, args.reps)
+    engine.adapters.activate(engine.tool_names)
+    out(f"- SFT step with all {len(engine.tool_names)} adapters in the forward: {all_on * 1e3:.1f} ms/step vs untrained "
+        f"adapters skipped {one_on * 1e3:.1f} ms/step ({all_on / one_on:.2f}x)")
     t = time.perf_counter()
     for _ in range(3):
         engine.task.scorer.score(engine.model)
