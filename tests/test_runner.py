@@ -48,3 +48,22 @@ def test_run_dir_adapters_reload_with_plain_peft(engine, expert, tmp_path):
     assert rescored["kl"] == pytest.approx(final["kl"], rel=1e-4, abs=1e-6)
     assert Schedule.load(out / "schedule.yaml") == expert
     assert torch.is_tensor(next(model.parameters()))
+
+
+def test_runner_on_a_gpt2_folder(tmp_path, expert):
+    """A second architecture (Conv1D modules, other names) runs through the same runner."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from metactl.config import load_config
+    from metactl.runner import Engine
+    from metactl.world import build_tokenizer
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=4, n_head=2,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    eng = Engine(load_config(None, [f"model={tmp_path}", "training.total_steps=8"]), progress=False)
+    assert eng.layer_map.conv1d and eng.layer_map.architecture == "gpt2"
+    res = eng.run(expert, seed=0)
+    assert sum(r.steps for r in res) == 8 and res[-1].scores["kl"] > 0
