@@ -81,3 +81,17 @@ def test_output_scale_and_peft_round_trip(make, tmp_path):
     with torch.no_grad():
         got = reloaded(input_ids=ids).logits
     assert torch.allclose(expected, got, atol=1e-5)
+
+
+def test_shared_prefix_probes_equal_plain_scoring():
+    from metactl.tokens import SharedPrefixProbes, sequence_logprobs
+    from metactl.world import build_tokenizer
+
+    tok = build_tokenizer()
+    model = _llama()
+    model.resize_token_embeddings(len(tok))
+    prompts = ["sum of 47 and 25 is", "what is 9 plus 8?", "1+1="]
+    comps = [[" 72 ok.", " 72.", " 62."], [" 17."], [" 2.", " 3 yes.", " 11."]]
+    shared = SharedPrefixProbes(tok, prompts, comps, chunk=2).logprobs(model)
+    plain = sequence_logprobs(model, tok, [p for p, cs in zip(prompts, comps) for _ in cs], [c for cs in comps for c in cs])
+    assert torch.allclose(shared, plain, atol=1e-4)
