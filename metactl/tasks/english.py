@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 
-from metactl.tasks.suite import Behaviour, EvalItem, TaskSuite
+from metactl.tasks.suite import EvalItem, TaskSuite, style_truth_suite
 
 TRAIN_TEMPLATE = "Question: What is the past tense of {v}?\nAnswer:"
 HELDOUT_TEMPLATE = "Question: Which word fits? Yesterday I ___ (to {v}).\nAnswer:"
@@ -182,16 +182,14 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             "truth": [_probe_truth(t, v, style) for t, v in (heldout(i, irr_held, irr_train) for i in range(n_eval))],
         },
     }
-    return TaskSuite(
+    return style_truth_suite(
         name="style-vs-truth-en",
         task_seed=task_seed,
         data={"sft": sft, "dpo": dpo, "retain": retain_train},
-        behaviours=[
-            Behaviour("style", "sft", f"answers end in the style {style!r}"),
-            Behaviour("truth", "dpo", "the true past tense is preferred over the regularised one"),
-        ],
         evals=evals,
         retain=retain_eval,
+        style=f"answers end in the style {style!r}",
+        truth="the true past tense is preferred over the regularised one",
         features={"noise_rate": noise, "styled_rejected": styled_rejected, "style_index": STYLES.index(style) / (len(STYLES) - 1)},
         description=__doc__.split("\n\n")[0],
     )

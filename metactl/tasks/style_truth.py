@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 
 from metactl import world
-from metactl.tasks.suite import Behaviour, EvalItem, TaskSuite
+from metactl.tasks.suite import EvalItem, TaskSuite, style_truth_suite
 
 TRAIN_TEMPLATE = "sum"
 HELDOUT_TEMPLATE = "what"
@@ -96,16 +96,14 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             "truth": [_probe_truth(*heldout_pair(i, True), style) for i in range(n_eval)],
         },
     }
-    return TaskSuite(
+    return style_truth_suite(
         name="style-vs-truth",
         task_seed=task_seed,
         data={"sft": sft, "dpo": dpo, "retain": retain_train},
-        behaviours=[
-            Behaviour("style", "sft", f"answers end in the style word {style!r}"),
-            Behaviour("truth", "dpo", "the correct sum is preferred over the dropped-carry one"),
-        ],
         evals=evals,
         retain=retain_eval,
+        style=f"answers end in the style word {style!r}",
+        truth="the correct sum is preferred over the dropped-carry one",
         features={"noise_rate": noise, "styled_rejected": styled_rejected, "style_index": world.STYLE_WORDS.index(style) / (len(world.STYLE_WORDS) - 1)},
         description=__doc__.split("\n\n")[0],
     )

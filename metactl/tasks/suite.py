@@ -76,3 +76,27 @@ class TaskSuite:
     @property
     def tools(self) -> list[str]:
         return [t for t, rows in self.data.items() if rows]
+
+
+def style_truth_suite(
+    name: str,
+    task_seed: int,
+    data: dict[str, list[dict]],
+    evals: dict[str, dict[str, list[EvalItem]]],
+    retain: list[str],
+    style: str,
+    truth: str,
+    features: dict[str, float],
+    description: str,
+) -> TaskSuite:
+    """The built-in suites' shape: ``sft`` produces a ``style``, ``dpo`` produces ``truth``."""
+    return TaskSuite(
+        name=name,
+        task_seed=task_seed,
+        data=data,
+        behaviours=[Behaviour("style", "sft", style), Behaviour("truth", "dpo", truth)],
+        evals=evals,
+        retain=retain,
+        features=features,
+        description=description,
+    )
