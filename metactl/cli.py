@@ -75,7 +75,7 @@ def show_config(
     from metactl.config import load_config
 
     try:
-        typer.echo(load_config(config, set_).to_yaml())
+        typer.echo(load_config(config, set_).to_commented_yaml())
     except MetactlError as exc:
         _fail(exc)
 
@@ -95,8 +95,7 @@ def run_schedule(
 ) -> None:
     """Execute one schedule on (model, suite, seed), print per-phase scores and write the run dir.
 
-    Everything is validated before any weights load; the run directory appears only when the
-    run has finished (it is written atomically).
+    Everything is validated before any weights load; the run directory appears only when the run has finished (it is written atomically).
     """
     from metactl.config import load_config
     from metactl.schedule import Schedule
@@ -136,7 +135,7 @@ def run_schedule(
         if not quiet:
             typer.echo(f"phase {r.phase}: {r.tool_steps} in {r.seconds:.1f}s", err=True)
 
-    results = engine.run(sched, seed=cfg.training.seed, on_phase=on_phase)
+    results = engine.run(sched, seed=cfg.training.seed, on_phase=on_phase, progress=not quiet)
     rows += [(str(r.phase), ",".join(f"{t}:{n}" for t, n in r.tool_steps.items()), f"{r.seconds:.1f}", r.scores) for r in results]
     print_score_table(rows)
     path = write_schedule_run(out, cfg, sched, engine, results, cfg.training.seed)

@@ -45,9 +45,9 @@ class RunConfig:
     model: str = field(default="proxy-tiny", metadata={"help": "built-in model name, HF folder or hub id"})
     suite: str = field(default="style-vs-truth", metadata={"help": "built-in suite name or a folder with suite.yaml"})
     task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    tools: dict[str, ToolConfig] = field(default_factory=_default_tools)
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "episode size, adapters, seeds"})
+    tools: dict[str, ToolConfig] = field(default_factory=_default_tools, metadata={"help": "per-tool settings (metactl tools)"})
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "how the score parts combine into the composite"})
 
     def __post_init__(self) -> None:
         self.task_seed = int(check_number("task_seed", self.task_seed, low=0, integer=True))
@@ -57,6 +57,30 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_commented_yaml(self) -> str:
+        """YAML with each field's help text as a trailing comment (what ``show-config`` prints)."""
+        lines: list[str] = []
+        _emit(self, 0, lines)
+        return "\n".join(lines) + "\n"
+
+
+def _emit(obj, indent: int, lines: list[str]) -> None:
+    pad = "  " * indent
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        note = f.metadata.get("help", "")
+        if is_dataclass(value):
+            lines.append(f"{pad}{f.name}:" + (f"  # {note}" if note else ""))
+            _emit(value, indent + 1, lines)
+        elif isinstance(value, dict):
+            lines.append(f"{pad}{f.name}:" + (f"  # {note}" if note else ""))
+            for key, sub in value.items():
+                lines.append(f"{pad}  {key}:")
+                _emit(sub, indent + 2, lines)
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"{pad}{f.name}: {text}" + (f"  # {note}" if note else ""))
 
 
 def _build(cls, data: dict, where: str):

@@ -26,13 +26,14 @@ def write_schedule_run(
     seed: int,
 ) -> Path:
     def fill(tmp: Path) -> None:
-        (tmp / "config.yaml").write_text(config.to_yaml())
+        (tmp / "config.yaml").write_text(config.to_commented_yaml())
         (tmp / "schedule.yaml").write_text(schedule.to_yaml())
         rows = [{"episode": 0, "phase": -1, "seed": seed, "task_seed": config.task_seed, "scores": engine.task.base_scores, "base": True}]
         rows += [{"episode": 0, "seed": seed, "task_seed": config.task_seed, **r.to_row()} for r in results]
         (tmp / SCORES).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         engine.adapters.save(tmp / "adapters")
         (tmp / "base_model.txt").write_text(engine.model_path + "\n")
+        write_tensorboard(tmp / "tb", engine.task.base_scores, results)
 
     return atomic_write_dir(out, fill)
 
@@ -41,3 +42,17 @@ def read_scores(run_dir: str | Path) -> list[dict]:
     from metactl.io import read_jsonl
 
     return read_jsonl(Path(run_dir) / SCORES)
+
+
+def write_tensorboard(log_dir: Path, base: dict[str, float], results: list[PhaseResult]) -> None:
+    """Scores per phase (step = phase index, base at -1) for ``tensorboard --logdir RUN_DIR/tb``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(log_dir)) as writer:
+        rows = [(-1, base)] + [(r.phase, r.scores) for r in results if r.scores]
+        for step, scores in rows:
+            for key, value in scores.items():
+                writer.add_scalar(f"scores/{key}", value, step)
+        for r in results:
+            for tool, loss in r.losses.items():
+                writer.add_scalar(f"loss/{tool}", loss, r.phase)

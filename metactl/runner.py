@@ -109,18 +109,23 @@ class Engine:
         schedule: Schedule,
         seed: int | None = None,
         on_phase: Callable[[PhaseResult], None] | None = None,
+        progress: bool = False,
     ) -> list[PhaseResult]:
         """Run a whole schedule from fresh adapters; returns one result per phase."""
+        from tqdm.auto import tqdm
+
         self.check_schedule(schedule)
         ep = self.episode(seed)
         steps = schedule.phase_steps(self.config.training.total_steps)
         results = []
-        for i, (phase, n) in enumerate(zip(schedule.phases, steps)):
-            last = i == len(schedule.phases) - 1
-            res = ep.run_phase(phase, n, score=last or self.config.training.score_every_phase)
-            results.append(res)
-            if on_phase:
-                on_phase(res)
+        with tqdm(total=sum(steps), desc="training", unit="step", disable=not progress, leave=False) as bar:
+            for i, (phase, n) in enumerate(zip(schedule.phases, steps)):
+                last = i == len(schedule.phases) - 1
+                bar.set_postfix(phase=i)
+                res = ep.run_phase(phase, n, score=last or self.config.training.score_every_phase, on_step=bar.update)
+                results.append(res)
+                if on_phase:
+                    on_phase(res)
         return results
 
     def check_schedule(self, schedule: Schedule) -> None:
@@ -161,7 +166,9 @@ class Episode:
             strength = c.train[MODULE_KINDS.index(group["kind"])][group["group"]] if c else 0.0
             group["lr"] = group["base_lr"] * strength
 
-    def run_phase(self, phase: Phase, steps: int, score: bool = True) -> PhaseResult:
+    def run_phase(
+        self, phase: Phase, steps: int, score: bool = True, on_step: Callable[[int], object] | None = None
+    ) -> PhaseResult:
         eng = self.engine
         t0 = time.perf_counter()
         full = {t: [[1.0] * eng.layer_map.groups for _ in MODULE_KINDS] for t in eng.tool_names}
@@ -195,6 +202,8 @@ class Episode:
             self.optimizer.zero_grad(set_to_none=True)
             sums[tool_name] = sums.get(tool_name, 0.0) + loss.item()
             counts[tool_name] = counts.get(tool_name, 0) + 1
+            if on_step:
+                on_step(1)
         eng.model.eval()
         eng.adapters.freeze()  # nothing keeps a gradient between phases
         scores = eng.task.scorer.score(eng.model) if score else None

@@ -96,5 +96,6 @@ def test_run_schedule_end_to_end(tmp_path):
     for name in ("config.yaml", "schedule.yaml", "scores.jsonl", "adapters/sft/adapter_config.json",
                  "adapters/dpo/adapter_model.safetensors"):
         assert (out / name).exists(), name
+    assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events missing"
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == [-1, 0, 1]

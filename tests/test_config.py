@@ -34,3 +34,18 @@ def test_bad_config_values(override, needle):
 def test_reward_weights_all_zero_rejected():
     with pytest.raises(ConfigError, match="all zero"):
         load_config(None, ["reward.target=0", "reward.heldout=0", "reward.stability=0"])
+
+
+def test_shipped_default_config_matches_the_code():
+    from pathlib import Path
+
+    from metactl.config import RunConfig
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "run" / "default.yaml"
+    assert load_config(shipped) == RunConfig(), "regenerate with: metactl show-config > configs/run/default.yaml"
+
+
+def test_commented_yaml_round_trips(tmp_path):
+    cfg = load_config(None, ["tools.dpo.beta=0.3", "reward.combine=mean"])
+    (tmp_path / "c.yaml").write_text(cfg.to_commented_yaml())
+    assert load_config(tmp_path / "c.yaml") == cfg
