@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -95,7 +96,7 @@ def run_schedule(
 ) -> None:
     """Execute one schedule on (model, suite, seed), print per-phase scores and write the run dir.
 
-    Everything is validated before any weights load; the run directory appears only when the run has finished (it is written atomically).
+    Everything is validated before any weights load; the run directory appears only when the run has finished (it is written atomically). After every phase the run's state is checkpointed in OUT.partial/; rerunning the same command after an interruption resumes after the last complete phase.
     """
     from metactl.config import load_config
     from metactl.schedule import Schedule
@@ -135,10 +136,18 @@ def run_schedule(
         if not quiet:
             typer.echo(f"phase {r.phase}: {r.tool_steps} in {r.seconds:.1f}s", err=True)
 
-    results = engine.run(sched, seed=cfg.training.seed, on_phase=on_phase, progress=not quiet)
+    partial = out.with_name(out.name + ".partial")
+    checkpoint = partial / "checkpoint.pt"
+    if checkpoint.is_file() and not quiet:
+        typer.echo(f"resuming from {checkpoint}", err=True)
+    try:
+        results = engine.run(sched, seed=cfg.training.seed, on_phase=on_phase, progress=not quiet, checkpoint=checkpoint)
+    except MetactlError as exc:
+        _fail(exc)
     rows += [(str(r.phase), ",".join(f"{t}:{n}" for t, n in r.tool_steps.items()), f"{r.seconds:.1f}", r.scores) for r in results]
     print_score_table(rows)
     path = write_schedule_run(out, cfg, sched, engine, results, cfg.training.seed)
+    shutil.rmtree(partial, ignore_errors=True)
     typer.echo(f"wrote {path}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -110,20 +111,35 @@ class Engine:
         seed: int | None = None,
         on_phase: Callable[[PhaseResult], None] | None = None,
         progress: bool = False,
+        checkpoint: Path | None = None,
     ) -> list[PhaseResult]:
-        """Run a whole schedule from fresh adapters; returns one result per phase."""
+        """Run a whole schedule from fresh adapters; returns one result per phase.
+
+        With ``checkpoint``, the episode's full state is saved there (atomically) after every
+        phase, and a run that finds a checkpoint of the same run resumes after its last complete
+        phase, with results identical to an uninterrupted run.
+        """
         from tqdm.auto import tqdm
 
         self.check_schedule(schedule)
+        seed = self.config.training.seed if seed is None else seed
         ep = self.episode(seed)
         steps = schedule.phase_steps(self.config.training.total_steps)
-        results = []
-        with tqdm(total=sum(steps), desc="training", unit="step", disable=not progress, leave=False) as bar:
+        results: list[PhaseResult] = []
+        fingerprint = f"{self.config.to_yaml()}\n{schedule.to_yaml()}\nseed={seed}"
+        if checkpoint is not None and Path(checkpoint).is_file():
+            results = ep.load(checkpoint, fingerprint)
+        with tqdm(total=sum(steps), initial=sum(steps[: len(results)]), desc="training", unit="step",
+                  disable=not progress, leave=False) as bar:
             for i, (phase, n) in enumerate(zip(schedule.phases, steps)):
+                if i < len(results):
+                    continue
                 last = i == len(schedule.phases) - 1
                 bar.set_postfix(phase=i)
                 res = ep.run_phase(phase, n, score=last or self.config.training.score_every_phase, on_step=bar.update)
                 results.append(res)
+                if checkpoint is not None:
+                    ep.save(checkpoint, fingerprint, results)
                 if on_phase:
                     on_phase(res)
         return results
@@ -159,6 +175,42 @@ class Episode:
             weight_decay=0.0,
             foreach=True,
         )
+
+    def save(self, path: Path, fingerprint: str, results: list[PhaseResult]) -> None:
+        """Everything needed to continue bit for bit: adapters, optimiser, RNG, results so far."""
+        import os
+
+        state = {
+            "fingerprint": fingerprint,
+            "lora": {n: p.detach().clone() for n, p in self.engine.model.named_parameters() if "lora_" in n},
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.gen.get_state(),
+            "phase_index": self.phase_index,
+            "trained": sorted(self.trained),
+            "results": [r.to_row() for r in results],
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: Path, fingerprint: str) -> list[PhaseResult]:
+        state = torch.load(path, weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"checkpoint {path} belongs to a different run (config, schedule or seed changed); "
+                "delete it to start afresh, or write to another --out."
+            )
+        params = dict(self.engine.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["lora"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.phase_index = state["phase_index"]
+        self.trained = set(state["trained"])
+        return [PhaseResult(**row) for row in state["results"]]
 
     def _apply_train(self, phase: Phase) -> None:
         for group in self.optimizer.param_groups:

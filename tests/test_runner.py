@@ -67,3 +67,32 @@ def test_runner_on_a_gpt2_folder(tmp_path, expert):
     assert eng.layer_map.conv1d and eng.layer_map.architecture == "gpt2"
     res = eng.run(expert, seed=0)
     assert sum(r.steps for r in res) == 8 and res[-1].scores["kl"] > 0
+
+
+def test_interrupted_run_resumes_to_identical_results(engine, expert, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    full = engine.run(expert, seed=3)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_second(res):
+        if res.phase == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        engine.run(expert, seed=3, checkpoint=ckpt, on_phase=stop_after_second)
+    seen = []
+    resumed = engine.run(expert, seed=3, checkpoint=ckpt, on_phase=lambda r: seen.append(r.phase))
+    assert seen == [2, 3], "completed phases must not run again"
+    assert [r.scores for r in resumed] == [r.scores for r in full]
+    assert [r.norms for r in resumed] == [r.norms for r in full]
+
+
+def test_checkpoint_of_another_run_is_refused(engine, expert, tmp_path):
+    from metactl.errors import ConfigError
+
+    ckpt = tmp_path / "ckpt.pt"
+    engine.run(expert, seed=3, checkpoint=ckpt)
+    with pytest.raises(ConfigError, match="different run"):
+        engine.run(expert, seed=4, checkpoint=ckpt)
