@@ -126,7 +126,7 @@ class Engine:
         ep = self.episode(seed)
         steps = schedule.phase_steps(self.config.training.total_steps)
         results: list[PhaseResult] = []
-        fingerprint = f"{self.config.to_yaml()}\n{schedule.to_yaml()}\nseed={seed}"
+        fingerprint = f"{self.config.to_yaml()}\n{schedule.to_yaml()}\nseed={seed} task_seed={self.task.suite.task_seed}"
         if checkpoint is not None and Path(checkpoint).is_file():
             results = ep.load(checkpoint, fingerprint)
         with tqdm(total=sum(steps), initial=sum(steps[: len(results)]), desc="training", unit="step",

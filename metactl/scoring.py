@@ -54,6 +54,8 @@ class RewardConfig:
 def combine(values: list[float], how: str) -> float:
     if how == "mean":
         return sum(values) / len(values)
+    # Floored at 1e-3: a behaviour at zero (the base's style) keeps the composite finite and still
+    # ranks allocations by the other behaviour instead of collapsing them all to zero.
     return math.exp(sum(math.log(max(v, 1e-3)) for v in values) / len(values))
 
 
