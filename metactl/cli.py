@@ -109,11 +109,8 @@ def run_schedule(
                 overrides.append(f"{key}={value}")
         cfg = load_config(config, overrides)
         sched = Schedule.load(resolve_schedule_path(schedule))
-        from metactl.models import resolve_model
-        from metactl.tasks import check_suite_name
-
-        resolve_model(cfg.model)
-        check_suite_name(cfg.suite)
+        # Engine checks the model and suite names before it reads weights; this one it can only
+        # check after loading the model, so it is checked here first.
         if sched.layer_groups != cfg.training.layer_groups:
             raise ConfigError(
                 f"schedule layer_groups={sched.layer_groups} but training.layer_groups={cfg.training.layer_groups}; "
