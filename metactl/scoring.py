@@ -16,7 +16,7 @@ import torch
 
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.tasks.suite import SPLITS, TaskSuite
-from metactl.tokens import SharedPrefixProbes, encode_texts
+from metactl.tokens import SharedPrefixProbes, encode_texts, token_kl
 
 PARTS = ("target", "heldout", "stability")
 
@@ -121,9 +121,7 @@ class Scorer:
 
         out = model(input_ids=self.retain.input_ids, output_hidden_states=True)
         mask = self.retain.loss_mask
-        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-        kl = (self.base_logp.exp() * (self.base_logp - logp)).sum(-1)
-        scores["kl"] = float((kl * mask).sum() / mask.sum())
+        scores["kl"] = float(token_kl(self.base_logp, out.logits[:, :-1], mask))
         scores["stability"] = math.exp(-scores["kl"] / self.reward.kl_scale)
         ckas = [linear_cka(b, c) for b, c in zip(self.base_hidden, self._token_states(out.hidden_states))]
         for i, c in enumerate(ckas):

@@ -73,18 +73,34 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def forward_logits(model, batch: EncodedPairs) -> torch.Tensor:
+    # Rows are right-padded and the model is causal, so real tokens never see padding: skipping
+    # the attention mask lets SDPA take its fused causal path and gives identical logits there.
+    return model(input_ids=batch.input_ids).logits
+
+
 def completion_logprobs(model, batch: EncodedPairs) -> torch.Tensor:
     """Summed completion log-prob per row (the quantity DPO and the scorers compare)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return (token_logprobs(logits, batch.input_ids) * batch.loss_mask).sum(-1)
+    return (token_logprobs(forward_logits(model, batch), batch.input_ids) * batch.loss_mask).sum(-1)
+
+
+def token_kl(base_logp: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked positions of KL(base || model), from the base's log-probs ``[B, T, V]``."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    kl = (base_logp.exp() * (base_logp - logp)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 @torch.no_grad()
-def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], chunk: int = 256) -> torch.Tensor:
-    """Convenience wrapper: encode then score in chunks, no gradients."""
-    enc = encode_pairs(tokenizer, prompts, completions)
+def chunked_completion_logprobs(model, enc: EncodedPairs, chunk: int = 256) -> torch.Tensor:
+    """:func:`completion_logprobs` over many rows, ``chunk`` at a time, without gradients."""
     out = [completion_logprobs(model, enc.select(torch.arange(i, min(i + chunk, len(enc))))) for i in range(0, len(enc), chunk)]
     return torch.cat(out)
+
+
+def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], chunk: int = 256) -> torch.Tensor:
+    """Convenience wrapper: encode then score in chunks, no gradients."""
+    return chunked_completion_logprobs(model, encode_pairs(tokenizer, prompts, completions), chunk)
 
 
 class SharedPrefixProbes:

@@ -9,7 +9,6 @@ from typing import ClassVar
 import torch
 
 from metactl.errors import check_number
-from metactl.tokens import EncodedPairs
 
 
 @dataclass
@@ -62,8 +61,3 @@ class Tool(ABC):
     def sample(self, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(len(self), (min(self.config.batch_size, len(self)),), generator=gen)
 
-
-def forward_logits(model, batch: EncodedPairs) -> torch.Tensor:
-    # Rows are right-padded and the model is causal, so real tokens never see padding: skipping
-    # the attention mask lets SDPA take its fused causal path and gives identical logits there.
-    return model(input_ids=batch.input_ids).logits

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from metactl.errors import check_number
-from metactl.tokens import completion_logprobs, encode_pairs, token_logprobs
-from metactl.tools.base import Tool, ToolConfig, forward_logits
+from metactl.tokens import chunked_completion_logprobs, completion_logprobs, encode_pairs
+from metactl.tools.base import Tool, ToolConfig
 
 
 @dataclass
@@ -54,11 +54,7 @@ class DPOTool(Tool):
     @torch.no_grad()
     def prepare(self, peft_model) -> None:
         with peft_model.disable_adapter():
-            chunks = [
-                completion_logprobs(peft_model, self.data.select(torch.arange(i, min(i + 256, len(self.data)))))
-                for i in range(0, len(self.data), 256)
-            ]
-        self.ref = torch.cat(chunks)
+            self.ref = chunked_completion_logprobs(peft_model, self.data)
 
     def loss(self, model, index: torch.Tensor) -> torch.Tensor:
         if self.ref is None:
@@ -66,6 +62,6 @@ class DPOTool(Tool):
         n = len(self.rows)
         both = torch.cat([index, index + n])
         batch = self.data.select(both)
-        lp = (token_logprobs(forward_logits(model, batch), batch.input_ids) * batch.loss_mask).sum(-1)
+        lp = completion_logprobs(model, batch)
         k = len(index)
         return dpo_loss(lp[:k], lp[k:], self.ref[index], self.ref[index + n], self.config.beta)

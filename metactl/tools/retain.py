@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from metactl.tokens import encode_texts
-from metactl.tools.base import Tool, ToolConfig, forward_logits
+from metactl.tokens import encode_texts, forward_logits, token_kl
+from metactl.tools.base import Tool, ToolConfig
 
 # Above this many cached floats (rows x tokens x vocab) the base's log-probs are recomputed per
 # step instead (a 49k-token vocabulary would need gigabytes).
@@ -21,13 +21,6 @@ _CACHE_LIMIT = 64_000_000
 @dataclass
 class RetainConfig(ToolConfig):
     lr: float = field(default=1e-3, metadata={"help": "base learning rate; a phase's train control multiplies it"})
-
-
-def token_kl(base_logp: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over masked positions of KL(base || model), from the base's log-probs ``[B, T, V]``."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    kl = (base_logp.exp() * (base_logp - logp)).sum(-1)
-    return (kl * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class RetainTool(Tool):

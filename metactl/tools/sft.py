@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from metactl.tokens import encode_pairs, token_logprobs
-from metactl.tools.base import Tool, ToolConfig, forward_logits
+from metactl.tokens import encode_pairs, forward_logits, token_logprobs
+from metactl.tools.base import Tool, ToolConfig
 
 
 @dataclass
