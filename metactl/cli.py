@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from metactl.errors import ConfigError, MetactlError
+from metactl.paths import CONFIGS, resolve_schedule_path  # noqa: F401 - re-exported for scripts
 
 app = typer.Typer(
     help="metactl learns how to conduct model-adaptation tools (SFT, DPO, retain) per layer and phase.",
@@ -18,27 +19,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCORE_COLUMNS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "kl", "cka", "composite"]
 
 
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg="red", err=True)
     raise typer.Exit(code=2)
-
-
-def resolve_schedule_path(name: str) -> Path:
-    """A built-in schedule name (``default``, ``expert``) or a YAML path."""
-    builtin = CONFIGS / "schedules" / f"{name}.yaml"
-    if builtin.is_file():
-        return builtin
-    path = Path(name)
-    if not path.is_file():
-        from metactl.errors import did_you_mean
-
-        names = sorted(p.stem for p in (CONFIGS / "schedules").glob("*.yaml"))
-        raise ConfigError(f"schedule: {name!r} is neither a built-in schedule ({', '.join(names)}) nor a file.{did_you_mean(name, names)}")
-    return path
 
 
 @app.command()
@@ -146,6 +132,72 @@ def run_schedule(
     path = write_schedule_run(out, cfg, sched, engine, results, cfg.training.seed)
     shutil.rmtree(partial, ignore_errors=True)
     typer.echo(f"wrote {path}")
+
+
+@app.command("train-controller")
+def train_controller_cmd(
+    config: Annotated[Path, typer.Option(help="controller config YAML (configs/train/*.yaml); every option is explained in it")] = Path("configs/train/default.yaml"),
+    set_: Annotated[list[str], typer.Option("--set", help="override KEY=VALUE, dot style, repeatable: --set total_episodes=16 --set run.training.total_steps=48")] = [],  # noqa: B006
+    policy: Annotated[Optional[str], typer.Option(help="ppo (default), bandit, random, optuna, default, expert: see `metactl policies`")] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="proxy episodes to spend (total_episodes)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="controller seed (policy init, task draws, exploration)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/controller-<policy>-s<seed>)")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue an interrupted run from its directory (its config.yaml wins)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Learn how to conduct the tools on a small proxy, then compare with the hand schedules.
+
+    Each episode adapts the proxy model on a task drawn from env.train_task_seeds, run by the same runner as run-schedule. The policy (SB3 PPO by default) sets every tool's step share, learning-rate multiplier and output scale per layer group and module kind, phase by phase, as a residual around env.prior. When the budget is spent, the learned policy, the default and the expert schedule are run on held-out task seeds and a table of every score part (mean ± std) is printed.
+
+    The run dir holds config.yaml, scores.jsonl (one row per episode and phase), checkpoints/, controller.zip, schedule.yaml (the greedy schedule on the first held-out task), eval.jsonl and TensorBoard events in tb/. Kill it at any point and pass --resume RUN_DIR to continue.
+    """
+    from metactl.controller_config import load_controller_config
+
+    try:
+        if resume is not None:
+            cfg_path = resume / "config.yaml"
+            if not cfg_path.is_file():
+                raise ConfigError(f"--resume {resume}: no config.yaml there; it is not a train-controller run dir.")
+            cfg = load_controller_config(cfg_path, [])
+            out = resume
+        else:
+            overrides = list(set_)
+            for key, value in (("policy", policy), ("total_episodes", episodes), ("seed", seed)):
+                if value is not None:
+                    overrides.append(f"{key}={value}")
+            path = config if config.is_file() or config != Path("configs/train/default.yaml") else CONFIGS / "train" / "default.yaml"
+            cfg = load_controller_config(path, overrides)
+            out = out or Path("runs") / f"controller-{cfg.policy}-s{cfg.seed}"
+        # Weights load only after every name and number above has been checked.
+        from metactl.models import resolve_model
+        from metactl.tasks import check_suite_name
+
+        resolve_model(cfg.run.model)
+        check_suite_name(cfg.run.suite)
+    except MetactlError as exc:
+        _fail(exc)
+
+    from metactl.trainer import format_table, train_controller
+
+    try:
+        result = train_controller(cfg, out, resume=resume is not None, progress=not quiet)
+    except MetactlError as exc:
+        _fail(exc)
+    table = format_table(result.evaluation)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    typer.echo(f"\nheld-out task seeds {cfg.eval_task_seeds} (mean ± std over tasks), {result.episodes} episodes, {result.seconds:.0f}s:")
+    for r in table:
+        typer.echo("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
+    typer.echo(f"wrote {out} (controller, schedule.yaml, scores.jsonl, eval.jsonl, tb/)")
+
+
+@app.command()
+def policies() -> None:
+    """List the controllers and baselines train-controller can run."""
+    from policies import POLICIES
+
+    for name, cls in POLICIES.items():
+        typer.echo(f"{name:>8}  {cls.help}")
 
 
 def print_score_table(rows: list[tuple[str, str, str, dict | None]]) -> None:

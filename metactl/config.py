@@ -61,29 +61,30 @@ class RunConfig:
     def to_commented_yaml(self) -> str:
         """YAML with each field's help text as a trailing comment (what ``show-config`` prints)."""
         lines: list[str] = []
-        _emit(self, 0, lines)
+        emit_commented(self, 0, lines)
         return "\n".join(lines) + "\n"
 
 
-def _emit(obj, indent: int, lines: list[str]) -> None:
+def emit_commented(obj, indent: int, lines: list[str]) -> None:
     pad = "  " * indent
     for f in fields(obj):
         value = getattr(obj, f.name)
         note = f.metadata.get("help", "")
         if is_dataclass(value):
             lines.append(f"{pad}{f.name}:" + (f"  # {note}" if note else ""))
-            _emit(value, indent + 1, lines)
+            emit_commented(value, indent + 1, lines)
         elif isinstance(value, dict):
             lines.append(f"{pad}{f.name}:" + (f"  # {note}" if note else ""))
             for key, sub in value.items():
                 lines.append(f"{pad}  {key}:")
-                _emit(sub, indent + 2, lines)
+                emit_commented(sub, indent + 2, lines)
         else:
             text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
             lines.append(f"{pad}{f.name}: {text}" + (f"  # {note}" if note else ""))
 
 
-def _build(cls, data: dict, where: str):
+def build_config(cls, data: dict, where: str):
+    """Build dataclass ``cls`` from plain data; unknown keys fail with the allowed ones."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}.")
     known = {f.name: f for f in fields(cls)}
@@ -100,11 +101,11 @@ def _build(cls, data: dict, where: str):
             tools = _default_tools()
             for name, sub in (value or {}).items():
                 if name not in TOOLS:
-                    raise ConfigError(f"tools.{name}: unknown tool; allowed: {', '.join(TOOLS)}.{did_you_mean(name, TOOLS)}")
-                tools[name] = _build(TOOLS[name].Config, sub or {}, f"tools.{name}")
+                    raise ConfigError(f"{path}.{name}: unknown tool; allowed: {', '.join(TOOLS)}.{did_you_mean(name, TOOLS)}")
+                tools[name] = build_config(TOOLS[name].Config, sub or {}, f"tools.{name}")
             kwargs[key] = tools
         elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
-            kwargs[key] = _build(f.default_factory, value or {}, path)
+            kwargs[key] = build_config(f.default_factory, value or {}, path)
         else:
             kwargs[key] = value
     try:
@@ -128,7 +129,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config: file {str(path)!r} does not exist.")
         data = yaml.safe_load(path.read_text()) or {}
-    for text in overrides or []:
+    merge_overrides(data, overrides or [])
+    return build_config(RunConfig, data, "")
+
+
+def merge_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` strings (values parsed as YAML) onto nested ``data`` in place."""
+    for text in overrides:
         keys, value = parse_override(text)
         node = data
         for k in keys[:-1]:
@@ -136,4 +143,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {k} is not a section.")
         node[keys[-1]] = value
-    return _build(RunConfig, data, "")
+    return data

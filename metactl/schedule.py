@@ -86,6 +86,36 @@ class Schedule:
             steps[i] += 1
         return steps
 
+    def phase_at(self, position: float) -> Phase:
+        """The phase running at ``position`` in [0, 1) of the step budget."""
+        end = 0.0
+        for p in self.phases:
+            end += p.fraction
+            if position < end:
+                return p
+        return self.phases[-1]
+
+    def regroup(self, groups: int) -> "Schedule":
+        """The same schedule over ``groups`` layer groups (each new group averages the old
+        groups whose relative depth it covers; with fewer old groups, it takes the one it lies in)."""
+        old = self.layer_groups
+        if groups == old:
+            return self
+
+        def cells(g: int) -> list[int]:
+            lo, hi = g / groups, (g + 1) / groups
+            inside = [o for o in range(old) if lo <= (o + 0.5) / old < hi]
+            return inside or [min(old - 1, int((g + 0.5) / groups * old))]
+
+        def grid(gr: Grid) -> Grid:
+            return [[sum(row[o] for o in cells(g)) / len(cells(g)) for g in range(groups)] for row in gr]
+
+        phases = [
+            Phase(p.fraction, {t: ToolControls(c.share, grid(c.train), grid(c.output)) for t, c in p.tools.items()})
+            for p in self.phases
+        ]
+        return Schedule(phases=phases, layer_groups=groups, name=self.name)
+
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
@@ -231,8 +261,8 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
             )
             controls[t] = ToolControls(share, train, output)
             last_output[t] = output
-        if not any(c.share > 0 for c in controls.values()):
-            raise ConfigError(f"{where}: every tool has share 0; give at least one tool 'share: 1'.")
+        # A phase where every share is 0 trains nothing and only sets output scales; controllers
+        # produce such phases on purpose (e.g. scale an adapter down before the final phase).
         phases.append(Phase(fraction, controls))
 
     total = sum(p.fraction for p in phases)
@@ -250,6 +280,8 @@ def interleave(shares: dict[str, float], steps: int) -> list[str]:
     Deterministic: at every step the tool furthest behind its quota goes next (ties by order).
     """
     active = {t: s for t, s in shares.items() if s > 0}
+    if not active:
+        return []  # a controller may sit every tool out of a phase: it trains nothing
     total = sum(active.values())
     done = dict.fromkeys(active, 0)
     order: list[str] = []

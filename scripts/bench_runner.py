@@ -83,7 +83,7 @@ def _step_flops(engine, tool: str) -> float:
 def _episodes_worker(args: tuple[list[str], str, int, int]) -> tuple[float, int]:
     overrides, schedule, episodes, seed = args
     torch.set_num_threads(1)
-    from metactl.cli import resolve_schedule_path
+    from metactl.paths import resolve_schedule_path
     from metactl.schedule import Schedule
 
     engine = _engine(overrides)
@@ -149,7 +149,7 @@ def main() -> None:
     out("")
     out("| schedule | phases | s/episode (1 proc) | episodes/min (1 proc) | episodes/min (2 procs) |")
     out("|---|---|---|---|---|")
-    from metactl.cli import resolve_schedule_path
+    from metactl.paths import resolve_schedule_path
     from metactl.schedule import Schedule
 
     ctx = mp.get_context("spawn")

@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from metactl.cli import resolve_schedule_path
+from metactl.paths import resolve_schedule_path
 from metactl.config import load_config
 from metactl.runner import Engine
 from metactl.schedule import Schedule

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metactl.cli import resolve_schedule_path
+from metactl.paths import resolve_schedule_path
 from metactl.schedule import Schedule
 
 

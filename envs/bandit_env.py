@@ -1,0 +1,112 @@
+"""The schedule-level environment: one step runs a whole schedule (a contextual bandit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.config import EnvConfig
+from envs.jobs import Job, JobsMixin
+from envs.observe import Observer
+from envs.spaces import ScheduleSpace, apply_residual
+from metactl.config import RunConfig
+from envs.phase_env import _stable_row
+from metactl.runner import Engine, PhaseResult
+from metactl.schedule import Schedule
+
+
+class ScheduleBanditEnv(JobsMixin, gym.Env):
+    """Pick a whole schedule for a task from its context; one step, one reward.
+
+    ## Description
+
+    Each episode draws a task, shows its context, takes a schedule as the action, runs it with
+    :class:`metactl.runner.Engine` from fresh adapters, and pays the gain it made.
+
+    ## Action Space
+
+    ``Box(-1, 1, (P*T + T*4G,), float32)`` decoded by :class:`envs.spaces.ScheduleSpace`: a share
+    per phase per tool, then per tool a train (4**a in [0.25, 4]) and an output (1+a in [0, 2])
+    value per (module kind, layer group), held for the whole run. The action is a residual
+    around the prior schedule (``env.prior``): the schedule decoded is that of
+    ``clip(prior + 2 * action, -1, 1)``, so the zero action reproduces the prior.
+
+    ## Observation Space
+
+    ``Box(float32)``: the base model's scores on the task (behaviour accuracies on both splits,
+    stability, CKA, composite / max, all in [0, 1]) and the task's features (clipped to [-5, 5]).
+
+    ## Rewards
+
+    The final composite minus the base's composite on the task. If a loss or score turns NaN the
+    reward is ``-env.diverged_penalty`` and ``info["diverged"]`` names the error.
+
+    ## Starting State
+
+    A task seed drawn from ``env.train_task_seeds`` (or ``options["task_seed"]``) and an episode
+    seed (adapter init and batches) drawn likewise (or ``options["episode_seed"]``).
+
+    ## Episode End
+
+    Always after one step, with ``terminated=True`` (the schedule ran to its end).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None) -> None:
+        self.run_config = run or RunConfig()
+        self.env_config = env or EnvConfig()
+        self.engine = engine or Engine(self.run_config, progress=False)
+        self.space = ScheduleSpace(tuple(self.engine.tool_names), self.engine.layer_map.groups, self.env_config.phases)
+        self.observer = Observer(self.engine, self.env_config.phases, with_progress=False)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.space.dim,), dtype=np.float32)
+        self.observation_space = self.observer.space
+        prior = self.env_config.prior_schedule(self.space.groups)
+        self.prior = self.space.encode(prior) if prior else np.zeros(self.space.dim)
+        self._ready = False
+
+    def decode(self, action: np.ndarray, name: str = "") -> Schedule:
+        """The schedule an action stands for (a residual around the prior, as in the docstring)."""
+        return self.space.schedule(apply_residual(self.prior, action), name=name)
+
+    def act_greedily(self, job: Job) -> tuple[Schedule, dict]:
+        obs, _ = self.reset(options={"task_seed": job.task_seed, "episode_seed": job.episode_seed})
+        action, _ = job.actor.predict(obs, deterministic=True)
+        schedule = self.decode(action, name=job.label)
+        self._ready = False
+        return schedule, self.engine.run(schedule, seed=job.episode_seed)[-1].scores
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = options or {}
+        lo, hi = self.env_config.train_task_seeds
+        self.task_seed = int(options["task_seed"]) if "task_seed" in options else int(self.np_random.integers(lo, hi))
+        self.episode_seed = (
+            int(options["episode_seed"]) if "episode_seed" in options else int(self.np_random.integers(2**31 - 1))
+        )
+        self.engine.load_task(self.task_seed)
+        self._ready = True
+        base = self.engine.task.base_scores
+        return self.observer(base), {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "scores": dict(base)}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if not self._ready:
+            raise RuntimeError("call reset() before step()")
+        self._ready = False
+        schedule = self.decode(action)
+        base = self.engine.task.base_scores
+        info: dict[str, Any] = {"task_seed": self.task_seed, "episode_seed": self.episode_seed,
+                                "schedule": schedule.to_dict(), "base_composite": base["composite"], "episode_end": True}
+        results: list[PhaseResult] = []
+        try:
+            self.engine.run(schedule, seed=self.episode_seed, on_phase=results.append)
+            final = results[-1].scores
+            if not np.isfinite(final["composite"]):
+                raise FloatingPointError(f"composite score is {final['composite']}")
+        except FloatingPointError as exc:  # DivergedError included
+            info.update(diverged=str(exc), results=[_stable_row(r) for r in results])
+            return self.observer(base), -float(self.env_config.diverged_penalty), True, False, info
+        info["results"] = [_stable_row(r) for r in results]
+        return self.observer(base), float(final["composite"] - base["composite"]), True, False, info

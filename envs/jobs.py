@@ -1,0 +1,54 @@
+"""Evaluation jobs that run inside the env's own process (so a VecEnv's workers run them in parallel).
+
+A job pins a task seed and an episode seed and either runs a fixed schedule through the runner
+or lets an actor (anything with SB3's ``predict``) act greedily in the env. Both return the
+schedule that ran, the final scores and the base's scores on that task.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+from metactl.schedule import Schedule
+
+
+@dataclass
+class Job:
+    task_seed: int
+    episode_seed: int
+    schedule: Schedule | None = None
+    actor: Any = None  # an object with SB3's predict(), or it pickled
+    label: str = ""
+
+
+class JobsMixin:
+    """Adds ``run_jobs`` to an env; ``worker_index`` is set per worker by the trainer."""
+
+    worker_index: int = 0
+
+    def set_worker_index(self, index: int) -> None:
+        # A method, not set_attr: VecEnv.set_attr would set it on the Monitor wrapper.
+        self.worker_index = index
+
+    def run_jobs(self, jobs_by_worker: dict[int, list[Job]]) -> list[dict]:
+        return [self.run_job(job) for job in jobs_by_worker.get(self.worker_index, [])]
+
+    def run_job(self, job: Job) -> dict:
+        if job.schedule is not None:
+            engine = self.engine
+            engine.load_task(job.task_seed)
+            results = engine.run(job.schedule, seed=job.episode_seed)
+            schedule, final = job.schedule, results[-1].scores
+        else:
+            if isinstance(job.actor, bytes):
+                job = Job(job.task_seed, job.episode_seed, actor=pickle.loads(job.actor), label=job.label)
+            schedule, final = self.act_greedily(job)
+        return {
+            "label": job.label, "task_seed": job.task_seed, "episode_seed": job.episode_seed,
+            "scores": final, "base": dict(self.engine.task.base_scores), "schedule": schedule,
+        }
+
+    def act_greedily(self, job: Job) -> tuple[Schedule, dict]:
+        raise NotImplementedError

@@ -1,0 +1,166 @@
+"""The phase-level environment: one step runs one phase of tool training on a real model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.config import EnvConfig
+from envs.jobs import Job, JobsMixin
+from envs.observe import Observer
+from envs.spaces import PhaseControlSpace, apply_residual
+from metactl.config import RunConfig
+from metactl.interference import gradient_cosines
+from metactl.runner import Engine
+from metactl.schedule import Schedule
+
+
+class PhaseControlEnv(JobsMixin, gym.Env):
+    """Conduct SFT, DPO and retain adapters phase by phase, per layer group and module kind.
+
+    ## Description
+
+    An episode adapts a fresh copy of the model (``RunConfig.model``) on one task drawn from
+    the suite: ``env.phases`` phases of ``training.total_steps / phases`` optimiser steps each,
+    run by :class:`metactl.runner.Engine` (the same runner every schedule uses). Before each
+    phase the agent sets how every tool takes part in it.
+
+    ## Action Space
+
+    ``Box(-1, 1, (T * (1 + 4G),), float32)`` for ``T`` tools and ``G`` layer groups; per tool, in
+    order: ``share``, then ``train`` for (attn, mlp) x groups, then ``output`` likewise. The
+    action is a residual around the prior schedule's phase (``env.prior``): the controls are
+    decoded from ``clip(prior + 2 * action, -1, 1)`` as in :mod:`envs.spaces`: share = (a+1)/2 in [0, 1] (relative share of the phase's
+    steps; 0 sits the tool out), train = 4**a in [0.25, 4] (learning-rate multiplier),
+    output = 1+a in [0, 2] (adapter output scale). The zero action reproduces the prior
+    (``env.prior: neutral``: all tools at full force, equal shares).
+
+    ## Observation Space
+
+    ``Box(float32)`` laid out by :class:`envs.observe.Observer`: the current scores (behaviour
+    accuracies on the target and held-out splits, stability, CKA, composite / max), a one-hot
+    phase index and the fraction of the budget left, ``log1p`` of each tool's update norm per
+    layer group, the gradient cosine between each pair of tools per layer group on the shared
+    base weights (interference, :mod:`metactl.interference`), and the task's features.
+
+    ## Rewards
+
+    Potential based: the change in the composite score over the phase (the first phase is
+    measured from the base model), so an episode's return is the final composite minus the
+    base's. If a loss or score turns NaN the episode ends (``terminated``) with
+    ``info["diverged"]`` naming the error and a reward that brings the return to
+    ``-env.diverged_penalty``: never a NaN reward.
+
+    ## Starting State
+
+    Fresh adapters (zero update) on a task whose seed is drawn from ``env.train_task_seeds``;
+    ``reset(options={"task_seed": s, "episode_seed": e})`` pins either (evaluation uses task
+    seeds outside the training range).
+
+    ## Episode End
+
+    Truncated after ``env.phases`` steps (the step budget is spent); terminated only on
+    divergence.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None) -> None:
+        self.run_config = run or RunConfig()
+        self.env_config = env or EnvConfig()
+        self.engine = engine or Engine(self.run_config, progress=False)
+        self.controls = PhaseControlSpace(tuple(self.engine.tool_names), self.engine.layer_map.groups)
+        self.observer = Observer(self.engine, self.env_config.phases)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.controls.dim,), dtype=np.float32)
+        self.observation_space = self.observer.space
+        self._phase_steps = Schedule(
+            phases=[self.controls.phase(np.zeros(self.controls.dim), 1.0 / self.env_config.phases)] * self.env_config.phases,
+            layer_groups=self.engine.layer_map.groups,
+        ).phase_steps(self.run_config.training.total_steps)
+        prior = self.env_config.prior_schedule(self.controls.groups)
+        n = self.env_config.phases
+        self.prior = [
+            self.controls.encode(prior.phase_at((p + 0.5) / n)) if prior else np.zeros(self.controls.dim) for p in range(n)
+        ]
+        self._episode = None
+        self._phases: list = []
+
+    # -- gymnasium API ----------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = options or {}
+        lo, hi = self.env_config.train_task_seeds
+        self.task_seed = int(options["task_seed"]) if "task_seed" in options else int(self.np_random.integers(lo, hi))
+        self.episode_seed = (
+            int(options["episode_seed"]) if "episode_seed" in options else int(self.np_random.integers(2**31 - 1))
+        )
+        self.engine.load_task(self.task_seed)
+        self._episode = self.engine.episode(self.episode_seed)
+        self._phases = []
+        self.phase = 0
+        self.scores = dict(self.engine.task.base_scores)
+        self.base_composite = self.scores["composite"]
+        self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
+        obs = self.observer(self.scores, 0, self.engine.adapters.norms(), self.cosines)
+        return obs, {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "scores": self.scores}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._episode is None:
+            raise RuntimeError("call reset() before step()")
+        n = self.env_config.phases
+        phase = self.controls.phase(apply_residual(self.prior[self.phase], action), 1.0 / n)
+        before = self.scores["composite"]
+        info: dict[str, Any] = {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "phase": self.phase}
+        try:
+            result = self._episode.run_phase(phase, self._phase_steps[self.phase], score=True)
+            if not np.isfinite(result.scores["composite"]):
+                raise FloatingPointError(f"composite score is {result.scores['composite']}")
+            self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
+        except FloatingPointError as exc:  # DivergedError included
+            self._episode = None
+            info.update(diverged=str(exc), controls=_controls_row(phase), episode_end=True)
+            reward = -(before - self.base_composite) - self.env_config.diverged_penalty
+            obs = self.observer(self.scores, self.phase, None, None)
+            return obs, float(reward), True, False, info
+        self._phases.append(phase)
+        self.scores = result.scores
+        self.phase += 1
+        reward = float(self.scores["composite"] - before)
+        truncated = self.phase >= n
+        obs = self.observer(self.scores, self.phase, result.norms, self.cosines)
+        info.update(result=_stable_row(result), controls=_controls_row(phase), interference=self.cosines,
+                    base_composite=self.base_composite)
+        if truncated:
+            self._episode = None
+            info["episode_end"] = True
+        return obs, reward, False, truncated, info
+
+    def act_greedily(self, job: Job) -> tuple[Schedule, dict]:
+        obs, _ = self.reset(options={"task_seed": job.task_seed, "episode_seed": job.episode_seed})
+        done = False
+        while not done:
+            action, _ = job.actor.predict(obs, deterministic=True)
+            obs, _, terminated, truncated, info = self.step(action)
+            done = terminated or truncated
+        if "diverged" in info:
+            raise FloatingPointError(f"greedy rollout on task {job.task_seed} diverged: {info['diverged']}")
+        return self.schedule(name=job.label), dict(self.scores)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def schedule(self, name: str = "") -> Schedule:
+        """The phases this episode has run so far, as a portable schedule."""
+        return Schedule(phases=list(self._phases), layer_groups=self.controls.groups, name=name)
+
+
+def _stable_row(result) -> dict:
+    # Wall-clock seconds would make two identical steps report different infos (and fail
+    # gymnasium's determinism check); the trainer times episodes itself.
+    row = result.to_row()
+    row.pop("seconds", None)
+    return row
+
+
+def _controls_row(phase) -> dict:
+    return {t: {"share": round(c.share, 4), "train": c.train, "output": c.output} for t, c in phase.tools.items()}

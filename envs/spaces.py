@@ -1,0 +1,185 @@
+"""How a float32 action in [-1, 1] becomes tool controls, in one place for every controller.
+
+Both environments, random search and Optuna read actions through these two classes, so a
+learned policy and a baseline search the same space and a vector means the same schedule
+wherever it is decoded.
+
+Ranges (``a`` is one action component, clipped to [-1, 1]):
+
+- ``share``  = (a + 1) / 2, in [0, 1]: the tool's relative share of the phase's steps
+  (tools interleave step by step; a share of 0 sits the tool out; a phase where every share is 0
+  trains nothing).
+- ``train``  = 4 ** a, in [0.25, 4]: learning-rate multiplier per (module kind, layer group).
+- ``output`` = 1 + a, in [0, 2]: adapter output scale per (module kind, layer group).
+
+Policies act *residually* around a prior schedule (``env.prior``, by default the ``default``
+schedule a practitioner would run anyway): the environment decodes ``clip(prior + 2 * a)``,
+where ``prior`` is the schedule encoded in these coordinates. The zero action therefore
+reproduces the prior, a policy that learns nothing stays there, and what it gains over the
+prior is learned (residual policy learning). ``env.prior: neutral`` puts the zero action at
+"every tool at full force, equal shares, base learning rates" instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from metactl.schedule import MODULE_KINDS, Phase, Schedule, ToolControls
+
+TRAIN_BASE = 4.0
+
+
+def share_of(a: float) -> float:
+    return float((np.clip(a, -1.0, 1.0) + 1.0) / 2.0)
+
+
+def train_of(a: float) -> float:
+    return float(TRAIN_BASE ** np.clip(a, -1.0, 1.0))
+
+
+def output_of(a: float) -> float:
+    return float(1.0 + np.clip(a, -1.0, 1.0))
+
+
+RESIDUAL_SCALE = 2.0  # a residual of +-1 moves a prior at either end across the whole range
+
+
+def share_code(share: float, top: float) -> float:
+    return 2.0 * share / top - 1.0 if top > 0 else -1.0
+
+
+def train_code(x: float) -> float:
+    return float(np.clip(np.log(x) / np.log(TRAIN_BASE), -1.0, 1.0)) if x > 0 else -1.0
+
+
+def output_code(x: float) -> float:
+    return float(np.clip(x - 1.0, -1.0, 1.0))
+
+
+def apply_residual(prior: np.ndarray, action: np.ndarray) -> np.ndarray:
+    return np.clip(prior + RESIDUAL_SCALE * np.asarray(action, dtype=np.float64), -1.0, 1.0)
+
+
+def _code_grid(grid: list[list[float]], fn) -> list[float]:
+    return [fn(v) for row in grid for v in row]
+
+
+def _grid(values: np.ndarray, groups: int, fn) -> list[list[float]]:
+    return [[fn(values[k * groups + g]) for g in range(groups)] for k in range(len(MODULE_KINDS))]
+
+
+@dataclass(frozen=True)
+class PhaseControlSpace:
+    """One phase's controls: per tool ``[share, train[kind][group]..., output[kind][group]...]``."""
+
+    tools: tuple[str, ...]
+    groups: int
+
+    @property
+    def per_tool(self) -> int:
+        return 1 + 2 * len(MODULE_KINDS) * self.groups
+
+    @property
+    def dim(self) -> int:
+        return len(self.tools) * self.per_tool
+
+    def phase(self, action: np.ndarray, fraction: float) -> Phase:
+        action = np.asarray(action, dtype=np.float64).reshape(len(self.tools), self.per_tool)
+        cells = len(MODULE_KINDS) * self.groups
+        tools = {}
+        for t, row in zip(self.tools, action):
+            tools[t] = ToolControls(
+                share=share_of(row[0]),
+                train=_grid(row[1 : 1 + cells], self.groups, train_of),
+                output=_grid(row[1 + cells :], self.groups, output_of),
+            )
+        return Phase(fraction=fraction, tools=tools)
+
+    def encode(self, phase: Phase) -> np.ndarray:
+        """The action that decodes to ``phase`` (as near as the ranges allow)."""
+        top = max((c.share for c in phase.tools.values()), default=0.0)
+        vec: list[float] = []
+        for t in self.tools:
+            c = phase.tools.get(t)
+            if c is None:
+                vec += [-1.0] + [0.0] * (self.per_tool - 1)
+                continue
+            vec += [share_code(c.share, top)] + _code_grid(c.train, train_code) + _code_grid(c.output, output_code)
+        return np.array(vec, dtype=np.float64)
+
+    def labels(self) -> list[str]:
+        out = []
+        for t in self.tools:
+            out.append(f"{t}.share")
+            for what in ("train", "output"):
+                out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
+        return out
+
+
+@dataclass(frozen=True)
+class ScheduleSpace:
+    """A whole schedule in few numbers (the bandit's action, and what the searches sample).
+
+    Layout: ``shares[phase][tool]`` first, then per tool ``train[kind][group]`` and
+    ``output[kind][group]``, held for the whole run. Sharing the per-layer controls across phases
+    keeps the dimension small enough for a budget of tens of episodes; per-phase control is what
+    the phase-level environment is for.
+    """
+
+    tools: tuple[str, ...]
+    groups: int
+    phases: int
+
+    @property
+    def cells(self) -> int:
+        return len(MODULE_KINDS) * self.groups
+
+    @property
+    def dim(self) -> int:
+        return self.phases * len(self.tools) + len(self.tools) * 2 * self.cells
+
+    def schedule(self, action: np.ndarray, name: str = "") -> Schedule:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        n_t = len(self.tools)
+        shares = action[: self.phases * n_t].reshape(self.phases, n_t)
+        rest = action[self.phases * n_t :].reshape(n_t, 2, self.cells)
+        grids = {t: (_grid(rest[i, 0], self.groups, train_of), _grid(rest[i, 1], self.groups, output_of))
+                 for i, t in enumerate(self.tools)}
+        phases = [
+            Phase(
+                fraction=1.0 / self.phases,
+                tools={t: ToolControls(share=share_of(shares[p, i]), train=[r[:] for r in grids[t][0]],
+                                       output=[r[:] for r in grids[t][1]])
+                       for i, t in enumerate(self.tools)},
+            )
+            for p in range(self.phases)
+        ]
+        return Schedule(phases=phases, layer_groups=self.groups, name=name)
+
+    def encode(self, schedule: Schedule) -> np.ndarray:
+        """The action that decodes closest to ``schedule``: its shares at each phase's midpoint,
+        and per tool the mean train/output over the phases where the tool takes part."""
+        shares = []
+        for p in range(self.phases):
+            ph = schedule.phase_at((p + 0.5) / self.phases)
+            top = max((c.share for c in ph.tools.values()), default=0.0)
+            shares += [share_code(ph.tools[t].share, top) if t in ph.tools else -1.0 for t in self.tools]
+        rest: list[float] = []
+        for t in self.tools:
+            used = [ph.tools[t] for ph in schedule.phases if t in ph.tools and ph.tools[t].share > 0]
+            for what, fn in (("train", train_code), ("output", output_code)):
+                if not used:
+                    rest += [0.0] * self.cells
+                    continue
+                codes = np.array([_code_grid(getattr(c, what), fn) for c in used])
+                rest += list(codes.mean(axis=0))
+        return np.array(shares + rest, dtype=np.float64)
+
+    def labels(self) -> list[str]:
+        out = [f"phase{p}.{t}.share" for p in range(self.phases) for t in self.tools]
+        for t in self.tools:
+            for what in ("train", "output"):
+                out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
+        return out

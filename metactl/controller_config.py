@@ -1,0 +1,131 @@
+"""``train-controller`` configuration: the policy, its episode budget, the env and the run.
+
+Same conventions as :mod:`metactl.config`: nested dataclasses with help text per field, each
+validated in ``__post_init__`` so a bad value fails before any weights load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from envs.config import EnvConfig
+from metactl.config import RunConfig, build_config, emit_commented, merge_overrides
+from metactl.errors import ConfigError, check_choice, check_number
+
+
+@dataclass
+class PPOConfig:
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam step size of the policy and value nets"})
+    episodes_per_update: int = field(
+        default=8, metadata={"help": "episodes collected (across all envs) between two policy updates"}
+    )
+    n_epochs: int = field(default=10, metadata={"help": "passes over each rollout per update"})
+    batch_size: int = field(default=32, metadata={"help": "minibatch size in env steps"})
+    gamma: float = field(default=1.0, metadata={"help": "discount; 1 keeps the potential-based return equal to final minus base"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE bias/variance trade-off"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip"})
+    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus"})
+    log_std_init: float = field(
+        default=-1.5, metadata={"help": "initial log std of the Gaussian policy (residual actions: small keeps rollouts near the prior)"}
+    )
+    net_arch: list[int] = field(default_factory=lambda: [64, 64], metadata={"help": "hidden sizes of the policy and value MLPs"})
+
+    def __post_init__(self) -> None:
+        self.learning_rate = check_number("ppo.learning_rate", self.learning_rate, low=0.0, high=1.0, low_open=True)
+        self.episodes_per_update = int(check_number("ppo.episodes_per_update", self.episodes_per_update, low=1, high=10**6, integer=True))
+        self.n_epochs = int(check_number("ppo.n_epochs", self.n_epochs, low=1, high=1000, integer=True))
+        self.batch_size = int(check_number("ppo.batch_size", self.batch_size, low=1, high=10**6, integer=True))
+        self.gamma = check_number("ppo.gamma", self.gamma, low=0.0, high=1.0)
+        self.gae_lambda = check_number("ppo.gae_lambda", self.gae_lambda, low=0.0, high=1.0)
+        self.clip_range = check_number("ppo.clip_range", self.clip_range, low=0.0, high=10.0, low_open=True)
+        self.ent_coef = check_number("ppo.ent_coef", self.ent_coef, low=0.0, high=10.0)
+        self.log_std_init = check_number("ppo.log_std_init", self.log_std_init, low=-10.0, high=2.0)
+        if not isinstance(self.net_arch, list) or not self.net_arch:
+            raise ConfigError(f"ppo.net_arch: expected a non-empty list of layer sizes, e.g. [64, 64]; got {self.net_arch!r}.")
+        self.net_arch = [int(check_number(f"ppo.net_arch[{i}]", v, low=1, high=65536, integer=True)) for i, v in enumerate(self.net_arch)]
+
+
+@dataclass
+class ControllerConfig:
+    policy: str = field(default="ppo", metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"})
+    total_episodes: int = field(default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"})
+    n_envs: int = field(default=2, metadata={"help": "episodes run in parallel, one process each (use the number of CPU cores)"})
+    seed: int = field(default=0, metadata={"help": "controller seed (policy init, task draws, exploration)"})
+    eval_task_seeds: list[int] = field(
+        default_factory=lambda: [1000, 1001, 1002],
+        metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds)"},
+    )
+    compare: list[str] = field(default_factory=lambda: ["default", "expert"], metadata={"help": "schedules the final table compares against"})
+    checkpoint_every: int = field(default=1, metadata={"help": "checkpoint after this many updates (or search batches)"})
+    env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "what an episode is"})
+    ppo: PPOConfig = field(default_factory=PPOConfig, metadata={"help": "PPO settings (policies ppo and bandit)"})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the model, suite, training and reward of every episode"})
+
+    def __post_init__(self) -> None:
+        from metactl.paths import resolve_schedule_path
+        from policies import POLICIES
+
+        check_choice("policy", self.policy, POLICIES)
+        self.total_episodes = int(check_number("total_episodes", self.total_episodes, low=1, high=10**7, integer=True))
+        self.n_envs = int(check_number("n_envs", self.n_envs, low=1, high=256, integer=True))
+        self.seed = int(check_number("seed", self.seed, low=0, integer=True))
+        self.checkpoint_every = int(check_number("checkpoint_every", self.checkpoint_every, low=1, integer=True))
+        if not isinstance(self.eval_task_seeds, list) or not self.eval_task_seeds:
+            raise ConfigError(f"eval_task_seeds: expected a non-empty list of task seeds, got {self.eval_task_seeds!r}.")
+        self.eval_task_seeds = [int(check_number(f"eval_task_seeds[{i}]", s, low=0, integer=True)) for i, s in enumerate(self.eval_task_seeds)]
+        inside = [s for s in self.eval_task_seeds if self.env.is_training_seed(s)]
+        if inside:
+            lo, hi = self.env.train_task_seeds
+            raise ConfigError(
+                f"eval_task_seeds: {inside} lie inside env.train_task_seeds [{lo}, {hi}); held-out evaluation needs "
+                f"seeds outside it, e.g. [{hi + 1000}, {hi + 1001}]."
+            )
+        if not isinstance(self.compare, list):
+            raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
+        for name in self.compare:
+            resolve_schedule_path(name)
+
+    @property
+    def updates(self) -> int:
+        """Whole updates (or search batches) needed to spend ``total_episodes``."""
+        return -(-self.total_episodes // self.episodes_per_update)
+
+    @property
+    def episodes_per_update(self) -> int:
+        from policies import POLICIES
+
+        per = self.ppo.episodes_per_update if POLICIES[self.policy].uses_ppo else self.n_envs
+        return max(self.n_envs, per - per % self.n_envs)
+
+    @property
+    def episodes(self) -> int:
+        return self.updates * self.episodes_per_update
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_commented_yaml(self) -> str:
+        lines: list[str] = []
+        emit_commented(self, 0, lines)
+        return "\n".join(lines) + "\n"
+
+
+def load_controller_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ControllerConfig:
+    """YAML file (optional) + ``a.b=value`` overrides -> validated :class:`ControllerConfig`."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config: file {str(path)!r} does not exist.")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path}: expected a mapping of options, got {type(data).__name__}.")
+    merge_overrides(data, overrides or [])
+    return build_config(ControllerConfig, data, "")

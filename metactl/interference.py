@@ -1,0 +1,56 @@
+"""Where do the tools pull against each other? Gradient cosines on the shared base weights.
+
+Each tool trains its own adapter, so their parameters never overlap; what they share is the
+base model their updates are added to. The gradient of a tool's loss with respect to a frozen
+base weight is the direction that tool wants that layer to move, whichever adapter carries it.
+The cosine between two tools' gradients over one layer group's weights is therefore a direct
+reading of interference there: near -1 the tools undo each other, near +1 they agree, near 0
+they are independent. It costs one backward pass per tool on a small fixed batch and touches
+no optimiser or random state, so it does not change the episode it observes.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from metactl.runner import Engine
+
+
+def pair_names(tools: list[str]) -> list[str]:
+    return [f"{a}|{b}" for a, b in itertools.combinations(tools, 2)]
+
+
+def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
+    """Per tool pair ``"a|b"``, per layer group: cosine of the tools' base-weight gradients."""
+    adapters = engine.adapters
+    groups = adapters.layer_map.groups
+    weights: list[list[torch.nn.Parameter]] = [[] for _ in range(groups)]
+    for target, mod in adapters._layers:
+        weights[target.group].append(mod.get_base_layer().weight)
+    flat = [w for ws in weights for w in ws]
+    adapters.activate(engine.tool_names)
+    grads: dict[str, list[torch.Tensor]] = {}
+    try:
+        for w in flat:
+            w.requires_grad_(True)
+        for name in engine.tool_names:
+            tool = engine.task.tools[name]
+            index = torch.arange(min(rows, len(tool)))
+            loss = tool.loss(engine.model, index)
+            g = torch.autograd.grad(loss, flat, allow_unused=True)
+            by_group, i = [], 0
+            for ws in weights:
+                parts = [(gi if gi is not None else torch.zeros_like(w)).reshape(-1) for gi, w in zip(g[i : i + len(ws)], ws)]
+                by_group.append(torch.cat(parts) if parts else torch.zeros(1))
+                i += len(ws)
+            grads[name] = by_group
+    finally:
+        adapters.freeze()
+    out = {}
+    for a, b in itertools.combinations(engine.tool_names, 2):
+        out[f"{a}|{b}"] = [
+            float(torch.nn.functional.cosine_similarity(ga, gb, dim=0, eps=1e-12)) for ga, gb in zip(grads[a], grads[b])
+        ]
+    return out

@@ -1,0 +1,339 @@
+"""``train-controller``: spend an episode budget on a policy, checkpoint, resume, evaluate.
+
+Run directory::
+
+    config.yaml        resolved ControllerConfig (a resumed run reads it back)
+    scores.jsonl       one row per (episode, phase): seeds, controls, losses, scores, reward
+    checkpoints/       ckpt-<episodes>/ after every update: policy state + progress + env RNGs
+    controller.zip     the trained SB3 model (ppo, bandit); search.pkl for the searches
+    schedule.yaml      the policy's greedy schedule on the first held-out task
+    eval.jsonl         one row per (method, held-out task): final scores and base scores
+    tb/                TensorBoard: episode returns and parts; PPO's own losses under tb/<policy>
+
+Checkpoints are directories written atomically (built aside, then renamed), so a kill leaves
+either the previous complete checkpoint or the new one. ``scores.jsonl`` is cut back to the
+checkpoint's episode count on resume, so rows are neither duplicated nor missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.jobs import Job
+from metactl.controller_config import ControllerConfig
+from metactl.errors import ConfigError
+from metactl.io import append_jsonl, atomic_write_bytes, atomic_write_dir, atomic_write_text
+from metactl.paths import resolve_schedule_path
+from metactl.schedule import Schedule
+from policies import POLICIES, Policy
+
+log = logging.getLogger("metactl.trainer")
+PARTS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "kl", "stability", "cka", "composite"]
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+# -- the vectorised env -----------------------------------------------------------------------------
+def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None):
+    """``n_envs`` copies of the env, one process each when more than one (torch at 1 thread each)."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    from envs import BANDIT_ENV_ID, ScheduleBanditEnv, PhaseControlEnv
+
+    cls = ScheduleBanditEnv if env_id == BANDIT_ENV_ID else PhaseControlEnv
+    n = n_envs or cfg.n_envs
+    venv = make_vec_env(
+        cls, n_envs=n, env_kwargs={"run": cfg.run, "env": cfg.env},
+        vec_env_cls=SubprocVecEnv if n > 1 else DummyVecEnv,
+    )
+    for i in range(n):
+        venv.env_method("set_worker_index", i, indices=[i])
+    return venv
+
+
+def run_jobs(venv, jobs: list[Job]) -> list[dict]:
+    """Run evaluation jobs spread over the VecEnv's workers (in parallel for SubprocVecEnv)."""
+    n = venv.num_envs
+    by_worker: dict[int, list[Job]] = {i: jobs[i::n] for i in range(n)}
+    per_worker = venv.env_method("run_jobs", by_worker)
+    out: list[dict] = [{}] * len(jobs)
+    for i, results in enumerate(per_worker):
+        for k, res in enumerate(results):
+            out[i + k * n] = res
+    return out
+
+
+# -- episode log ------------------------------------------------------------------------------------
+class EpisodeLog:
+    """Turns per-step infos into ``scores.jsonl`` rows, counts episodes, feeds TensorBoard."""
+
+    def __init__(self, path: Path, start: int, writer=None, bar=None) -> None:
+        self.path = path
+        self.episodes = start
+        self.writer = writer
+        self.bar = bar
+        self._pending: dict[int, list[dict]] = {}
+        self.returns: list[float] = []
+
+    def __call__(self, env_index: int, info: dict) -> None:
+        rows = self._pending.setdefault(env_index, [])
+        if "results" in info:  # bandit: one step holds every phase
+            for r in info["results"]:
+                rows.append({"phase": r["phase"], "result": r, "controls": _phase_controls(info["schedule"], r["phase"])})
+            if rows:
+                rows[-1]["reward"] = None
+        elif "phase" in info:
+            rows.append({"phase": info["phase"], "result": info.get("result"), "controls": info.get("controls")})
+        if not info.get("episode_end"):
+            return
+        ret, diverged = self._episode_return(info, rows)
+        base = info.get("base_composite")
+        episode = self.episodes
+        if not rows:
+            rows.append({"phase": 0, "result": None, "controls": None})
+        for row in rows:
+            result = row.get("result") or {}
+            append_jsonl(self.path, {
+                "episode": episode, "phase": row["phase"], "task_seed": info.get("task_seed"),
+                "episode_seed": info.get("episode_seed"), "controls": row.get("controls"),
+                "scores": result.get("scores"), "losses": result.get("losses"), "tool_steps": result.get("tool_steps"),
+                "base_composite": base, "return": ret if row is rows[-1] else None,
+                **({"diverged": diverged} if diverged and row is rows[-1] else {}),
+            })
+        self._pending[env_index] = []
+        self.episodes += 1
+        self.returns.append(ret)
+        if self.writer is not None:
+            self.writer.add_scalar("episode/return", ret, episode)
+            final = (rows[-1].get("result") or {}).get("scores") or {}
+            for k in PARTS:
+                if k in final:
+                    self.writer.add_scalar(f"episode/{k}", final[k], episode)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(ret=f"{ret:+.3f}", best=f"{max(self.returns):+.3f}")
+
+    @staticmethod
+    def _episode_return(info: dict, rows: list[dict]) -> tuple[float, str | None]:
+        diverged = info.get("diverged")
+        final = (rows[-1].get("result") or {}).get("scores") if rows else None
+        if diverged or not final:
+            return -1.0 if diverged else 0.0, diverged
+        return float(final["composite"] - info["base_composite"]), None
+
+
+def _phase_controls(schedule: dict, phase: int) -> dict | None:
+    phases = schedule.get("phases") or []
+    return phases[phase]["tools"] if phase < len(phases) else None
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of ``scores.jsonl``; a torn last line (killed mid-write) is dropped with a warning."""
+    if not path.is_file():
+        return []
+    rows = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                log.warning("%s: dropping a torn last line (the run was killed while writing it)", path)
+                continue
+            raise
+    return rows
+
+
+def cut_rows(path: Path, episodes: int) -> None:
+    """Keep only rows of episodes before ``episodes`` (what the checkpoint knows about)."""
+    rows = [r for r in read_rows(path) if r.get("episode", 0) < episodes]
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    path: Path
+    episodes: int
+    updates: int
+
+
+def save_checkpoint(out: Path, policy: Policy, venv, episodes: int, updates: int) -> None:
+    rngs = venv.get_attr("np_random")
+
+    def fill(tmp: Path) -> None:
+        policy.save(tmp)
+        atomic_write_bytes(tmp / "env_rngs.pkl", pickle.dumps(rngs))
+        # Written last: a checkpoint without state.json is incomplete and is skipped.
+        atomic_write_text(tmp / "state.json", json.dumps({"episodes": episodes, "updates": updates}))
+
+    root = out / CHECKPOINTS
+    atomic_write_dir(root / f"ckpt-{episodes:06d}", fill)
+    for old in sorted(root.glob("ckpt-*"))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoints(out: Path) -> list[Checkpoint]:
+    """Complete checkpoints, newest first; incomplete ones are skipped with a warning."""
+    found = []
+    for d in sorted((out / CHECKPOINTS).glob("ckpt-*"), reverse=True):
+        try:
+            state = json.loads((d / "state.json").read_text())
+            found.append(Checkpoint(d, int(state["episodes"]), int(state["updates"])))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("skipping incomplete checkpoint %s (%s)", d, exc)
+    return found
+
+
+def restore(out: Path, policy: Policy, venv) -> Checkpoint | None:
+    for ckpt in find_checkpoints(out):
+        try:
+            policy.load(ckpt.path, venv)
+            rngs = pickle.loads((ckpt.path / "env_rngs.pkl").read_bytes())
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop the resume
+            log.warning("skipping unreadable checkpoint %s (%s: %s)", ckpt.path, type(exc).__name__, exc)
+            continue
+        venv._reset_seeds()  # keep the restored RNGs: no re-seeding at the next reset
+        for i, rng in enumerate(rngs[: venv.num_envs]):
+            venv.set_attr("np_random", rng, indices=[i])
+        return ckpt
+    return None
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    rows: list[dict] = field(default_factory=list)  # label, task_seed, scores, base
+
+    def by_label(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for r in self.rows:
+            out.setdefault(r["label"], []).append(r)
+        return out
+
+    def summary(self) -> dict[str, dict]:
+        """Per label: mean and std of every part, the gain over base, and the gain ratio to default."""
+        groups = self.by_label()
+        out = {}
+        for label, rows in groups.items():
+            stats = {}
+            for k in PARTS:
+                vals = [r["scores"][k] for r in rows]
+                stats[k] = (statistics.mean(vals), statistics.pstdev(vals) if len(vals) > 1 else 0.0)
+            gains = [r["scores"]["composite"] - r["base"]["composite"] for r in rows]
+            stats["gain"] = (statistics.mean(gains), statistics.pstdev(gains) if len(gains) > 1 else 0.0)
+            out[label] = stats
+        if "default" in out and out["default"]["gain"][0] > 0:
+            for label in out:
+                out[label]["gain_vs_default"] = out[label]["gain"][0] / out["default"]["gain"][0]
+        return out
+
+
+def evaluate(cfg: ControllerConfig, venv, actors: dict[str, object]) -> Evaluation:
+    """Each actor (Schedule or SB3-style policy) on every held-out task seed, same episode seed."""
+    seed = cfg.run.training.seed
+    jobs = []
+    for label, actor in actors.items():
+        for ts in cfg.eval_task_seeds:
+            if isinstance(actor, Schedule):
+                jobs.append(Job(ts, seed, schedule=actor, label=label))
+            else:
+                # Pickled up front with the plain pickler: torch's multiprocessing pickler
+                # refuses parameters that require grad, and the worker only needs a copy.
+                jobs.append(Job(ts, seed, actor=pickle.dumps(actor), label=label))
+    return Evaluation(run_jobs(venv, jobs))
+
+
+def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
+    groups = cfg.run.training.layer_groups
+    return {name: Schedule.load(resolve_schedule_path(name)).regroup(groups) for name in cfg.compare}
+
+
+# -- the job ----------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    out: Path
+    episodes: int
+    seconds: float
+    evaluation: Evaluation
+    schedule: Schedule
+
+
+def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or resume) ``cfg.policy`` into ``out``, then evaluate it on the held-out tasks."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise ConfigError(f"--resume {out}: no config.yaml there; it is not a train-controller run dir.")
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: the directory exists and is not empty; pass --resume {out} to continue it, or pick another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_text(out / "config.yaml", cfg.to_commented_yaml())
+    torch.set_num_threads(cfg.run.training.threads)
+    t0 = time.perf_counter()
+    policy = POLICIES[cfg.policy](cfg)
+    venv = make_venv(cfg, policy.env_id)
+    writer = SummaryWriter(str(out / "tb"))
+    try:
+        policy.setup(venv, out / "tb")
+        ckpt = restore(out, policy, venv) if resume else None
+        done = ckpt.episodes if ckpt else 0
+        updates = ckpt.updates if ckpt else 0
+        cut_rows(out / "scores.jsonl", done)
+        total = cfg.episodes if policy.learns else 0
+        if ckpt:
+            log.info("resuming %s after %d of %d episodes", out, done, total)
+        with tqdm(total=total, initial=done, desc=f"train-controller [{cfg.policy}]", unit="episode",
+                  disable=not progress or total == 0) as bar:
+            episode_log = EpisodeLog(out / "scores.jsonl", done, writer, bar)
+            while episode_log.episodes < total:
+                policy.learn(venv, episode_log)
+                updates += 1
+                if updates % cfg.checkpoint_every == 0 or episode_log.episodes >= total:
+                    save_checkpoint(out, policy, venv, episode_log.episodes, updates)
+        policy.save(out)
+        actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
+        evaluation = evaluate(cfg, venv, actors)
+    finally:
+        venv.close()
+        writer.close()
+    for row in evaluation.rows:
+        append_jsonl(out / "eval.jsonl", {**{k: v for k, v in row.items() if k != "schedule"}})
+    first = next(r for r in evaluation.rows if r["label"] == cfg.policy)
+    schedule: Schedule = first["schedule"]
+    schedule.name = f"{cfg.policy} greedy schedule on task seed {first['task_seed']}"
+    schedule.save(out / "schedule.yaml")
+    episodes = len({r["episode"] for r in read_rows(out / "scores.jsonl")})
+    return TrainResult(out, episodes, time.perf_counter() - t0, evaluation, schedule)
+
+
+def format_table(evaluation: Evaluation, columns: list[str] | None = None) -> list[list[str]]:
+    """Rows of strings: method, mean +- std of each part, gain over base, gain / default's gain."""
+    columns = columns or PARTS
+    summary = evaluation.summary()
+    table = [["method", *columns, "gain over base", "x default gain"]]
+    for label, stats in summary.items():
+        cells = [f"{stats[c][0]:.3f} ± {stats[c][1]:.3f}" for c in columns]
+        ratio = stats.get("gain_vs_default")
+        table.append([label, *cells, f"{stats['gain'][0]:+.3f} ± {stats['gain'][1]:.3f}", f"{ratio:.2f}x" if ratio is not None else "-"])
+    return table
+
+
+__all__ = ["Evaluation", "TrainResult", "evaluate", "format_table", "make_venv", "train_controller"]

@@ -1,0 +1,52 @@
+"""The one interface every controller and baseline implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
+    from metactl.controller_config import ControllerConfig
+    from metactl.schedule import Schedule
+
+EpisodeSink = Callable[[int, dict], None]  # (env index, step info) for every env step
+
+
+class Policy(ABC):
+    """Produces a schedule for a task; some learn it from episodes first.
+
+    ``learn`` spends exactly one update's worth of episodes (``config.episodes_per_update``) on
+    the vectorised environment ``venv`` and reports every env step's info to ``sink``; the
+    trainer calls it until the budget is spent and checkpoints in between. ``actor`` is what
+    acts at evaluation time: a fixed :class:`Schedule` (open loop) or an object with SB3's
+    ``predict(obs, deterministic=True)`` acting in ``env_id`` (closed loop).
+    """
+
+    name: ClassVar[str]
+    env_id: ClassVar[str]  # the environment it learns in and acts in
+    learns: ClassVar[bool] = True
+    uses_ppo: ClassVar[bool] = False
+    help: ClassVar[str] = ""
+
+    def __init__(self, config: "ControllerConfig") -> None:
+        self.config = config
+
+    def setup(self, venv: "VecEnv", tb_dir: Path | None) -> None:  # noqa: B027 - optional
+        """Build the learner on ``venv`` (called once, before ``learn`` or ``load``)."""
+
+    def learn(self, venv: "VecEnv", sink: EpisodeSink) -> None:  # noqa: B027 - fixed schedules learn nothing
+        """Spend one update's worth of episodes."""
+
+    @abstractmethod
+    def actor(self) -> "Schedule | Any":
+        """What acts at evaluation: a Schedule, or an SB3-style policy with ``predict``."""
+
+    def save(self, path: Path) -> None:  # noqa: B027
+        """Write everything needed to continue or to act into the directory ``path``."""
+
+    def load(self, path: Path, venv: "VecEnv | None" = None) -> None:  # noqa: B027
+        """Restore what :meth:`save` wrote."""

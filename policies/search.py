@@ -1,0 +1,127 @@
+"""Search baselines over the bandit's schedule space: random search and Optuna TPE.
+
+Both spend their episodes on the same environment as the bandit (``metactl/ScheduleBandit-v0``,
+the same task draws, the same residual action space), start from the prior (their first
+candidate is the zero action), and act with the best candidate they found.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from envs import BANDIT_ENV_ID
+from envs.spaces import apply_residual
+from metactl.io import atomic_write_bytes
+from metactl.schedule import Schedule
+from policies.base import EpisodeSink, Policy
+
+STATE_FILE = "search.pkl"
+
+
+class _Search(Policy):
+    env_id = BANDIT_ENV_ID
+
+    def setup(self, venv, tb_dir: Path | None) -> None:
+        self.space = venv.get_attr("space", indices=[0])[0]
+        self.prior = venv.get_attr("prior", indices=[0])[0]
+        self.trials: list[tuple[np.ndarray, float]] = []
+        self._needs_reset = True
+
+    def propose(self, n: int) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def observe(self, actions: list[np.ndarray], rewards: list[float]) -> None:  # noqa: B027
+        pass
+
+    def learn(self, venv, sink: EpisodeSink) -> None:
+        if self._needs_reset:
+            venv.reset()
+            self._needs_reset = False
+        actions = self.propose(venv.num_envs)
+        _, rewards, _, infos = venv.step(np.stack(actions).astype(np.float32))
+        for i, info in enumerate(infos):
+            sink(i, info)
+        self.trials += [(a, float(r)) for a, r in zip(actions, rewards)]
+        self.observe(actions, [float(r) for r in rewards])
+
+    def best_action(self) -> np.ndarray:
+        if not self.trials:
+            return np.zeros(self.space.dim)
+        return max(self.trials, key=lambda t: t[1])[0]
+
+    def actor(self) -> Schedule:
+        return self.space.schedule(apply_residual(self.prior, self.best_action()), name=self.name)
+
+    def _state(self) -> dict:
+        return {"trials": self.trials}
+
+    def _restore(self, state: dict) -> None:
+        self.trials = state["trials"]
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(Path(path) / STATE_FILE, pickle.dumps({"space": self.space, "prior": self.prior, **self._state()}))
+
+    def load(self, path: Path, venv=None) -> None:
+        state = pickle.loads((Path(path) / STATE_FILE).read_bytes())
+        self.space, self.prior = state["space"], state["prior"]
+        self._restore(state)
+        self._needs_reset = True
+
+
+class RandomSearch(_Search):
+    name = "random"
+    help = "uniform random search over the bandit's schedule space; keeps the best episode"
+
+    def setup(self, venv, tb_dir: Path | None) -> None:
+        super().setup(venv, tb_dir)
+        self.rng = np.random.default_rng(self.config.seed)
+        venv.seed(self.config.seed)
+
+    def propose(self, n: int) -> list[np.ndarray]:
+        out = [self.rng.uniform(-1.0, 1.0, self.space.dim) for _ in range(n)]
+        if not self.trials:
+            out[0] = np.zeros(self.space.dim)  # the prior itself is the first candidate
+        return out
+
+    def _state(self) -> dict:
+        return {"trials": self.trials, "rng": self.rng.bit_generator.state}
+
+    def _restore(self, state: dict) -> None:
+        self.trials = state["trials"]
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
+
+
+class OptunaTPE(_Search):
+    name = "optuna"
+    help = "Optuna's TPE sampler over the bandit's schedule space; keeps the best trial"
+
+    def setup(self, venv, tb_dir: Path | None) -> None:
+        import optuna
+
+        super().setup(venv, tb_dir)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.TPESampler(seed=self.config.seed, n_startup_trials=max(2, min(10, self.config.total_episodes // 4)))
+        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study.enqueue_trial({f"a{j}": 0.0 for j in range(self.space.dim)})  # start at the prior
+        self._asked: list = []
+        venv.seed(self.config.seed)
+
+    def propose(self, n: int) -> list[np.ndarray]:
+        self._asked = [self.study.ask() for _ in range(n)]
+        return [np.array([t.suggest_float(f"a{j}", -1.0, 1.0) for j in range(self.space.dim)]) for t in self._asked]
+
+    def observe(self, actions: list[np.ndarray], rewards: list[float]) -> None:
+        for trial, r in zip(self._asked, rewards):
+            self.study.tell(trial, r)
+        self._asked = []
+
+    def _state(self) -> dict:
+        return {"trials": self.trials, "study": self.study}
+
+    def _restore(self, state: dict) -> None:
+        self.trials, self.study = state["trials"], state["study"]
+        self._asked = []
