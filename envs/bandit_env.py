@@ -76,7 +76,7 @@ class ScheduleBanditEnv(JobsMixin, gym.Env):
         action, _ = job.actor.predict(obs, deterministic=True)
         schedule = self.decode(action, name=job.label)
         self._ready = False
-        return schedule, self.engine.run(schedule, seed=job.episode_seed)[-1].scores
+        return schedule, self.engine.run(schedule, seed=job.episode_seed, score_every_phase=False)[-1].scores
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -101,7 +101,8 @@ class ScheduleBanditEnv(JobsMixin, gym.Env):
                                 "schedule": schedule.to_dict(), "base_composite": base["composite"], "episode_end": True}
         results: list[PhaseResult] = []
         try:
-            self.engine.run(schedule, seed=self.episode_seed, on_phase=results.append)
+            self.engine.run(schedule, seed=self.episode_seed, on_phase=results.append,
+                            quick_probes=self.env_config.quick_probes)
             final = results[-1].scores
             if not np.isfinite(final["composite"]):
                 raise FloatingPointError(f"composite score is {final['composite']}")

@@ -18,6 +18,10 @@ class EnvConfig:
         default_factory=lambda: [0, 16],
         metadata={"help": "[first, end) range episodes draw task seeds from; evaluation uses seeds outside it"},
     )
+    quick_probes: int = field(
+        default=16,
+        metadata={"help": "probes per set for the scores observed between phases (0 = all); the final score always uses all"},
+    )
     interference_rows: int = field(default=8, metadata={"help": "rows per tool for the gradient-cosine (interference) reading"})
     prior: str = field(
         default="default",
@@ -37,6 +41,7 @@ class EnvConfig:
         if hi <= lo:
             raise ConfigError(f"env.train_task_seeds: got [{lo}, {hi}); the end must be above the first seed, e.g. [{lo}, {lo + 16}].")
         self.train_task_seeds = [lo, hi]
+        self.quick_probes = int(check_number("env.quick_probes", self.quick_probes, low=0, high=10**6, integer=True))
         self.interference_rows = int(check_number("env.interference_rows", self.interference_rows, low=1, high=4096, integer=True))
         if self.prior != "neutral":
             from metactl.paths import resolve_schedule_path

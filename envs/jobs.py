@@ -39,7 +39,7 @@ class JobsMixin:
         if job.schedule is not None:
             engine = self.engine
             engine.load_task(job.task_seed)
-            results = engine.run(job.schedule, seed=job.episode_seed)
+            results = engine.run(job.schedule, seed=job.episode_seed, score_every_phase=False)
             schedule, final = job.schedule, results[-1].scores
         else:
             if isinstance(job.actor, bytes):

@@ -49,7 +49,9 @@ class PhaseControlEnv(JobsMixin, gym.Env):
 
     Potential based: the change in the composite score over the phase (the first phase is
     measured from the base model), so an episode's return is the final composite minus the
-    base's. If a loss or score turns NaN the episode ends (``terminated``) with
+    base's. Between phases the composite is read on ``env.quick_probes`` probes per set (cheap);
+    the base and the final score use every probe, and since the rewards telescope the return is
+    exactly the full final composite minus the full base composite. If a loss or score turns NaN the episode ends (``terminated``) with
     ``info["diverged"]`` naming the error and a reward that brings the return to
     ``-env.diverged_penalty``: never a NaN reward.
 
@@ -113,11 +115,15 @@ class PhaseControlEnv(JobsMixin, gym.Env):
         phase = self.controls.phase(apply_residual(self.prior[self.phase], action), 1.0 / n)
         before = self.scores["composite"]
         info: dict[str, Any] = {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "phase": self.phase}
+        last = self.phase == n - 1
+        quick = self.env_config.quick_probes
+        scorer = None if last or not quick else self.engine.task.quick_scorer(self.engine.model, quick)
         try:
-            result = self._episode.run_phase(phase, self._phase_steps[self.phase], score=True)
+            result = self._episode.run_phase(phase, self._phase_steps[self.phase], score=True, scorer=scorer)
             if not np.isfinite(result.scores["composite"]):
                 raise FloatingPointError(f"composite score is {result.scores['composite']}")
-            self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
+            if not last:  # nothing acts on the final observation
+                self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
         except FloatingPointError as exc:  # DivergedError included
             self._episode = None
             info.update(diverged=str(exc), controls=_controls_row(phase), episode_end=True)
@@ -130,7 +136,7 @@ class PhaseControlEnv(JobsMixin, gym.Env):
         reward = float(self.scores["composite"] - before)
         truncated = self.phase >= n
         obs = self.observer(self.scores, self.phase, result.norms, self.cosines)
-        info.update(result=_stable_row(result), controls=_controls_row(phase), interference=self.cosines,
+        info.update(result=_stable_row(result), controls=_controls_row(phase), interference={k: list(v) for k, v in self.cosines.items()},
                     base_composite=self.base_composite)
         if truncated:
             self._episode = None

@@ -56,7 +56,7 @@ class ControllerConfig:
     n_envs: int = field(default=2, metadata={"help": "episodes run in parallel, one process each (use the number of CPU cores)"})
     seed: int = field(default=0, metadata={"help": "controller seed (policy init, task draws, exploration)"})
     eval_task_seeds: list[int] = field(
-        default_factory=lambda: [1000, 1001, 1002],
+        default_factory=lambda: [1000, 1001, 1002, 1003, 1004],
         metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds)"},
     )
     compare: list[str] = field(default_factory=lambda: ["default", "expert"], metadata={"help": "schedules the final table compares against"})

@@ -58,6 +58,26 @@ class TaskState:
     tools: dict[str, Tool]
     scorer: Scorer
     base_scores: dict[str, float] = field(default_factory=dict)
+    _quick: dict[int, Scorer] = field(default_factory=dict)
+
+    def quick_scorer(self, model, probes: int) -> Scorer:
+        """A scorer on the first ``probes`` items of every probe set and of the retain text.
+
+        For readings in the middle of an episode (a controller's observation): about
+        64/``probes`` times cheaper, and the end-of-episode score stays the full one.
+        """
+        if probes not in self._quick:
+            import dataclasses
+
+            s = self.suite
+            small = dataclasses.replace(
+                s, evals={sp: {b: items[:probes] for b, items in by_b.items()} for sp, by_b in s.evals.items()},
+                retain=s.retain[:probes],
+            )
+            scorer = Scorer(small, self.scorer.tokenizer, self.scorer.reward)
+            scorer.prepare(model)
+            self._quick[probes] = scorer
+        return self._quick[probes]
 
 
 class Engine:
@@ -112,12 +132,16 @@ class Engine:
         on_phase: Callable[[PhaseResult], None] | None = None,
         progress: bool = False,
         checkpoint: Path | None = None,
+        score_every_phase: bool | None = None,
+        quick_probes: int = 0,
     ) -> list[PhaseResult]:
         """Run a whole schedule from fresh adapters; returns one result per phase.
 
         With ``checkpoint``, the episode's full state is saved there (atomically) after every
         phase, and a run that finds a checkpoint of the same run resumes after its last complete
-        phase, with results identical to an uninterrupted run.
+        phase, with results identical to an uninterrupted run. ``score_every_phase`` overrides
+        the config's; with ``quick_probes`` the phases before the last are scored on that many
+        probes per set (the last phase always on all of them).
         """
         from tqdm.auto import tqdm
 
@@ -136,7 +160,9 @@ class Engine:
                     continue
                 last = i == len(schedule.phases) - 1
                 bar.set_postfix(phase=i)
-                res = ep.run_phase(phase, n, score=last or self.config.training.score_every_phase, on_step=bar.update)
+                every = self.config.training.score_every_phase if score_every_phase is None else score_every_phase
+                quick = self.task.quick_scorer(self.model, quick_probes) if quick_probes and not last else None
+                res = ep.run_phase(phase, n, score=last or every, on_step=bar.update, scorer=quick)
                 results.append(res)
                 if checkpoint is not None:
                     ep.save(checkpoint, fingerprint, results)
@@ -219,7 +245,12 @@ class Episode:
             group["lr"] = group["base_lr"] * strength
 
     def run_phase(
-        self, phase: Phase, steps: int, score: bool = True, on_step: Callable[[int], object] | None = None
+        self,
+        phase: Phase,
+        steps: int,
+        score: bool = True,
+        on_step: Callable[[int], object] | None = None,
+        scorer: Scorer | None = None,
     ) -> PhaseResult:
         eng = self.engine
         t0 = time.perf_counter()
@@ -258,7 +289,7 @@ class Episode:
                 on_step(1)
         eng.model.eval()
         eng.adapters.freeze()  # nothing keeps a gradient between phases
-        scores = eng.task.scorer.score(eng.model) if score else None
+        scores = (scorer or eng.task.scorer).score(eng.model) if score else None
         result = PhaseResult(
             phase=self.phase_index,
             steps=len(order),

@@ -72,6 +72,7 @@ class Scorer:
 
     def __init__(self, suite: TaskSuite, tokenizer, reward: RewardConfig, chunk: int = 256) -> None:
         self.suite = suite
+        self.tokenizer = tokenizer
         self.reward = reward
         prompts, completions = [], []
         n = 0  # variants so far; probes are scored in the order (item, chosen..., rejected...)

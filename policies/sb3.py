@@ -8,11 +8,31 @@ from typing import Any
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from envs import BANDIT_ENV_ID, PHASE_ENV_ID
 from policies.base import EpisodeSink, Policy
 
 CONTROLLER_FILE = "controller.zip"
+
+
+class BudgetEndIsFinal(VecEnvWrapper):
+    """The step budget is the whole task: there is no "after" for a value to bootstrap from.
+
+    The envs end at the budget with ``truncated=True`` (the gymnasium contract for a time
+    limit), and SB3 then adds ``gamma * V(final obs)`` to the last reward as if the episode
+    could go on. Here it cannot: the final composite is the outcome. Clearing the flag makes
+    PPO treat the budget end as the end, so the return stays final minus base.
+    """
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for info in infos:
+            info["TimeLimit.truncated"] = False
+        return obs, rewards, dones, infos
 
 
 class _Sink(BaseCallback):
@@ -42,7 +62,7 @@ class PPOPolicy(Policy):
         n_steps = self.steps_per_episode() * self.config.episodes_per_update // venv.num_envs
         self.model = PPO(
             "MlpPolicy",
-            venv,
+            BudgetEndIsFinal(venv),
             learning_rate=c.learning_rate,
             n_steps=n_steps,
             batch_size=min(c.batch_size, n_steps * venv.num_envs),
@@ -75,7 +95,7 @@ class PPOPolicy(Policy):
         self.model.save(Path(path) / CONTROLLER_FILE)
 
     def load(self, path: Path, venv=None) -> None:
-        self.model = PPO.load(Path(path) / CONTROLLER_FILE, env=venv, device="cpu")
+        self.model = PPO.load(Path(path) / CONTROLLER_FILE, env=BudgetEndIsFinal(venv) if venv is not None else None, device="cpu")
         self._set_logger()
 
 

@@ -1,0 +1,191 @@
+"""train-controller: every policy end to end on a tiny budget, determinism, reload, bad config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from metactl.cli import app
+from metactl.controller_config import load_controller_config
+from metactl.errors import ConfigError
+from metactl.paths import CONFIGS
+from policies import POLICIES
+
+REPO = Path(__file__).resolve().parents[1]
+# Two phases of two steps, one held-out task, one process: seconds per episode, not minutes.
+TINY = [
+    "n_envs=1", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,2]",
+    "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2",
+]
+
+
+def _args(*extra: str) -> list[str]:
+    out = []
+    for o in [*TINY, *extra]:
+        out += ["--set", o]
+    return out
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "scores.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_train_controller_runs_every_policy(tmp_path, policy):
+    out = tmp_path / policy
+    res = CliRunner().invoke(app, ["train-controller", "--policy", policy, "--episodes", "2", "--out", str(out), "--quiet", *_args()])
+    assert res.exit_code == 0, res.output
+    assert "x default gain" in res.output and policy in res.output
+    cfg = load_controller_config(out / "config.yaml")
+    assert cfg.policy == policy
+    sched = (out / "schedule.yaml").read_text()
+    assert "schema_version: 1" in sched
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert {e["label"] for e in evals} == {policy, "default"}
+    if POLICIES[policy].learns:
+        rows = _rows(out)
+        assert sorted({r["episode"] for r in rows}) == [0, 1]
+        assert all(r["task_seed"] in (0, 1) for r in rows)
+        assert list((out / "checkpoints").glob("ckpt-*/state.json"))
+        assert list((out / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_ppo_learns_something_and_reloads_in_a_fresh_process(tmp_path):
+    """A tiny budget still moves the policy; controller.zip gives the same greedy actions elsewhere."""
+    from stable_baselines3 import PPO
+
+    from policies.sb3 import PPOPolicy
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train-controller", "--episodes", "4", "--out", str(out), "--quiet", *_args()])
+    assert res.exit_code == 0, res.output
+    model = PPO.load(out / "controller.zip", device="cpu")
+    cfg = load_controller_config(out / "config.yaml")
+    fresh = PPOPolicy(cfg)
+    from metactl.trainer import make_venv
+
+    venv = make_venv(cfg, fresh.env_id)
+    try:
+        fresh.setup(venv, None)
+        init = fresh.model.policy.state_dict()
+    finally:
+        venv.close()
+    trained = model.policy.state_dict()
+    assert any(not np.allclose(init[k].numpy(), trained[k].numpy()) for k in init), "4 episodes changed nothing"
+
+    obs = np.random.default_rng(0).uniform(0, 1, (5, *model.observation_space.shape)).astype(np.float32)
+    here = model.predict(obs, deterministic=True)[0]
+    np.save(tmp_path / "obs.npy", obs)
+    code = (
+        # Same thread count as this process: a different one changes float summation order.
+        "import numpy as np, torch; torch.set_num_threads(1); from stable_baselines3 import PPO; "
+        f"m = PPO.load({str(out / 'controller.zip')!r}, device='cpu'); "
+        f"np.save({str(tmp_path / 'act.npy')!r}, m.predict(np.load({str(tmp_path / 'obs.npy')!r}), deterministic=True)[0])"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    np.testing.assert_array_equal(np.load(tmp_path / "act.npy"), here)
+
+
+def test_same_seed_twice_gives_identical_actions_and_rewards(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        res = CliRunner().invoke(app, ["train-controller", "--episodes", "4", "--seed", "3", "--out", str(out), "--quiet", *_args()])
+        assert res.exit_code == 0, res.output
+        runs.append([(r["episode"], r["phase"], r["task_seed"], r["controls"], r["scores"], r["return"]) for r in _rows(out)])
+    assert runs[0] == runs[1]
+    assert len(runs[0]) == 4 * 2
+
+
+def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "metactl.cli", "train-controller", "--episodes", "8", "--out", str(out), "--quiet", *_args()]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / "ckpt-000004" / "state.json").exists():
+        time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_rows = _rows(out)
+    assert killed_rows, "the run wrote nothing before the kill"
+    # A checkpoint that was being written when the process died (no state.json) must be skipped.
+    (out / "checkpoints" / "ckpt-000099").mkdir()
+    (out / "checkpoints" / "ckpt-000099" / "controller.zip").write_bytes(b"torn")
+
+    res = subprocess.run([sys.executable, "-m", "metactl.cli", "train-controller", "--resume", str(out), "--quiet"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "skipping incomplete checkpoint" in res.stderr
+    rows = _rows(out)
+    keys = [(r["episode"], r["phase"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate rows after resume"
+    assert sorted({r["episode"] for r in rows}) == list(range(8))
+    assert all(sorted(r["phase"] for r in rows if r["episode"] == e) == [0, 1] for e in range(8))
+    # Rows written before the kill for episodes the checkpoint covered are kept as they were.
+    kept = {(r["episode"], r["phase"]): r for r in rows}
+    for r in killed_rows:
+        if r["episode"] < 4:
+            assert kept[(r["episode"], r["phase"])] == r
+    assert (out / "controller.zip").is_file() and (out / "schedule.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("policy=pop", "Did you mean 'ppo'"),
+        ("total_episodes=0", r"total_episodes: got 0; allowed range is \[1"),
+        ("run.reward.target=0", None),
+        ("run.reward.stability=-1", r"reward.stability: got -1"),
+        ("eval_task_seeds=[3]", r"lie inside env.train_task_seeds"),
+        ("env.prior=nope", "neither a built-in one"),
+        ("compare=[defualt]", "Did you mean 'default'"),
+        ("ppo.n_epochs=0", r"ppo.n_epochs: got 0"),
+        ("run.modle=x", "Did you mean 'model'"),
+    ],
+)
+def test_bad_config_fails_before_training_with_the_fix(tmp_path, no_weights, override, message):
+    extra = ["run.reward.heldout=0", "run.reward.stability=0"] if override == "run.reward.target=0" else []
+    message = message or "are all zero"
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train-controller", "--out", str(out), "--set", override, *sum((["--set", e] for e in extra), [])])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output
+    import re
+
+    assert re.search(message, res.output), res.output
+    assert not out.exists()
+
+
+def test_default_config_file_matches_the_code_defaults():
+    """configs/train/default.yaml is what train-controller runs with no arguments: keep it in sync."""
+    cfg = load_controller_config(CONFIGS / "train" / "default.yaml")
+    assert cfg.policy == "ppo" and cfg.run.model == "proxy-tiny"
+    assert not cfg.env.is_training_seed(cfg.eval_task_seeds[0])
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
+    res = CliRunner().invoke(app, ["train-controller", "--resume", str(tmp_path)])
+    assert res.exit_code == 2 and "not a train-controller run dir" in res.output
+
+
+def test_out_that_holds_files_is_not_overwritten(tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    res = CliRunner().invoke(app, ["train-controller", "--out", str(tmp_path), *_args()])
+    assert res.exit_code == 2 and "--resume" in res.output
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_unknown_policy_is_a_config_error_in_python_too():
+    with pytest.raises(ConfigError, match="allowed: bandit, default, expert, optuna, ppo, random"):
+        load_controller_config(None, ["policy=ppo2"])

@@ -1,0 +1,165 @@
+"""The environments: gymnasium and SB3 contracts, residual prior, determinism, divergence."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from envs.config import EnvConfig
+from envs.spaces import PhaseControlSpace, ScheduleSpace, apply_residual
+from metactl.config import load_config
+from metactl.errors import ConfigError
+from metactl.paths import resolve_schedule_path
+from metactl.schedule import Schedule
+
+TINY_RUN = ["training.total_steps=4", "training.layer_groups=2"]
+ENV_IDS = [envs.PHASE_ENV_ID, envs.BANDIT_ENV_ID]
+
+
+@pytest.fixture(scope="module")
+def made():
+    """One env of each kind on a tiny budget and a single training task (cheap resets)."""
+    run = load_config(None, TINY_RUN)
+    return {i: gym.make(i, run=run, env=EnvConfig(phases=2, train_task_seeds=[0, 1])) for i in ENV_IDS}
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_env_passes_gymnasium_and_sb3_checkers_without_warnings(made, env_id):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = made[env_id].unwrapped
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+        sb3_check_env(env, warn=True)
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_same_seed_same_observations_and_rewards(made, env_id):
+    env = made[env_id].unwrapped
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-0.3, 0.3, env.action_space.shape).astype(np.float32) for _ in range(2)]
+
+    def rollout():
+        obs, info = env.reset(seed=7)
+        out = [obs]
+        for a in actions:
+            obs, r, term, trunc, _ = env.step(a)
+            out += [obs, np.array([r])]
+            if term or trunc:
+                break
+        return out, info["task_seed"], info["episode_seed"]
+
+    first, second = rollout(), rollout()
+    assert first[1:] == second[1:]
+    for x, y in zip(first[0], second[0]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_phase_env_return_is_final_minus_base_and_budget_end_truncates(made):
+    env = made[envs.PHASE_ENV_ID].unwrapped
+    obs, info = env.reset(seed=1)
+    total, flags = 0.0, []
+    for _ in range(env.env_config.phases):
+        obs, r, term, trunc, step_info = env.step(env.action_space.sample() * 0.2)
+        total += r
+        flags.append((term, trunc))
+    assert flags == [(False, False), (False, True)]
+    assert total == pytest.approx(step_info["result"]["scores"]["composite"] - info["scores"]["composite"], abs=1e-9)
+    assert env.observation_space.contains(obs)
+
+
+def test_zero_action_reproduces_the_prior_schedule(made):
+    """The action is a residual: 0 must run exactly the prior (here the default schedule)."""
+    env = made[envs.PHASE_ENV_ID].unwrapped
+    env.reset(options={"task_seed": 0, "episode_seed": 3})
+    for _ in range(env.env_config.phases):
+        *_, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    prior = Schedule.load(resolve_schedule_path("default")).regroup(2)
+    results = env.engine.run(prior, seed=3)
+    assert info["result"]["scores"]["composite"] == pytest.approx(results[-1].scores["composite"], abs=1e-6)
+
+    bandit = made[envs.BANDIT_ENV_ID].unwrapped
+    bandit.reset(options={"task_seed": 0, "episode_seed": 3})
+    _, reward, *_ = bandit.step(np.zeros(bandit.action_space.shape, np.float32))
+    assert reward == pytest.approx(results[-1].scores["composite"] - bandit.engine.task.base_scores["composite"], abs=1e-6)
+
+
+def test_nan_loss_ends_the_episode_with_the_documented_penalty(made, monkeypatch):
+    env = made[envs.PHASE_ENV_ID].unwrapped
+    env.reset(options={"task_seed": 0, "episode_seed": 0})
+    sft = env.engine.task.tools["sft"]
+    monkeypatch.setattr(sft, "loss", lambda model, index: torch.tensor(float("nan"), requires_grad=True))
+    obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert terminated and not truncated
+    assert "sft loss is nan" in info["diverged"]
+    assert reward == pytest.approx(-env.env_config.diverged_penalty)
+    assert np.isfinite(obs).all()
+
+    bandit = made[envs.BANDIT_ENV_ID].unwrapped
+    bandit.reset(options={"task_seed": 0, "episode_seed": 0})
+    monkeypatch.setattr(bandit.engine.task.tools["sft"], "loss", lambda model, index: torch.tensor(float("nan"), requires_grad=True))
+    _, reward, terminated, _, info = bandit.step(np.zeros(bandit.action_space.shape, np.float32))
+    assert terminated and "diverged" in info and reward == -bandit.env_config.diverged_penalty
+
+
+def test_interference_reads_opposed_tools():
+    """SFT writes the dropped carry, DPO punishes it: their base-weight gradients must disagree
+    somewhere, and every cosine is a real number in [-1, 1]."""
+    run = load_config(None, TINY_RUN)
+    env = envs.PhaseControlEnv(run, EnvConfig(phases=2, train_task_seeds=[0, 1]))
+    env.reset(seed=0)
+    cos = env.cosines
+    assert set(cos) == {"sft|dpo", "sft|retain", "dpo|retain"}
+    values = [v for vals in cos.values() for v in vals]
+    assert all(-1.0 <= v <= 1.0 for v in values)
+    assert min(cos["sft|dpo"]) < max(cos["sft|retain"])
+
+
+def test_spaces_encode_then_decode_round_trips():
+    tools = ("sft", "dpo", "retain")
+    space = PhaseControlSpace(tools, 2)
+    a = np.random.default_rng(0).uniform(-1, 1, space.dim)
+    phase = space.phase(a, 0.5)
+    b = space.encode(phase)
+    # Shares are relative: encoding normalises by the largest, the rest is exact.
+    np.testing.assert_allclose(space.phase(b, 0.5).tools["sft"].train, phase.tools["sft"].train)
+    np.testing.assert_allclose(space.phase(b, 0.5).tools["dpo"].output, phase.tools["dpo"].output)
+    shares = [phase.tools[t].share for t in tools]
+    again = [space.phase(b, 0.5).tools[t].share for t in tools]
+    assert np.array(again) / max(again) == pytest.approx(np.array(shares) / max(shares))
+
+    sched_space = ScheduleSpace(tools, 2, 4)
+    default = Schedule.load(resolve_schedule_path("default")).regroup(2)
+    decoded = sched_space.schedule(apply_residual(sched_space.encode(default), np.zeros(sched_space.dim)))
+    assert [p.tools["sft"].share for p in decoded.phases] == [1.0, 1.0, 0.0, 0.0]
+    assert [p.tools["dpo"].share for p in decoded.phases] == [0.0, 0.0, 1.0, 1.0]
+    assert [p.tools["retain"].share for p in decoded.phases] == [0.0] * 4
+
+
+def test_regroup_averages_by_relative_depth():
+    s = Schedule.from_dict({
+        "schema_version": 1, "layer_groups": 4,
+        "phases": [{"fraction": 1.0, "tools": {"sft": {"train": [0, 1, 2, 3], "output": {"attn": 1, "mlp": [2, 2, 0, 0]}}}}],
+    })
+    two = s.regroup(2).phases[0].tools["sft"]
+    assert two.train == [[0.5, 2.5], [0.5, 2.5]]
+    assert two.output == [[1.0, 1.0], [2.0, 0.0]]
+    eight = s.regroup(8).phases[0].tools["sft"]
+    assert eight.train[0] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_env_config_rejects_bad_values_with_the_fix():
+    with pytest.raises(ConfigError, match=r"env.train_task_seeds: got \[5, 5\)"):
+        EnvConfig(train_task_seeds=[5, 5])
+    with pytest.raises(ConfigError, match="Did you mean 'expert'"):
+        EnvConfig(prior="expret")
+    with pytest.raises(ConfigError, match="env.phases"):
+        EnvConfig(phases=0)
