@@ -2,7 +2,7 @@
 
 Registered ids (``gymnasium.make(id, run=RunConfig(...), env=EnvConfig(...))``):
 
-- ``metactl/PhaseControl-v0``: one step = one phase (:class:`envs.phase_env.PhaseControlEnv`).
+- ``metactl/Adaptation-v0``: one step = one phase (:class:`envs.phase_env.PhaseControlEnv`).
 - ``metactl/ScheduleBandit-v0``: one step = a whole schedule (:class:`envs.bandit_env.ScheduleBanditEnv`).
 
 Both call the runner; neither has its own training or scoring code.
@@ -14,7 +14,7 @@ from envs.bandit_env import ScheduleBanditEnv
 from envs.config import EnvConfig
 from envs.phase_env import PhaseControlEnv
 
-PHASE_ENV_ID = "metactl/PhaseControl-v0"
+PHASE_ENV_ID = "metactl/Adaptation-v0"
 BANDIT_ENV_ID = "metactl/ScheduleBandit-v0"
 
 # No max_episode_steps: the envs truncate themselves at the step budget, and a TimeLimit wrapper

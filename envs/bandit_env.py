@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -10,9 +10,9 @@ import numpy as np
 from envs.config import EnvConfig
 from envs.jobs import Job, JobsMixin
 from envs.observe import Observer
+from envs.phase_env import _stable_row
 from envs.spaces import ScheduleSpace, apply_residual
 from metactl.config import RunConfig
-from envs.phase_env import _stable_row
 from metactl.runner import Engine, PhaseResult
 from metactl.schedule import Schedule
 
@@ -53,7 +53,7 @@ class ScheduleBanditEnv(JobsMixin, gym.Env):
     Always after one step, with ``terminated=True`` (the schedule ran to its end).
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None) -> None:
         self.run_config = run or RunConfig()
@@ -107,7 +107,9 @@ class ScheduleBanditEnv(JobsMixin, gym.Env):
             if not np.isfinite(final["composite"]):
                 raise FloatingPointError(f"composite score is {final['composite']}")
         except FloatingPointError as exc:  # DivergedError included
-            info.update(diverged=str(exc), results=[_stable_row(r) for r in results])
+            info.update(diverged=str(exc), results=[_stable_row(r) for r in results],
+                        episode_return=-float(self.env_config.diverged_penalty))
             return self.observer(base), -float(self.env_config.diverged_penalty), True, False, info
-        info["results"] = [_stable_row(r) for r in results]
-        return self.observer(base), float(final["composite"] - base["composite"]), True, False, info
+        reward = float(final["composite"] - base["composite"])
+        info.update(results=[_stable_row(r) for r in results], episode_return=reward)
+        return self.observer(base), reward, True, False, info

@@ -49,7 +49,7 @@ class EnvConfig:
             resolve_schedule_path(self.prior)  # fails here, before any weights load, with the built-in names
         self.diverged_penalty = check_number("env.diverged_penalty", self.diverged_penalty, low=0.0)
 
-    def prior_schedule(self, groups: int) -> "Schedule | None":
+    def prior_schedule(self, groups: int) -> Schedule | None:
         if self.prior == "neutral":
             return None
         from metactl.paths import resolve_schedule_path

@@ -7,10 +7,12 @@ schedule that ran, the final scores and the base's scores on that task.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from dataclasses import dataclass
 from typing import Any
 
+from metactl.io import atomic_write_dir
 from metactl.schedule import Schedule
 
 
@@ -21,6 +23,7 @@ class Job:
     schedule: Schedule | None = None
     actor: Any = None  # an object with SB3's predict(), or it pickled
     label: str = ""
+    save_adapters: str | None = None  # write the resulting adapters here (peft format)
 
 
 class JobsMixin:
@@ -43,11 +46,15 @@ class JobsMixin:
             schedule, final = job.schedule, results[-1].scores
         else:
             if isinstance(job.actor, bytes):
-                job = Job(job.task_seed, job.episode_seed, actor=pickle.loads(job.actor), label=job.label)
+                job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
+        if job.save_adapters:
+            # Built aside and renamed: a kill never leaves half an adapter folder.
+            atomic_write_dir(job.save_adapters, self.engine.adapters.save)
         return {
             "label": job.label, "task_seed": job.task_seed, "episode_seed": job.episode_seed,
             "scores": final, "base": dict(self.engine.task.base_scores), "schedule": schedule,
+            "model_path": self.engine.model_path,
         }
 
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:

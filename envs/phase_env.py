@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -51,9 +51,10 @@ class PhaseControlEnv(JobsMixin, gym.Env):
     measured from the base model), so an episode's return is the final composite minus the
     base's. Between phases the composite is read on ``env.quick_probes`` probes per set (cheap);
     the base and the final score use every probe, and since the rewards telescope the return is
-    exactly the full final composite minus the full base composite. If a loss or score turns NaN the episode ends (``terminated``) with
-    ``info["diverged"]`` naming the error and a reward that brings the return to
-    ``-env.diverged_penalty``: never a NaN reward.
+    exactly the full final composite minus the full base composite (also given as
+    ``info["episode_return"]`` at the end). If a loss or score turns NaN the episode ends
+    (``terminated``) with ``info["diverged"]`` naming the error and a reward that brings the
+    return to ``-env.diverged_penalty``: never a NaN reward.
 
     ## Starting State
 
@@ -67,7 +68,7 @@ class PhaseControlEnv(JobsMixin, gym.Env):
     divergence.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None) -> None:
         self.run_config = run or RunConfig()
@@ -126,7 +127,8 @@ class PhaseControlEnv(JobsMixin, gym.Env):
                 self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
         except FloatingPointError as exc:  # DivergedError included
             self._episode = None
-            info.update(diverged=str(exc), controls=_controls_row(phase), episode_end=True)
+            info.update(diverged=str(exc), controls=_controls_row(phase), episode_end=True,
+                        episode_return=-self.env_config.diverged_penalty)
             reward = -(before - self.base_composite) - self.env_config.diverged_penalty
             obs = self.observer(self.scores, self.phase, None, None)
             return obs, float(reward), True, False, info
@@ -140,7 +142,7 @@ class PhaseControlEnv(JobsMixin, gym.Env):
                     base_composite=self.base_composite)
         if truncated:
             self._episode = None
-            info["episode_end"] = True
+            info.update(episode_end=True, episode_return=float(self.scores["composite"] - self.base_composite))
         return obs, reward, False, truncated, info
 
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from metactl.errors import ConfigError, MetactlError
-from metactl.paths import CONFIGS, resolve_schedule_path  # noqa: F401 - re-exported for scripts
+from metactl.paths import CONFIGS, resolve_schedule_path
 
 app = typer.Typer(
     help="metactl learns how to conduct model-adaptation tools (SFT, DPO, retain) per layer and phase.",
@@ -55,7 +55,7 @@ def tools() -> None:
 
 @app.command("show-config")
 def show_config(
-    config: Annotated[Optional[Path], typer.Option(help="YAML run config to resolve")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML run config to resolve")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override, e.g. --set training.total_steps=64")] = [],  # noqa: B006
 ) -> None:
     """Print the fully resolved run config (defaults + YAML + overrides)."""
@@ -71,12 +71,12 @@ def show_config(
 def run_schedule(
     out: Annotated[Path, typer.Option(help="run directory to write (config, schedule, scores.jsonl, adapters/)")],
     schedule: Annotated[str, typer.Option(help="built-in schedule name (default, expert) or a schedule YAML")] = "default",
-    model: Annotated[Optional[str], typer.Option(help="built-in model name, HF folder or hub id")] = None,
-    suite: Annotated[Optional[str], typer.Option(help="built-in suite name or folder with suite.yaml")] = None,
-    task_seed: Annotated[Optional[int], typer.Option(help="seed the built-in suite is generated from")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="seed of adapter init and batch sampling")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="total optimiser steps (training.total_steps)")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML run config (see configs/run/)")] = None,
+    model: Annotated[str | None, typer.Option(help="built-in model name, HF folder or hub id")] = None,
+    suite: Annotated[str | None, typer.Option(help="built-in suite name or folder with suite.yaml")] = None,
+    task_seed: Annotated[int | None, typer.Option(help="seed the built-in suite is generated from")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of adapter init and batch sampling")] = None,
+    steps: Annotated[int | None, typer.Option(help="total optimiser steps (training.total_steps)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML run config (see configs/run/)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="config override KEY=VALUE, repeatable")] = [],  # noqa: B006
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
@@ -138,11 +138,11 @@ def run_schedule(
 def train_controller_cmd(
     config: Annotated[Path, typer.Option(help="controller config YAML (configs/train/*.yaml); every option is explained in it")] = Path("configs/train/default.yaml"),
     set_: Annotated[list[str], typer.Option("--set", help="override KEY=VALUE, dot style, repeatable: --set total_episodes=16 --set run.training.total_steps=48")] = [],  # noqa: B006
-    policy: Annotated[Optional[str], typer.Option(help="ppo (default), bandit, random, optuna, default, expert: see `metactl policies`")] = None,
-    episodes: Annotated[Optional[int], typer.Option(help="proxy episodes to spend (total_episodes)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="controller seed (policy init, task draws, exploration)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/controller-<policy>-s<seed>)")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="continue an interrupted run from its directory (its config.yaml wins)")] = None,
+    policy: Annotated[str | None, typer.Option(help="ppo (default), bandit, random, optuna, default, expert: see `metactl policies`")] = None,
+    episodes: Annotated[int | None, typer.Option(help="proxy episodes to spend (total_episodes)")] = None,
+    seed: Annotated[int | None, typer.Option(help="controller seed (policy init, task draws, exploration)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/controller-<policy>-s<seed>)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue an interrupted run from its directory (its config.yaml wins)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Learn how to conduct the tools on a small proxy, then compare with the hand schedules.

@@ -122,7 +122,7 @@ class Engine:
         self.task = self._tasks[task_seed]
         return self.task
 
-    def episode(self, seed: int | None = None) -> "Episode":
+    def episode(self, seed: int | None = None) -> Episode:
         return Episode(self, self.config.training.seed if seed is None else seed)
 
     def run(

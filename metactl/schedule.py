@@ -95,7 +95,7 @@ class Schedule:
                 return p
         return self.phases[-1]
 
-    def regroup(self, groups: int) -> "Schedule":
+    def regroup(self, groups: int) -> Schedule:
         """The same schedule over ``groups`` layer groups (each new group averages the old
         groups whose relative depth it covers; with fewer old groups, it takes the one it lies in)."""
         old = self.layer_groups
@@ -143,11 +143,11 @@ class Schedule:
         return atomic_write_text(path, self.to_yaml())
 
     @classmethod
-    def from_dict(cls, data: object, source: str = "schedule", known_tools: list[str] | None = None) -> "Schedule":
+    def from_dict(cls, data: object, source: str = "schedule", known_tools: list[str] | None = None) -> Schedule:
         return parse_schedule(data, source, known_tools)
 
     @classmethod
-    def load(cls, path: str | Path, known_tools: list[str] | None = None) -> "Schedule":
+    def load(cls, path: str | Path, known_tools: list[str] | None = None) -> Schedule:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"schedule: file {str(path)!r} does not exist.")

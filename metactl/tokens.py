@@ -26,7 +26,7 @@ class EncodedPairs:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, index: torch.Tensor) -> "EncodedPairs":
+    def select(self, index: torch.Tensor) -> EncodedPairs:
         ids, att, mask = self.input_ids[index], self.attention_mask[index], self.loss_mask[index]
         width = int(att.sum(1).max())  # trim the padding this subset does not need
         return EncodedPairs(ids[:, :width], att[:, :width], mask[:, : width - 1])

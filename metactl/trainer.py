@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from envs.jobs import Job
@@ -49,7 +48,7 @@ def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from envs import BANDIT_ENV_ID, ScheduleBanditEnv, PhaseControlEnv
+    from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
 
     cls = ScheduleBanditEnv if env_id == BANDIT_ENV_ID else PhaseControlEnv
     n = n_envs or cfg.n_envs
@@ -91,13 +90,11 @@ class EpisodeLog:
         if "results" in info:  # bandit: one step holds every phase
             for r in info["results"]:
                 rows.append({"phase": r["phase"], "result": r, "controls": _phase_controls(info["schedule"], r["phase"])})
-            if rows:
-                rows[-1]["reward"] = None
         elif "phase" in info:
             rows.append({"phase": info["phase"], "result": info.get("result"), "controls": info.get("controls")})
         if not info.get("episode_end"):
             return
-        ret, diverged = self._episode_return(info, rows)
+        ret, diverged = float(info["episode_return"]), info.get("diverged")
         base = info.get("base_composite")
         episode = self.episodes
         if not rows:
@@ -123,14 +120,6 @@ class EpisodeLog:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(ret=f"{ret:+.3f}", best=f"{max(self.returns):+.3f}")
-
-    @staticmethod
-    def _episode_return(info: dict, rows: list[dict]) -> tuple[float, str | None]:
-        diverged = info.get("diverged")
-        final = (rows[-1].get("result") or {}).get("scores") if rows else None
-        if diverged or not final:
-            return -1.0 if diverged else 0.0, diverged
-        return float(final["composite"] - info["base_composite"]), None
 
 
 def _phase_controls(schedule: dict, phase: int) -> dict | None:
@@ -237,23 +226,27 @@ class Evaluation:
             stats["gain"] = (statistics.mean(gains), statistics.pstdev(gains) if len(gains) > 1 else 0.0)
             out[label] = stats
         if "default" in out and out["default"]["gain"][0] > 0:
-            for label in out:
-                out[label]["gain_vs_default"] = out[label]["gain"][0] / out["default"]["gain"][0]
+            for stats in out.values():
+                stats["gain_vs_default"] = stats["gain"][0] / out["default"]["gain"][0]
         return out
 
 
-def evaluate(cfg: ControllerConfig, venv, actors: dict[str, object]) -> Evaluation:
-    """Each actor (Schedule or SB3-style policy) on every held-out task seed, same episode seed."""
+def evaluate(cfg: ControllerConfig, venv, actors: dict[str, object], adapters: Path | None = None) -> Evaluation:
+    """Each actor (Schedule or SB3-style policy) on every held-out task seed, same episode seed.
+
+    With ``adapters``, the first actor's adapters on the first held-out task are saved there.
+    """
     seed = cfg.run.training.seed
     jobs = []
     for label, actor in actors.items():
         for ts in cfg.eval_task_seeds:
+            save = str(adapters) if adapters is not None and not jobs else None
             if isinstance(actor, Schedule):
-                jobs.append(Job(ts, seed, schedule=actor, label=label))
+                jobs.append(Job(ts, seed, schedule=actor, label=label, save_adapters=save))
             else:
                 # Pickled up front with the plain pickler: torch's multiprocessing pickler
                 # refuses parameters that require grad, and the worker only needs a copy.
-                jobs.append(Job(ts, seed, actor=pickle.dumps(actor), label=label))
+                jobs.append(Job(ts, seed, actor=pickle.dumps(actor), label=label, save_adapters=save))
     return Evaluation(run_jobs(venv, jobs))
 
 
@@ -310,7 +303,7 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
                     save_checkpoint(out, policy, venv, episode_log.episodes, updates)
         policy.save(out)
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
-        evaluation = evaluate(cfg, venv, actors)
+        evaluation = evaluate(cfg, venv, actors, adapters=out / "adapters")
     finally:
         venv.close()
         writer.close()
@@ -320,8 +313,44 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     schedule: Schedule = first["schedule"]
     schedule.name = f"{cfg.policy} greedy schedule on task seed {first['task_seed']}"
     schedule.save(out / "schedule.yaml")
+    atomic_write_text(out / "base_model.txt", first["model_path"] + "\n")
+    plot_learning_curve(out, evaluation)
     episodes = len({r["episode"] for r in read_rows(out / "scores.jsonl")})
     return TrainResult(out, episodes, time.perf_counter() - t0, evaluation, schedule)
+
+
+def plot_learning_curve(out: Path, evaluation: Evaluation) -> Path | None:
+    """``learning_curve.png``: each training episode's return, a running mean, and the held-out
+    gains of every evaluated method as reference lines."""
+    rows = [r for r in read_rows(out / "scores.jsonl") if r.get("return") is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows.sort(key=lambda r: r["episode"])
+    x = [r["episode"] for r in rows]
+    y = [r["return"] for r in rows]
+    k = max(1, len(y) // 8)
+    running = [statistics.mean(y[max(0, i - k + 1) : i + 1]) for i in range(len(y))]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.scatter(x, y, s=10, alpha=0.5, label="training episode return (task drawn from the training range)")
+    ax.plot(x, running, lw=2, label=f"running mean over {k}")
+    for i, (label, stats) in enumerate(evaluation.summary().items()):
+        ax.axhline(stats["gain"][0], ls="--", lw=1.2, color=f"C{i + 2}",
+                   label=f"{label}: mean gain on held-out tasks {stats['gain'][0]:+.3f}")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("final composite - base composite")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path = out / "learning_curve.png"
+    tmp = out / ".learning_curve.png.tmp"
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def format_table(evaluation: Evaluation, columns: list[str] | None = None) -> list[list[str]]:

@@ -32,21 +32,21 @@ class Policy(ABC):
     uses_ppo: ClassVar[bool] = False
     help: ClassVar[str] = ""
 
-    def __init__(self, config: "ControllerConfig") -> None:
+    def __init__(self, config: ControllerConfig) -> None:
         self.config = config
 
-    def setup(self, venv: "VecEnv", tb_dir: Path | None) -> None:  # noqa: B027 - optional
+    def setup(self, venv: VecEnv, tb_dir: Path | None) -> None:
         """Build the learner on ``venv`` (called once, before ``learn`` or ``load``)."""
 
-    def learn(self, venv: "VecEnv", sink: EpisodeSink) -> None:  # noqa: B027 - fixed schedules learn nothing
+    def learn(self, venv: VecEnv, sink: EpisodeSink) -> None:
         """Spend one update's worth of episodes."""
 
     @abstractmethod
-    def actor(self) -> "Schedule | Any":
+    def actor(self) -> Schedule | Any:
         """What acts at evaluation: a Schedule, or an SB3-style policy with ``predict``."""
 
-    def save(self, path: Path) -> None:  # noqa: B027
+    def save(self, path: Path) -> None:
         """Write everything needed to continue or to act into the directory ``path``."""
 
-    def load(self, path: Path, venv: "VecEnv | None" = None) -> None:  # noqa: B027
+    def load(self, path: Path, venv: VecEnv | None = None) -> None:
         """Restore what :meth:`save` wrote."""

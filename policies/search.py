@@ -33,7 +33,7 @@ class _Search(Policy):
     def propose(self, n: int) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def observe(self, actions: list[np.ndarray], rewards: list[float]) -> None:  # noqa: B027
+    def observe(self, actions: list[np.ndarray], rewards: list[float]) -> None:
         pass
 
     def learn(self, venv, sink: EpisodeSink) -> None:

@@ -14,8 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from metactl.paths import resolve_schedule_path
 from metactl.config import load_config
+from metactl.paths import resolve_schedule_path
 from metactl.runner import Engine
 from metactl.schedule import Schedule
 

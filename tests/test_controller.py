@@ -57,6 +57,10 @@ def test_train_controller_runs_every_policy(tmp_path, policy):
         assert all(r["task_seed"] in (0, 1) for r in rows)
         assert list((out / "checkpoints").glob("ckpt-*/state.json"))
         assert list((out / "tb").rglob("events.out.tfevents.*"))
+        assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The acting policy's adapters on the first held-out task, in peft format.
+    assert {p.name for p in (out / "adapters").iterdir()} == {"sft", "dpo", "retain"}
+    assert (out / "adapters" / "sft" / "adapter_config.json").is_file()
 
 
 def test_ppo_learns_something_and_reloads_in_a_fresh_process(tmp_path):
@@ -124,7 +128,7 @@ def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path)
     (out / "checkpoints" / "ckpt-000099" / "controller.zip").write_bytes(b"torn")
 
     res = subprocess.run([sys.executable, "-m", "metactl.cli", "train-controller", "--resume", str(out), "--quiet"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
     assert "skipping incomplete checkpoint" in res.stderr
     rows = _rows(out)
@@ -158,7 +162,7 @@ def test_bad_config_fails_before_training_with_the_fix(tmp_path, no_weights, ove
     extra = ["run.reward.heldout=0", "run.reward.stability=0"] if override == "run.reward.target=0" else []
     message = message or "are all zero"
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train-controller", "--out", str(out), "--set", override, *sum((["--set", e] for e in extra), [])])
+    res = CliRunner().invoke(app, ["train-controller", "--out", str(out), "--set", override, *[x for e in extra for x in ("--set", e)]])
     assert res.exit_code == 2, res.output
     assert "error:" in res.output
     import re
@@ -189,3 +193,22 @@ def test_out_that_holds_files_is_not_overwritten(tmp_path):
 def test_unknown_policy_is_a_config_error_in_python_too():
     with pytest.raises(ConfigError, match="allowed: bandit, default, expert, optuna, ppo, random"):
         load_controller_config(None, ["policy=ppo2"])
+
+
+def test_evaluation_jobs_spread_over_subprocess_workers_come_back_in_order():
+    """With SubprocVecEnv each worker runs its share of the jobs; results keep the job order."""
+    from envs.jobs import Job
+    from metactl.schedule import Schedule
+    from metactl.trainer import make_venv, run_jobs
+
+    cfg = load_controller_config(None, [*TINY, "n_envs=2", "env.phases=1"])
+    venv = make_venv(cfg, "metactl/ScheduleBandit-v0")
+    try:
+        default = Schedule.load(CONFIGS / "schedules" / "default.yaml").regroup(cfg.run.training.layer_groups)
+        jobs = [Job(task_seed=ts, episode_seed=0, schedule=default, label=f"job{ts}") for ts in (1000, 1001, 1002)]
+        results = run_jobs(venv, jobs)
+    finally:
+        venv.close()
+    assert [r["label"] for r in results] == ["job1000", "job1001", "job1002"]
+    assert [r["task_seed"] for r in results] == [1000, 1001, 1002]
+    assert all(np.isfinite(r["scores"]["composite"]) for r in results)

@@ -34,9 +34,9 @@ trl = pytest.importorskip("trl")
 peft = pytest.importorskip("peft")
 datasets = pytest.importorskip("datasets")
 
-from metactl.models.proxy import PROXY_SPECS, build_model  # noqa: E402
-from metactl.tools.dpo import DPOConfig, DPOTool  # noqa: E402
-from metactl.world import build_tokenizer  # noqa: E402
+from metactl.models.proxy import PROXY_SPECS, build_model
+from metactl.tools.dpo import DPOConfig, DPOTool
+from metactl.world import build_tokenizer
 
 BETA = 0.1
 

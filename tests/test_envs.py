@@ -101,6 +101,7 @@ def test_nan_loss_ends_the_episode_with_the_documented_penalty(made, monkeypatch
     assert terminated and not truncated
     assert "sft loss is nan" in info["diverged"]
     assert reward == pytest.approx(-env.env_config.diverged_penalty)
+    assert info["episode_return"] == -env.env_config.diverged_penalty
     assert np.isfinite(obs).all()
 
     bandit = made[envs.BANDIT_ENV_ID].unwrapped

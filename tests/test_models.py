@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-import metactl.models as models
+from metactl import models
 from metactl.errors import ConfigError
 from metactl.models.proxy import PROXY_SPECS
 

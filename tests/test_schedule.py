@@ -3,8 +3,8 @@ import math
 import pytest
 import yaml
 
-from metactl.paths import resolve_schedule_path
 from metactl.errors import ConfigError
+from metactl.paths import resolve_schedule_path
 from metactl.schedule import Schedule, interleave, parse_schedule
 
 

@@ -92,11 +92,10 @@ def model_path(ref: ModelRef, progress: bool = True) -> str:
 
 def load_model(name: str, dtype: str = "float32", progress: bool = True):
     """Return ``(model, tokenizer, path)`` in eval mode with every base weight frozen."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     import warnings
 
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     ref = resolve_model(name)

@@ -51,7 +51,7 @@ class Tool(ABC):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def prepare(self, peft_model) -> None:  # noqa: B027 - optional hook, most tools need nothing
+    def prepare(self, peft_model) -> None:
         """Cache what depends only on the base model (called once per model and suite)."""
 
     @abstractmethod
