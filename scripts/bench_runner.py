@@ -144,6 +144,20 @@ def main() -> None:
         engine.task.scorer.score(engine.model)
     score_s = (time.perf_counter() - t) / 3
     out(f"- one scoring pass ({len(engine.task.scorer.probes)} probe sequences + {len(engine.task.scorer.retain)} retain texts): {score_s:.2f} s")
+    quick = engine.task.quick_scorer(engine.model, 16)
+    t = time.perf_counter()
+    for _ in range(3):
+        quick.score(engine.model)
+    quick_s = (time.perf_counter() - t) / 3
+    out(f"- quick scoring pass the phase env reads between phases (16 probes per set, env.quick_probes): {quick_s:.2f} s "
+        f"({score_s / quick_s:.1f}x cheaper than the full pass)")
+    from metactl.interference import gradient_cosines
+
+    t = time.perf_counter()
+    for _ in range(3):
+        gradient_cosines(engine, 8)
+    out(f"- interference reading (each tool's gradient on the base weights, 8 rows, cosines per group): "
+        f"{(time.perf_counter() - t) / 3:.2f} s")
     out("")
     out(f"Episodes ({cfg.training.total_steps} steps, score after every phase: {cfg.training.score_every_phase}):")
     out("")
