@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.config import EnvConfig
-from envs.jobs import Job, JobsMixin
+from envs.jobs import EngineEnvMixin, Job
 from envs.observe import Observer
 from envs.phase_env import _stable_row
 from envs.spaces import ScheduleSpace, apply_residual
@@ -17,7 +17,7 @@ from metactl.runner import Engine, PhaseResult
 from metactl.schedule import Schedule
 
 
-class ScheduleBanditEnv(JobsMixin, gym.Env):
+class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
     """Pick a whole schedule for a task from its context; one step, one reward.
 
     ## Description
@@ -80,13 +80,7 @@ class ScheduleBanditEnv(JobsMixin, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        options = options or {}
-        lo, hi = self.env_config.train_task_seeds
-        self.task_seed = int(options["task_seed"]) if "task_seed" in options else int(self.np_random.integers(lo, hi))
-        self.episode_seed = (
-            int(options["episode_seed"]) if "episode_seed" in options else int(self.np_random.integers(2**31 - 1))
-        )
-        self.engine.load_task(self.task_seed)
+        self.begin_task(options)
         self._ready = True
         base = self.engine.task.base_scores
         return self.observer(base), {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "scores": dict(base)}

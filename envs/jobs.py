@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,21 @@ class Job:
     save_adapters: str | None = None  # write the resulting adapters here (peft format)
 
 
-class JobsMixin:
-    """Adds ``run_jobs`` to an env; ``worker_index`` is set per worker by the trainer."""
+class EngineEnvMixin(ABC):
+    """What both envs share: the start of an episode, and evaluation jobs run in the env's
+    process (``worker_index`` is set per worker by the trainer)."""
 
     worker_index: int = 0
+
+    def begin_task(self, options: dict[str, Any] | None) -> None:
+        """Pin or draw (from ``self.np_random``) the task and episode seeds; load the task."""
+        options = options or {}
+        lo, hi = self.env_config.train_task_seeds
+        self.task_seed = int(options["task_seed"]) if "task_seed" in options else int(self.np_random.integers(lo, hi))
+        self.episode_seed = (
+            int(options["episode_seed"]) if "episode_seed" in options else int(self.np_random.integers(2**31 - 1))
+        )
+        self.engine.load_task(self.task_seed)
 
     def set_worker_index(self, index: int) -> None:
         # A method, not set_attr: VecEnv.set_attr would set it on the Monitor wrapper.
@@ -57,5 +69,6 @@ class JobsMixin:
             "model_path": self.engine.model_path,
         }
 
+    @abstractmethod
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:
-        raise NotImplementedError
+        """Let ``job.actor`` act deterministically on the job's task; the schedule it ran and the final scores."""

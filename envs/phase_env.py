@@ -8,16 +8,16 @@ import gymnasium as gym
 import numpy as np
 
 from envs.config import EnvConfig
-from envs.jobs import Job, JobsMixin
+from envs.jobs import EngineEnvMixin, Job
 from envs.observe import Observer
 from envs.spaces import PhaseControlSpace, apply_residual
 from metactl.config import RunConfig
 from metactl.interference import gradient_cosines
 from metactl.runner import Engine
-from metactl.schedule import Schedule
+from metactl.schedule import Phase, Schedule
 
 
-class PhaseControlEnv(JobsMixin, gym.Env):
+class PhaseControlEnv(EngineEnvMixin, gym.Env):
     """Conduct SFT, DPO and retain adapters phase by phase, per layer group and module kind.
 
     ## Description
@@ -78,10 +78,8 @@ class PhaseControlEnv(JobsMixin, gym.Env):
         self.observer = Observer(self.engine, self.env_config.phases)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.controls.dim,), dtype=np.float32)
         self.observation_space = self.observer.space
-        self._phase_steps = Schedule(
-            phases=[self.controls.phase(np.zeros(self.controls.dim), 1.0 / self.env_config.phases)] * self.env_config.phases,
-            layer_groups=self.engine.layer_map.groups,
-        ).phase_steps(self.run_config.training.total_steps)
+        n = self.env_config.phases
+        self._phase_steps = Schedule(phases=[Phase(1.0 / n, {})] * n).phase_steps(self.run_config.training.total_steps)
         prior = self.env_config.prior_schedule(self.controls.groups)
         n = self.env_config.phases
         self.prior = [
@@ -93,13 +91,7 @@ class PhaseControlEnv(JobsMixin, gym.Env):
     # -- gymnasium API ----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        options = options or {}
-        lo, hi = self.env_config.train_task_seeds
-        self.task_seed = int(options["task_seed"]) if "task_seed" in options else int(self.np_random.integers(lo, hi))
-        self.episode_seed = (
-            int(options["episode_seed"]) if "episode_seed" in options else int(self.np_random.integers(2**31 - 1))
-        )
-        self.engine.load_task(self.task_seed)
+        self.begin_task(options)
         self._episode = self.engine.episode(self.episode_seed)
         self._phases = []
         self.phase = 0

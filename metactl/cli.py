@@ -183,11 +183,8 @@ def train_controller_cmd(
         result = train_controller(cfg, out, resume=resume is not None, progress=not quiet)
     except MetactlError as exc:
         _fail(exc)
-    table = format_table(result.evaluation)
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     typer.echo(f"\nheld-out task seeds {cfg.eval_task_seeds} (mean ± std over tasks), {result.episodes} episodes, {result.seconds:.0f}s:")
-    for r in table:
-        typer.echo("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
+    echo_table(format_table(result.evaluation))
     typer.echo(f"wrote {out} (controller, schedule.yaml, scores.jsonl, eval.jsonl, tb/)")
 
 
@@ -205,8 +202,13 @@ def print_score_table(rows: list[tuple[str, str, str, dict | None]]) -> None:
     head = ["phase", "steps", "s", *SCORE_COLUMNS]
     body = [[phase, steps, secs, *(f"{scores[c]:.3f}" if scores else "" for c in SCORE_COLUMNS)]
             for phase, steps, secs, scores in rows]
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    for r in [head, *body]:
+    echo_table([head, *body])
+
+
+def echo_table(rows: list[list[str]]) -> None:
+    """Right-aligned columns, the first row the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
         typer.echo("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
 
 

@@ -40,17 +40,8 @@ def _default_tools() -> dict[str, ToolConfig]:
     return {"sft": SFTConfig(), "dpo": DPOConfig(), "retain": RetainConfig()}
 
 
-@dataclass
-class RunConfig:
-    model: str = field(default="proxy-tiny", metadata={"help": "built-in model name, HF folder or hub id"})
-    suite: str = field(default="style-vs-truth", metadata={"help": "built-in suite name or a folder with suite.yaml"})
-    task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
-    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "episode size, adapters, seeds"})
-    tools: dict[str, ToolConfig] = field(default_factory=_default_tools, metadata={"help": "per-tool settings (metactl tools)"})
-    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "how the score parts combine into the composite"})
-
-    def __post_init__(self) -> None:
-        self.task_seed = int(check_number("task_seed", self.task_seed, low=0, integer=True))
+class YamlConfig:
+    """Serialisers shared by the top-level config dataclasses."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,6 +54,19 @@ class RunConfig:
         lines: list[str] = []
         emit_commented(self, 0, lines)
         return "\n".join(lines) + "\n"
+
+
+@dataclass
+class RunConfig(YamlConfig):
+    model: str = field(default="proxy-tiny", metadata={"help": "built-in model name, HF folder or hub id"})
+    suite: str = field(default="style-vs-truth", metadata={"help": "built-in suite name or a folder with suite.yaml"})
+    task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
+    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "episode size, adapters, seeds"})
+    tools: dict[str, ToolConfig] = field(default_factory=_default_tools, metadata={"help": "per-tool settings (metactl tools)"})
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "how the score parts combine into the composite"})
+
+    def __post_init__(self) -> None:
+        self.task_seed = int(check_number("task_seed", self.task_seed, low=0, integer=True))
 
 
 def emit_commented(obj, indent: int, lines: list[str]) -> None:

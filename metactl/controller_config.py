@@ -6,14 +6,13 @@ validated in ``__post_init__`` so a bad value fails before any weights load.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from envs.config import EnvConfig
-from metactl.config import RunConfig, build_config, emit_commented, merge_overrides
+from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides
 from metactl.errors import ConfigError, check_choice, check_number
 
 
@@ -50,7 +49,7 @@ class PPOConfig:
 
 
 @dataclass
-class ControllerConfig:
+class ControllerConfig(YamlConfig):
     policy: str = field(default="ppo", metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"})
     total_episodes: int = field(default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"})
     n_envs: int = field(default=2, metadata={"help": "episodes run in parallel, one process each (use the number of CPU cores)"})
@@ -104,17 +103,6 @@ class ControllerConfig:
     @property
     def episodes(self) -> int:
         return self.updates * self.episodes_per_update
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def to_commented_yaml(self) -> str:
-        lines: list[str] = []
-        emit_commented(self, 0, lines)
-        return "\n".join(lines) + "\n"
 
 
 def load_controller_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ControllerConfig:

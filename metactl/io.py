@@ -12,23 +12,11 @@ from metactl.errors import DataError
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write via a temp file in the same directory and ``os.replace`` (never a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write via a temp file in the same directory and ``os.replace`` (never a torn file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

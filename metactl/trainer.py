@@ -315,8 +315,7 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     schedule.save(out / "schedule.yaml")
     atomic_write_text(out / "base_model.txt", first["model_path"] + "\n")
     plot_learning_curve(out, evaluation)
-    episodes = len({r["episode"] for r in read_rows(out / "scores.jsonl")})
-    return TrainResult(out, episodes, time.perf_counter() - t0, evaluation, schedule)
+    return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, evaluation, schedule)
 
 
 def plot_learning_curve(out: Path, evaluation: Evaluation) -> Path | None:

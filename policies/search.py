@@ -8,6 +8,7 @@ candidate is the zero action), and act with the best candidate they found.
 from __future__ import annotations
 
 import pickle
+from abc import abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,9 @@ class _Search(Policy):
         self.trials: list[tuple[np.ndarray, float]] = []
         self._needs_reset = True
 
+    @abstractmethod
     def propose(self, n: int) -> list[np.ndarray]:
-        raise NotImplementedError
+        """``n`` candidate actions for the next batch of episodes."""
 
     def observe(self, actions: list[np.ndarray], rewards: list[float]) -> None:
         pass
