@@ -9,20 +9,27 @@ from gymnasium import spaces
 
 from metactl.interference import pair_names
 from metactl.runner import Engine
-from metactl.tasks.suite import SPLITS
+from metactl.tasks.suite import SPLITS, TaskSuite
 
 FEATURE_BOUND = 5.0
 NORM_BOUND = 5.0
 
 
-def score_keys(engine: Engine) -> list[str]:
+def score_keys(suite: TaskSuite) -> list[str]:
     """Per-behaviour accuracies on both splits, then stability and CKA (all in [0, 1])."""
-    names = [b.name for b in engine.task.suite.behaviours]
+    names = [b.name for b in suite.behaviours]
     return [f"{s}/{b}" for s in SPLITS for b in names] + ["stability", "cka"]
 
 
-def feature_keys(engine: Engine) -> list[str]:
-    return sorted(engine.task.suite.features)
+def observation_labels(suite: TaskSuite, tools: list[str], groups: int, phases: int, with_progress: bool = True) -> list[str]:
+    """The name of every observation entry, in order; computable before any weights load, so a
+    transfer can check that a controller's inputs mean the same thing on another model."""
+    labels = score_keys(suite) + ["composite"]
+    if with_progress:
+        labels += [f"phase={i}" for i in range(phases)] + ["budget_left"]
+        labels += [f"norm/{t}/{g}" for t in tools for g in range(groups)]
+        labels += [f"cos/{p}/{g}" for p in pair_names(tools) for g in range(groups)]
+    return labels + [f"feature/{f}" for f in sorted(suite.features)]
 
 
 class Observer:
@@ -37,30 +44,20 @@ class Observer:
     def __init__(self, engine: Engine, phases: int, with_progress: bool = True) -> None:
         self.engine = engine
         self.phases = phases
-        self.scores = score_keys(engine)
-        self.features = feature_keys(engine)
+        suite = engine.task.suite
+        self.scores = score_keys(suite)
+        self.features = sorted(suite.features)
         self.tools = list(engine.tool_names)
         self.groups = engine.layer_map.groups
         self.pairs = pair_names(self.tools)
         self.with_progress = with_progress
         w = engine.config.reward
         self.max_composite = w.target + w.heldout + w.stability
-        lows, highs, labels = [], [], []
-
-        def block(names: list[str], lo: float, hi: float) -> None:
-            labels.extend(names)
-            lows.extend([lo] * len(names))
-            highs.extend([hi] * len(names))
-
-        block(self.scores + ["composite"], 0.0, 1.0)
-        if with_progress:
-            block([f"phase={i}" for i in range(phases)] + ["budget_left"], 0.0, 1.0)
-            block([f"norm/{t}/{g}" for t in self.tools for g in range(self.groups)], 0.0, NORM_BOUND)
-            block([f"cos/{p}/{g}" for p in self.pairs for g in range(self.groups)], -1.0, 1.0)
-        block([f"feature/{f}" for f in self.features], -FEATURE_BOUND, FEATURE_BOUND)
-        self.labels = labels
-        self.low = np.array(lows, dtype=np.float32)
-        self.high = np.array(highs, dtype=np.float32)
+        self.labels = observation_labels(suite, self.tools, self.groups, phases, with_progress)
+        bounds = {"norm": (0.0, NORM_BOUND), "cos": (-1.0, 1.0), "feature": (-FEATURE_BOUND, FEATURE_BOUND)}
+        lo_hi = [bounds.get(label.split("/")[0], (0.0, 1.0)) for label in self.labels]
+        self.low = np.array([lo for lo, _ in lo_hi], dtype=np.float32)
+        self.high = np.array([hi for _, hi in lo_hi], dtype=np.float32)
 
     @property
     def space(self) -> spaces.Box:

@@ -46,6 +46,19 @@ class LayerMap:
     def layers_of_group(self, group: int) -> list[int]:
         return [i for i in range(self.n_layers) if group_of(i, self.n_layers, self.groups) == group]
 
+    def kind_names(self, kind: str) -> list[str]:
+        """The module names (last path part) resolved to ``kind``, e.g. ``['c_attn', 'c_proj']``."""
+        return sorted({m.name.rsplit(".", 1)[-1] for m in self.modules if m.kind == kind})
+
+    def describe(self) -> str:
+        """One line a user can check: which layers each depth group covers, which modules each kind."""
+        def span(layers: list[int]) -> str:
+            return f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
+
+        groups = ", ".join(f"group {g}: {span(self.layers_of_group(g))}" for g in range(self.groups))
+        kinds = "; ".join(f"{k}: {', '.join(self.kind_names(k))}" for k in MODULE_KINDS)
+        return f"{self.architecture}, {self.n_layers} layers -> {groups}; {kinds}"
+
 
 def group_of(layer: int, n_layers: int, groups: int) -> int:
     return layer * groups // n_layers
@@ -106,6 +119,38 @@ def resolve_layer_map(model: nn.Module, groups: int) -> LayerMap:
         )
     arch = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     return LayerMap(arch, n, groups, modules, conv1d)
+
+
+def preflight_layer_map(model: str, groups: int) -> LayerMap | None:
+    """Resolve ``model``'s layer map from its ``config.json`` alone, before any weights load.
+
+    The architecture is instantiated on the meta device (no memory, no weights), so a model whose
+    layers cannot be grouped or whose modules have no attn/mlp kind fails here with the reason.
+    Returns None when the config is not on disk yet (a built-in model built on first use).
+    """
+    import json
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from metactl.models import local_config, resolve_model
+
+    path = local_config(resolve_model(model))
+    if path is None:
+        return None
+    try:
+        config = AutoConfig.from_pretrained(str(path.parent))
+    except (OSError, ValueError, KeyError) as exc:
+        kind = json.loads(path.read_text()).get("model_type", "?") if path.is_file() else "?"
+        raise ConfigError(f"model {model!r}: its config.json (model_type {kind!r}) cannot be read by transformers: {exc}") from exc
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except ValueError as exc:
+        raise ConfigError(
+            f"model {model!r}: architecture {config.model_type!r} is not a causal LM transformers can build "
+            f"({exc}); metactl adapts decoder-only models (Llama, GPT-2, Qwen, ...)."
+        ) from exc
+    return resolve_layer_map(skeleton, groups)
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,72 @@ def train_controller_cmd(
 
 
 @app.command()
+def transfer(
+    run_dir: Annotated[Path, typer.Argument(help="train-controller run dir (schedule.yaml, controller.zip), or a schedule YAML")],
+    model: Annotated[str, typer.Option(help="target model: proxy-large, smollm2-135m, an HF folder or a hub id")],
+    out: Annotated[Path | None, typer.Option(help="output dir (default runs/transfer-<model>-<mode>); rerun the same command to resume")] = None,
+    mode: Annotated[str, typer.Option(help="schedule: replay the greedy schedule (open loop); policy: the controller picks each phase from the target's observations (closed loop)")] = "schedule",
+    suite: Annotated[str | None, typer.Option(help="suite on the target (default: the preset's, else the source run's)")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps per run, the same for every method (default: the preset's, else the source run's)")] = None,
+    task_seed: Annotated[list[int], typer.Option("--task-seed", help="task seed to compare on, repeatable (default 1000 1001 1002)")] = [],  # noqa: B006
+    compare: Annotated[list[str], typer.Option(help="extra schedule to run beside learned and default, repeatable (e.g. expert)")] = [],  # noqa: B006
+    merge: Annotated[bool, typer.Option(help="also save the learned model with its adapters merged (save_pretrained) under OUT/merged")] = False,
+    config: Annotated[Path | None, typer.Option(help="transfer settings YAML (default configs/transfer/<model>.yaml when metactl ships one)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override KEY=VALUE, repeatable: --set run.tools.sft.lr=1e-4")] = [],  # noqa: B006
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Carry a controller's decisions from the proxy to a larger model, and compare with default.
+
+    Adapters cannot move between models of different widths; the decisions can. A schedule names relative depth groups (group g covers layers floor(g*L/G) up to the next group), module kinds (attn, mlp, resolved from the target's own module names) and budget fractions, so it means the same on 4 or 30 layers. In policy mode the SB3 controller itself acts on the target, reading the target run's scores, norms and interference through the same observation encoding.
+
+    Every method (learned, default, any --compare) runs on each task seed at the same step budget and episode seed through the same runner; the table shows every score part side by side and the learned - default delta. OUT holds config.yaml, results.jsonl, schedule.yaml, the learned run's peft adapters (adapters/<tool>) and, with --merge, the merged model (merged/).
+    """
+    from metactl.transfer import load_source, plan_transfer, preset_path, resolve_transfer_config
+
+    try:
+        if steps is not None and steps < 1:
+            raise ConfigError(f"--steps: got {steps}; every method needs at least 1 optimiser step (allowed range [1, 10000000]).")
+        overrides = [f"mode={mode}"]
+        for key, value in (("run.suite", suite), ("run.training.total_steps", steps)):
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        if task_seed:
+            overrides.append(f"task_seeds={list(task_seed)}")
+        if compare:
+            overrides.append(f"compare={['default', *compare]}")
+        if merge:
+            overrides.append("merge=true")
+        source = load_source(run_dir, mode)
+        preset = config or preset_path(model)
+        cfg = resolve_transfer_config(source, model, preset, [*overrides, *set_])
+        plan = plan_transfer(cfg, source)
+    except MetactlError as exc:
+        _fail(exc)
+    out = out or Path("runs") / f"transfer-{Path(model).name}-{cfg.mode}"
+    if not quiet:
+        if preset is not None:
+            typer.echo(f"settings: {preset}", err=True)
+        if plan.layers:
+            typer.echo(f"layer map: {plan.layers}", err=True)
+
+    from metactl.evaluation import format_comparison
+    from metactl.io import atomic_write_text
+    from metactl.transfer import LEARNED, run_transfer
+
+    try:
+        result = run_transfer(plan, out, progress=not quiet)
+    except MetactlError as exc:
+        _fail(exc)
+    rows = format_comparison(result.evaluation, LEARNED)
+    head = (f"{cfg.run.model} on {cfg.run.suite}, task seeds {cfg.task_seeds}, {cfg.run.training.total_steps} steps, "
+            f"{cfg.mode} mode from {run_dir} (mean ± std over tasks, {result.seconds:.0f}s):")
+    typer.echo(f"\n{result.layers}\n{head}")
+    echo_table(rows)
+    atomic_write_text(out / "comparison.txt", f"{result.layers}\n{head}\n{table_text(rows)}\n")
+    typer.echo(f"wrote {out} (results.jsonl, schedule.yaml, adapters/{', merged/' if result.merged else ''}, comparison.txt)")
+
+
+@app.command()
 def policies() -> None:
     """List the controllers and baselines train-controller can run."""
     from policies import POLICIES
@@ -207,9 +273,12 @@ def print_score_table(rows: list[tuple[str, str, str, dict | None]]) -> None:
 
 def echo_table(rows: list[list[str]]) -> None:
     """Right-aligned columns, the first row the header."""
+    typer.echo(table_text(rows))
+
+
+def table_text(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
 
 
 def main() -> None:

@@ -26,6 +26,10 @@ class TrainingConfig:
     seed: int = field(default=0, metadata={"help": "seed of adapter init and batch sampling"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 per process is fastest for small models)"})
     score_every_phase: bool = field(default=True, metadata={"help": "score after every phase, not only at the end"})
+    score_probes: int = field(
+        default=0,
+        metadata={"help": "probes per behaviour and split that every score uses (0 = all the suite has); fewer is faster and noisier"},
+    )
 
     def __post_init__(self) -> None:
         self.total_steps = int(check_number("training.total_steps", self.total_steps, low=1, high=10**7, integer=True))
@@ -34,6 +38,7 @@ class TrainingConfig:
         self.lora_alpha = check_number("training.lora_alpha", self.lora_alpha, low=0.0, high=1e4, low_open=True)
         self.seed = int(check_number("training.seed", self.seed, low=0, integer=True))
         self.threads = int(check_number("training.threads", self.threads, low=1, high=256, integer=True))
+        self.score_probes = int(check_number("training.score_probes", self.score_probes, low=0, high=10**6, integer=True))
 
 
 def _default_tools() -> dict[str, ToolConfig]:

@@ -44,6 +44,12 @@ def check_number(
 ) -> float:
     """Validate a number is finite and inside [low, high] (or (low, high] when ``low_open``)."""
     kind = "an integer" if integer else "a number"
+    if isinstance(value, str):
+        # PyYAML reads exponent floats without a dot ("1e-4") as strings (YAML 1.1); accept them.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
         raise ConfigError(f"{field}: expected {kind}, got {value!r}.")
     if not math.isfinite(value):

@@ -67,17 +67,20 @@ class TaskState:
         64/``probes`` times cheaper, and the end-of-episode score stays the full one.
         """
         if probes not in self._quick:
-            import dataclasses
-
-            s = self.suite
-            small = dataclasses.replace(
-                s, evals={sp: {b: items[:probes] for b, items in by_b.items()} for sp, by_b in s.evals.items()},
-                retain=s.retain[:probes],
-            )
-            scorer = Scorer(small, self.scorer.tokenizer, self.scorer.reward)
+            scorer = Scorer(first_probes(self.suite, probes), self.scorer.tokenizer, self.scorer.reward)
             scorer.prepare(model)
             self._quick[probes] = scorer
         return self._quick[probes]
+
+
+def first_probes(suite: TaskSuite, probes: int) -> TaskSuite:
+    """``suite`` with only the first ``probes`` items of every probe set and of the retain text."""
+    import dataclasses
+
+    if probes <= 0:
+        return suite
+    evals = {sp: {b: items[:probes] for b, items in by_b.items()} for sp, by_b in suite.evals.items()}
+    return dataclasses.replace(suite, evals=evals, retain=suite.retain[:probes])
 
 
 class Engine:
@@ -113,7 +116,8 @@ class Engine:
             tools = {t: TOOLS[t](self.config.tools[t], suite.data[t], self.tokenizer) for t in self.tool_names}
             for tool in tools.values():
                 tool.prepare(self.model)
-            scorer = Scorer(suite, self.tokenizer, self.config.reward)
+            # Scores (the base's included) read only the first training.score_probes probes.
+            scorer = Scorer(first_probes(suite, self.config.training.score_probes), self.tokenizer, self.config.reward)
             scorer.prepare(self.model)
             state = TaskState(suite, tools, scorer)
             with self.model.disable_adapter():

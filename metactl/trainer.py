@@ -23,7 +23,7 @@ import pickle
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,13 +31,13 @@ import torch
 from envs.jobs import Job
 from metactl.controller_config import ControllerConfig
 from metactl.errors import ConfigError
+from metactl.evaluation import PARTS, Evaluation, format_table
 from metactl.io import append_jsonl, atomic_write_bytes, atomic_write_dir, atomic_write_text
 from metactl.paths import resolve_schedule_path
 from metactl.schedule import Schedule
 from policies import POLICIES, Policy
 
 log = logging.getLogger("metactl.trainer")
-PARTS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "kl", "stability", "cka", "composite"]
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 
@@ -203,34 +203,6 @@ def restore(out: Path, policy: Policy, venv) -> Checkpoint | None:
 
 
 # -- evaluation -------------------------------------------------------------------------------------
-@dataclass
-class Evaluation:
-    rows: list[dict] = field(default_factory=list)  # label, task_seed, scores, base
-
-    def by_label(self) -> dict[str, list[dict]]:
-        out: dict[str, list[dict]] = {}
-        for r in self.rows:
-            out.setdefault(r["label"], []).append(r)
-        return out
-
-    def summary(self) -> dict[str, dict]:
-        """Per label: mean and std of every part, the gain over base, and the gain ratio to default."""
-        groups = self.by_label()
-        out = {}
-        for label, rows in groups.items():
-            stats = {}
-            for k in PARTS:
-                vals = [r["scores"][k] for r in rows]
-                stats[k] = (statistics.mean(vals), statistics.pstdev(vals) if len(vals) > 1 else 0.0)
-            gains = [r["scores"]["composite"] - r["base"]["composite"] for r in rows]
-            stats["gain"] = (statistics.mean(gains), statistics.pstdev(gains) if len(gains) > 1 else 0.0)
-            out[label] = stats
-        if "default" in out and out["default"]["gain"][0] > 0:
-            for stats in out.values():
-                stats["gain_vs_default"] = stats["gain"][0] / out["default"]["gain"][0]
-        return out
-
-
 def evaluate(cfg: ControllerConfig, venv, actors: dict[str, object], adapters: Path | None = None) -> Evaluation:
     """Each actor (Schedule or SB3-style policy) on every held-out task seed, same episode seed.
 
@@ -350,18 +322,6 @@ def plot_learning_curve(out: Path, evaluation: Evaluation) -> Path | None:
     plt.close(fig)
     tmp.replace(path)
     return path
-
-
-def format_table(evaluation: Evaluation, columns: list[str] | None = None) -> list[list[str]]:
-    """Rows of strings: method, mean +- std of each part, gain over base, gain / default's gain."""
-    columns = columns or PARTS
-    summary = evaluation.summary()
-    table = [["method", *columns, "gain over base", "x default gain"]]
-    for label, stats in summary.items():
-        cells = [f"{stats[c][0]:.3f} ± {stats[c][1]:.3f}" for c in columns]
-        ratio = stats.get("gain_vs_default")
-        table.append([label, *cells, f"{stats['gain'][0]:+.3f} ± {stats['gain'][1]:.3f}", f"{ratio:.2f}x" if ratio is not None else "-"])
-    return table
 
 
 __all__ = ["Evaluation", "TrainResult", "evaluate", "format_table", "make_venv", "train_controller"]

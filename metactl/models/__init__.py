@@ -73,6 +73,19 @@ def resolve_model(name: str) -> ModelRef:
     raise ConfigError(f"model: unknown model {name!r}; built-in: {', '.join(BUILTIN_MODELS)}, or give a model folder or hub id.{did_you_mean(name, BUILTIN_MODELS)}")
 
 
+def local_config(ref: ModelRef) -> Path | None:
+    """The model's ``config.json`` if it is on disk already (nothing is built or fetched)."""
+    if ref.kind == "proxy":
+        local = _proxy_dir(ref.name)
+    elif ref.kind == "smollm2":
+        from metactl.models.smollm2 import cached_path
+
+        local = cached_path()
+    else:
+        local = ref.path
+    return local / "config.json" if local is not None and (local / "config.json").is_file() else None
+
+
 def model_path(ref: ModelRef, progress: bool = True) -> str:
     """Where the weights live, building or fetching them first if needed."""
     if ref.kind == "proxy":
