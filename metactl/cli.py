@@ -205,7 +205,7 @@ def transfer(
 ) -> None:
     """Carry a controller's decisions from the proxy to a larger model, and compare with default.
 
-    Adapters cannot move between models of different widths; the decisions can. A schedule names relative depth groups (group g covers layers floor(g*L/G) up to the next group), module kinds (attn, mlp, resolved from the target's own module names) and budget fractions, so it means the same on 4 or 30 layers. In policy mode the SB3 controller itself acts on the target, reading the target run's scores, norms and interference through the same observation encoding.
+    Adapters cannot move between models of different widths; the decisions can. A schedule names relative depth groups (layer l of L sits in group floor(l*G/L) of G), module kinds (attn, mlp, resolved from the target's own module names) and budget fractions, so it means the same on 4 or 30 layers. In policy mode the SB3 controller itself acts on the target, reading the target run's scores, norms and interference through the same observation encoding.
 
     Every method (learned, default, any --compare) runs on each task seed at the same step budget and episode seed through the same runner; the table shows every score part side by side and the learned - default delta. OUT holds config.yaml, results.jsonl, schedule.yaml, the learned run's peft adapters (adapters/<tool>) and, with --merge, the merged model (merged/).
     """

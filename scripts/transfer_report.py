@@ -1,0 +1,151 @@
+"""Make docs/transfer.md: a proxy-tiny controller transferred to proxy-large and to SmolLM2-135M.
+
+Each case runs the real CLI (``metactl transfer``) in a subprocess, so the figures are exactly
+what a user gets, and times it. Every case compares learned vs default vs expert on the same
+task seeds at the same step budget. ``metactl transfer`` resumes, so rerunning this script after
+an interruption only runs what is missing.
+
+    python scripts/transfer_report.py --run runs/controller-ppo-s0 --out docs/transfer.md
+
+Without ``--run`` (or if it does not exist) the default ``metactl train-controller`` is run first
+(~11 min on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from metactl.cli import table_text  # noqa: E402
+from metactl.evaluation import Evaluation, format_comparison  # noqa: E402
+from metactl.io import atomic_write_text, read_jsonl  # noqa: E402
+
+CASES = {
+    "proxy-large": {"model": "proxy-large", "mode": "schedule", "title": "proxy-tiny -> proxy-large (proxy world), schedule mode"},
+    "proxy-large-policy": {"model": "proxy-large", "mode": "policy", "title": "proxy-tiny -> proxy-large (proxy world), policy mode"},
+    "smollm2": {"model": "smollm2-135m", "mode": "schedule", "merge": True,
+                "title": "proxy-tiny -> smollm2-135m (English suite), schedule mode"},
+}
+VERDICT_PARTS = [("target", "target behaviour", ["target/style", "target/truth"]),
+                 ("heldout", "held-out generalisation", ["heldout/style", "heldout/truth"]),
+                 ("kl", "KL to base", ["kl"])]
+
+
+def metactl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "metactl.cli", *args]
+
+
+def _rel(arg: str) -> str:
+    """Paths inside the repo shown relative to it, as a user would type them."""
+    return arg.removeprefix(str(REPO) + "/")
+
+
+def ensure_run(run: Path) -> float:
+    if (run / "schedule.yaml").is_file() and (run / "controller.zip").is_file():
+        return 0.0
+    t = time.perf_counter()
+    subprocess.run(metactl("train-controller", "--out", str(run)), check=True, cwd=REPO)
+    return time.perf_counter() - t
+
+
+def run_case(name: str, run: Path, seeds: list[int], work: Path, compare: list[str]) -> dict:
+    case = CASES[name]
+    out = work / name
+    args = ["transfer", str(run), "--model", case["model"], "--mode", case["mode"], "--out", str(out)]
+    for s in seeds:
+        args += ["--task-seed", str(s)]
+    for c in compare:
+        args += ["--compare", c]
+    if case.get("merge"):
+        args.append("--merge")
+    cmd = "metactl " + " ".join(shlex.quote(_rel(a)) for a in args)
+    print(f"\n== {name}: {cmd}", flush=True)
+    # The wall time of the run that did the work; a rerun that only resumes reuses it.
+    wall_file = out / "wall_seconds.txt"
+    t = time.perf_counter()
+    subprocess.run(metactl(*args), check=True, cwd=REPO)
+    wall = time.perf_counter() - t
+    if wall_file.is_file():
+        wall = float(wall_file.read_text())
+    else:
+        atomic_write_text(wall_file, f"{wall:.1f}\n")
+    rows = read_jsonl(out / "results.jsonl")
+    return {"name": name, "cmd": cmd, "wall": wall, "rows": rows, "out": out,
+            "layers": (out / "comparison.txt").read_text().splitlines()[0]}
+
+
+def section(result: dict) -> list[str]:
+    case = CASES[result["name"]]
+    rows = result["rows"]
+    ev = Evaluation([{k: r[k] for k in ("label", "task_seed", "scores", "base")} for r in rows])
+    s = ev.summary()
+    run_seconds = sum(r["seconds"] for r in rows)
+    lines = [f"## {case['title']}", "", "```", result["cmd"], "```", "",
+             f"Wall time {result['wall'] / 60:.1f} min for this command ({run_seconds / 60:.1f} min inside the runs, "
+             f"the rest loading the model and each task's references and base scores). {result['layers']}.", "",
+             "Mean ± std over the task seeds:", "", "```", table_text(format_comparison(ev, "learned")), "```", ""]
+    # Per task: does learned beat default on the composite?
+    by = {(r["label"], r["task_seed"]): r for r in rows}
+    seeds = sorted({r["task_seed"] for r in rows})
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    lines += ["Composite per task seed:", "", "| task seed | base | " + " | ".join(labels) + " | learned beats default |",
+              "|---|---|" + "---|" * len(labels) + "---|"]
+    wins = 0
+    for ts in seeds:
+        comp = {lb: by[(lb, ts)]["scores"]["composite"] for lb in labels}
+        win = comp["learned"] > comp["default"]
+        wins += win
+        lines.append(f"| {ts} | {by[('learned', ts)]['base']['composite']:.3f} | "
+                     + " | ".join(f"{comp[lb]:.3f}" for lb in labels) + f" | {'yes' if win else 'no'} |")
+    lines += ["", f"Learned beats default on the composite on {wins} of {len(seeds)} task seeds "
+              f"(mean {s['learned']['composite'][0]:.3f} vs {s['default']['composite'][0]:.3f}).", ""]
+    verdicts = []
+    for key, what, parts in VERDICT_PARTS:
+        d = {p: s["learned"][p][0] - s["default"][p][0] for p in parts}
+        detail = ", ".join(f"{p} {v:+.3f}" for p, v in d.items())
+        if key == "kl":
+            good = d["kl"] < 0
+        else:  # the split's own score: the geometric mean of its behaviours, as the composite uses it
+            mean = {lb: sum(by[(lb, ts)]["scores"][key] for ts in seeds) / len(seeds) for lb in ("learned", "default")}
+            good = mean["learned"] > mean["default"]
+            detail = f"{key} score {mean['learned']:.3f} vs {mean['default']:.3f}; " + detail
+        verdicts.append(f"- {what}: {'**learned better**' if good else '**learned not better**'} ({detail})")
+    return [*lines, "Against default, part by part (learned - default):", "", *verdicts, ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, default=REPO / "runs" / "controller-ppo-s0", help="train-controller run dir to transfer")
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--task-seeds", nargs="+", type=int, default=[1000, 1001, 1002])
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "transfer-report", help="where the transfer outputs go")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "transfer.md")
+    args = ap.parse_args()
+
+    train_s = ensure_run(args.run)
+    results = []
+    for name in args.cases:
+        compare = ["expert"] if CASES[name]["mode"] == "schedule" else []
+        results.append(run_case(name, args.run, args.task_seeds, args.work, compare))
+
+    lines = ["# Transferring a learned controller to larger models", "",
+             "Made by `python scripts/transfer_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "` "
+             f"on this 2-core CPU machine. Source: `{args.run.name}`, a default `metactl train-controller` run "
+             "(PPO, proxy-tiny, 64 episodes" + (f", trained here in {train_s / 60:.1f} min" if train_s else "") + "). "
+             "`learned` is the transferred controller's decisions, `default` and `expert` the hand schedules, "
+             "all at the same step budget, episode seed and task seeds, through the same runner.", ""]
+    for r in results:
+        lines += section(r)
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
