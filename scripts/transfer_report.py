@@ -141,8 +141,31 @@ def main() -> None:
              "(PPO, proxy-tiny, 64 episodes" + (f", trained here in {train_s / 60:.1f} min" if train_s else "") + "). "
              "`learned` is the transferred controller's decisions, `default` and `expert` the hand schedules, "
              "all at the same step budget, episode seed and task seeds, through the same runner.", ""]
+    lines += [
+        "How the decisions map: the source schedule has 2 relative depth groups; layer `l` of `L` goes to "
+        "group `floor(2 l / L)` (proxy-tiny: 0-1 | 2-3, proxy-large: 0-3 | 4-7, SmolLM2: 0-14 | 15-29), and "
+        "its `attn` / `mlp` controls go to the modules each architecture names so (the layer map line of each "
+        "case). Phase lengths are fractions of the target's step budget. In schedule mode the greedy schedule "
+        "the controller chose for held-out task 1000 on proxy-tiny is replayed unchanged on every target task; "
+        "in policy mode the controller chooses every phase from the target run's own observations.", "",
+    ]
     for r in results:
         lines += section(r)
+    lines += [
+        "## Caveats", "",
+        "- One source controller (seed 0). The proxy-tiny figures over three controller seeds are in "
+        "docs/controller.md; transfer from seeds 1 and 2 was not measured here.",
+        "- On both targets the `default` schedule (SFT, then DPO at full force) loses the style "
+        "entirely, so most of the margin over it is the style the learned schedule keeps; on the parts "
+        "where default is already at the ceiling (truth) the learned side can only tie or lose a little.",
+        "- SmolLM2 runs with `configs/transfer/smollm2-135m.yaml`: 64 steps (the proxies 96), batch 8 "
+        "(16), learning rates about 3x lower than the proxy's (SFT and retain 3e-4, DPO 1e-4), 32 of the "
+        "64 probes per behaviour and split. "
+        "These were set once from one calibration run, not tuned per schedule.",
+        "- Policy mode reads adapter norms, which grow with the model's width; the controller was never "
+        "trained on norms of this size (the observation clips them at its bound).",
+        "",
+    ]
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
