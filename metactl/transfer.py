@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -36,6 +37,9 @@ from metactl.errors import ConfigError, check_choice, check_number
 from metactl.evaluation import Evaluation
 from metactl.paths import CONFIGS, resolve_schedule_path
 from metactl.schedule import Schedule
+
+if TYPE_CHECKING:
+    from envs.config import EnvConfig
 
 MODES = ("schedule", "policy")
 LEARNED = "learned"
@@ -84,7 +88,7 @@ class Source:
     schedule: Schedule | None = None
     controller: Path | None = None
     policy: str = ""  # the train-controller policy name ("" for a bare schedule)
-    env: object = None  # envs.config.EnvConfig of the controller run
+    env: EnvConfig | None = None  # what an episode was for the controller (phases, probes, prior)
 
 
 def load_source(path: str | Path, mode: str) -> Source:
@@ -249,11 +253,6 @@ class TransferResult:
     layers: str
     schedule: Schedule | None = None
     merged: Path | None = None
-    job_seconds: dict[str, list[float]] = field(default_factory=dict)
-
-
-def _config_text(cfg: TransferConfig) -> str:
-    return cfg.to_commented_yaml()
 
 
 def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> TransferResult:
@@ -327,8 +326,7 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> Transfer
     merged = None
     if cfg.merge:
         merged = merge_adapters(engine.model_path, out / "adapters", engine.tool_names, out / "merged")
-    seconds = {lb: [done[(lb, ts)]["seconds"] for ts in cfg.task_seeds] for lb in labels}
-    return TransferResult(out, evaluation, time.perf_counter() - t0, layers, schedule, merged, seconds)
+    return TransferResult(out, evaluation, time.perf_counter() - t0, layers, schedule, merged)
 
 
 def _env_id(source: Source) -> str:
@@ -353,7 +351,7 @@ def _claim(out: Path, cfg: TransferConfig) -> None:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: the directory exists, is not empty and holds no transfer; pick another --out.")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, _config_text(cfg))
+    atomic_write_text(path, cfg.to_commented_yaml())
 
 
 def merge_adapters(model_path: str, adapters: Path, tools: list[str], out: Path) -> Path:

@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metactl.cli import table_text  # noqa: E402
-from metactl.evaluation import Evaluation, format_comparison  # noqa: E402
-from metactl.io import atomic_write_text, read_jsonl  # noqa: E402
+from metactl.cli import table_text
+from metactl.evaluation import Evaluation, format_comparison
+from metactl.io import atomic_write_text, read_jsonl
 
 CASES = {
     "proxy-large": {"model": "proxy-large", "mode": "schedule", "title": "proxy-tiny -> proxy-large (proxy world), schedule mode"},
@@ -88,8 +88,8 @@ def section(result: dict) -> list[str]:
     s = ev.summary()
     run_seconds = sum(r["seconds"] for r in rows)
     lines = [f"## {case['title']}", "", "```", result["cmd"], "```", "",
-             f"Wall time {result['wall'] / 60:.1f} min for this command ({run_seconds / 60:.1f} min inside the runs, "
-             f"the rest loading the model and each task's references and base scores). {result['layers']}.", "",
+             (f"Wall time {result['wall'] / 60:.1f} min for this command ({run_seconds / 60:.1f} min inside the runs, "
+             f"the rest loading the model and each task's references and base scores). {result['layers']}."), "",
              "Mean ± std over the task seeds:", "", "```", table_text(format_comparison(ev, "learned")), "```", ""]
     # Per task: does learned beat default on the composite?
     by = {(r["label"], r["task_seed"]): r for r in rows}
@@ -104,8 +104,8 @@ def section(result: dict) -> list[str]:
         wins += win
         lines.append(f"| {ts} | {by[('learned', ts)]['base']['composite']:.3f} | "
                      + " | ".join(f"{comp[lb]:.3f}" for lb in labels) + f" | {'yes' if win else 'no'} |")
-    lines += ["", f"Learned beats default on the composite on {wins} of {len(seeds)} task seeds "
-              f"(mean {s['learned']['composite'][0]:.3f} vs {s['default']['composite'][0]:.3f}).", ""]
+    lines += ["", (f"Learned beats default on the composite on {wins} of {len(seeds)} task seeds "
+              f"(mean {s['learned']['composite'][0]:.3f} vs {s['default']['composite'][0]:.3f})."), ""]
     verdicts = []
     for key, what, parts in VERDICT_PARTS:
         d = {p: s["learned"][p][0] - s["default"][p][0] for p in parts}
@@ -142,28 +142,28 @@ def main() -> None:
              "`learned` is the transferred controller's decisions, `default` and `expert` the hand schedules, "
              "all at the same step budget, episode seed and task seeds, through the same runner.", ""]
     lines += [
-        "How the decisions map: the source schedule has 2 relative depth groups; layer `l` of `L` goes to "
+        ("How the decisions map: the source schedule has 2 relative depth groups; layer `l` of `L` goes to "
         "group `floor(2 l / L)` (proxy-tiny: 0-1 | 2-3, proxy-large: 0-3 | 4-7, SmolLM2: 0-14 | 15-29), and "
         "its `attn` / `mlp` controls go to the modules each architecture names so (the layer map line of each "
         "case). Phase lengths are fractions of the target's step budget. In schedule mode the greedy schedule "
         "the controller chose for held-out task 1000 on proxy-tiny is replayed unchanged on every target task; "
-        "in policy mode the controller chooses every phase from the target run's own observations.", "",
+        "in policy mode the controller chooses every phase from the target run's own observations."), "",
     ]
     for r in results:
         lines += section(r)
     lines += [
         "## Caveats", "",
-        "- One source controller (seed 0). The proxy-tiny figures over three controller seeds are in "
-        "docs/controller.md; transfer from seeds 1 and 2 was not measured here.",
-        "- On both targets the `default` schedule (SFT, then DPO at full force) loses the style "
+        ("- One source controller (seed 0). The proxy-tiny figures over three controller seeds are in "
+        "docs/controller.md; transfer from seeds 1 and 2 was not measured here."),
+        ("- On both targets the `default` schedule (SFT, then DPO at full force) loses the style "
         "entirely, so most of the margin over it is the style the learned schedule keeps; on the parts "
-        "where default is already at the ceiling (truth) the learned side can only tie or lose a little.",
-        "- SmolLM2 runs with `configs/transfer/smollm2-135m.yaml`: 64 steps (the proxies 96), batch 8 "
+        "where default is already at the ceiling (truth) the learned side can only tie or lose a little."),
+        ("- SmolLM2 runs with `configs/transfer/smollm2-135m.yaml`: 64 steps (the proxies 96), batch 8 "
         "(16), learning rates about 3x lower than the proxy's (SFT and retain 3e-4, DPO 1e-4), 32 of the "
         "64 probes per behaviour and split. "
-        "These were set once from one calibration run, not tuned per schedule.",
-        "- Policy mode reads adapter norms, which grow with the model's width; the controller was never "
-        "trained on norms of this size (the observation clips them at its bound).",
+        "These were set once from one calibration run, not tuned per schedule."),
+        ("- Policy mode reads adapter norms, which grow with the model's width; the controller was never "
+        "trained on norms of this size (the observation clips them at its bound)."),
         "",
     ]
     atomic_write_text(args.out, "\n".join(lines) + "\n")
