@@ -79,16 +79,19 @@ def gpt2_dir(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def controller_run(tmp_path_factory) -> Path:
-    """A real (tiny) train-controller run: config.yaml, schedule.yaml and controller.zip."""
-    out = tmp_path_factory.mktemp("src") / "run"
-    args = ["train-controller", "--out", str(out), "--quiet"]
+def _train(out: Path, policy: str) -> Path:
+    args = ["train-controller", "--out", str(out), "--quiet", "--policy", policy]
     for o in TINY_TRAIN:
         args += ["--set", o]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     return out
+
+
+@pytest.fixture(scope="module")
+def controller_run(tmp_path_factory) -> Path:
+    """A real (tiny) train-controller run: config.yaml, schedule.yaml and controller.zip."""
+    return _train(tmp_path_factory.mktemp("src") / "run", "ppo")
 
 
 def _transfer(*args: str):
@@ -151,6 +154,17 @@ def test_transferred_controller_acts_closed_loop_on_gpt2(controller_run, gpt2_di
     # The controller chose its phases on the target: as many as it was trained with (env.phases=2).
     assert len(rows["learned"]["schedule"]["phases"]) == 2
     assert (out / "adapters" / "sft" / "adapter_config.json").is_file()
+
+
+def test_a_bandit_controller_transfers_closed_loop_too(gpt2_dir, tmp_path):
+    """The bandit acts once per task, from the target's base scores and task features."""
+    src = _train(tmp_path / "bandit", "bandit")
+    out = tmp_path / "b"
+    res = _transfer(str(src), "--model", str(gpt2_dir), "--mode", "policy", "--steps", "4", "--task-seed", "1001",
+                    "--out", str(out))
+    assert res.exit_code == 0, res.output
+    rows = {r["label"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(rows) == {"learned", "default"} and len(rows["learned"]["schedule"]["phases"]) == 2
 
 
 # -- bad input: a clear message, exit 2, no weights read ------------------------------------------------
