@@ -158,7 +158,8 @@ def _deep_merge(into: dict, extra: dict) -> dict:
 def resolve_transfer_config(source: Source, model: str, preset: Path | None, overrides: list[str]) -> TransferConfig:
     """The source run's settings, then the preset (``configs/transfer/<model>.yaml`` by default),
     then ``a.b=value`` overrides; the target model replaces the proxy."""
-    data: dict = {"source": str(source.path), "run": source.run.to_dict()}
+    # Resolved, so rerunning from another directory (or with ./ spelled differently) still resumes.
+    data: dict = {"source": str(source.path.resolve()), "run": source.run.to_dict()}
     data["run"]["model"] = model
     if preset is not None:
         if not Path(preset).is_file():
