@@ -6,6 +6,8 @@ prompt", so the packing and the log-prob gather live here once.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -151,7 +153,8 @@ class SharedPrefixProbes:
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         local = self.item[rows] - items[0]
-        cache = first.past_key_values
+        key = cache_keyword(model)
+        cache = first[key]
         cache.reorder_cache(local)  # one cache row per variant (index_select repeats rows)
         c_ids, c_mask = self.comp_ids[rows], self.comp_mask[rows]
         width = int(c_mask.sum(1).max())
@@ -161,13 +164,25 @@ class SharedPrefixProbes:
             input_ids=c_ids,
             attention_mask=torch.cat([mask[local], c_mask], dim=1),
             position_ids=c_pos,
-            past_key_values=cache,
+            **{key: cache},
         )
         # Token 0 of a completion is predicted by the prompt's last position; token t by the
         # completion's position t-1.
         logits = torch.cat([first.logits[local, -1:], second.logits[:, :-1]], dim=1).float()
         lp = torch.gather(logits, -1, c_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
         return (lp * c_mask).sum(-1)
+
+
+@functools.cache
+def _forward_takes_cache(cls: type) -> bool:
+    return "cache" in inspect.signature(cls.forward).parameters
+
+
+def cache_keyword(model) -> str:
+    """The name of the KV-cache argument and output: transformers 5.24 renamed ``past_key_values``
+    to ``cache`` (the old name still works there, with a FutureWarning on every call)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if _forward_takes_cache(type(base)) else "past_key_values"
 
 
 def _pad(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
