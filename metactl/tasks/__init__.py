@@ -38,4 +38,18 @@ def load_suite(name: str, task_seed: int = 0) -> TaskSuite:
     return load_user_suite(name, task_seed)
 
 
-__all__ = ["SUITES", "Behaviour", "EvalItem", "TaskSuite", "check_suite_name", "load_suite", "register_suite"]
+
+# Every built-in generator seeds Python's ``random`` with a string that holds the seed, so any
+# non-negative int would work; the bound keeps seeds portable (numpy, SB3, 32-bit configs).
+TASK_SEED_RANGE = (0, 2**31 - 1)
+
+
+def check_task_seed(field: str, seed: object, hint: str = "") -> int:
+    """A task seed inside :data:`TASK_SEED_RANGE`, or a :class:`ConfigError` naming it."""
+    lo, hi = TASK_SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, int) or not lo <= seed <= hi:
+        raise ConfigError(f"{field}: {seed!r} is outside the task seeds the suites support, integers in [{lo}, {hi}].{hint}")
+    return seed
+
+
+__all__ = ["SUITES", "TASK_SEED_RANGE", "Behaviour", "EvalItem", "TaskSuite", "check_suite_name", "check_task_seed", "load_suite", "register_suite"]

@@ -1,0 +1,135 @@
+"""One greedy episode of the inspected policy (or of a fixed schedule), with everything it saw.
+
+The same runner that trained the controller runs it here: the phase env for PPO (so each phase
+is chosen from that episode's own observations), the bandit env for the bandit, and
+:meth:`metactl.runner.Engine.run` for open-loop schedules. Besides the schedule and the final
+scores, a trace keeps per phase the scores, each tool's update norm and the gradient cosines
+between tools (read on the frozen base weights, which changes nothing in the episode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from metactl.interference import gradient_cosines
+from metactl.runner import Engine, PhaseResult
+from metactl.schedule import MODULE_KINDS, Phase, Schedule
+
+
+@dataclass
+class Decision:
+    """One action of a closed-loop policy: what it saw and what it chose."""
+
+    step: int  # phase index (phase env) or 0 (bandit: one action for the whole schedule)
+    observation: np.ndarray
+    action: np.ndarray
+    controls: dict[str, float]  # the decoded controls, flat (see :func:`flat_controls`)
+
+
+@dataclass
+class Trace:
+    label: str
+    schedule: Schedule
+    final: dict[str, float]  # full scores of the adapted model
+    base: dict[str, float]
+    phase_scores: list[dict[str, float]] = field(default_factory=list)  # after each phase (quick probes before the last)
+    norms: list[dict[str, list[float]]] = field(default_factory=list)  # after each phase, per tool per group
+    cosines: list[dict[str, list[float]]] = field(default_factory=list)  # before phase 0 and after each phase
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def flat_phase(phase: Phase, prefix: str = "") -> dict[str, float]:
+    """A phase's controls as ``{"dpo output attn g1": 0.42, ...}`` (names a reader can follow)."""
+    out = {}
+    for t, c in phase.tools.items():
+        out[f"{prefix}{t} share"] = c.share
+        for what in ("train", "output"):
+            grid = getattr(c, what)
+            for k, kind in enumerate(MODULE_KINDS):
+                for g, v in enumerate(grid[k]):
+                    out[f"{prefix}{t} {what} {kind} g{g}"] = v
+    return out
+
+
+def flat_controls(schedule: Schedule) -> dict[str, float]:
+    out = {}
+    for i, p in enumerate(schedule.phases):
+        out.update(flat_phase(p, prefix=f"phase {i}: "))
+    return out
+
+
+def load_actor(controller: Path):
+    """The SB3 policy inside ``controller.zip`` (what acts greedily)."""
+    from stable_baselines3 import PPO
+
+    return PPO.load(controller, device="cpu").policy
+
+
+def _record(engine: Engine, trace: Trace, result: PhaseResult, rows: int) -> None:
+    trace.phase_scores.append(dict(result.scores or {}))
+    trace.norms.append({t: list(v) for t, v in result.norms.items()})
+    trace.cosines.append(gradient_cosines(engine, rows))
+
+
+def run_schedule(engine: Engine, schedule: Schedule, episode_seed: int, label: str, quick_probes: int = 0, rows: int = 8) -> Trace:
+    """An open-loop schedule on the engine's current task, traced phase by phase."""
+    engine.adapters.reset(episode_seed)
+    trace = Trace(label, schedule, final={}, base=dict(engine.task.base_scores))
+    trace.cosines.append(gradient_cosines(engine, rows))
+    results = engine.run(schedule, seed=episode_seed, score_every_phase=True, quick_probes=quick_probes,
+                         on_phase=lambda r: _record(engine, trace, r, rows))
+    trace.final = dict(results[-1].scores)
+    return trace
+
+
+def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label: str) -> Trace:
+    """The run's policy acting greedily on ``task_seed``: closed loop for SB3 controllers."""
+    from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
+    from policies import POLICIES
+
+    cfg = run_dir.config
+    engine.load_task(task_seed)
+    quick, rows = cfg.env.quick_probes, cfg.env.interference_rows
+    if run_dir.controller is None:  # searches and fixed schedules: the schedule is the decision
+        return run_schedule(engine, run_dir.schedule.regroup(engine.layer_map.groups), episode_seed, label, quick, rows)
+    actor = load_actor(run_dir.controller)
+    options = {"task_seed": task_seed, "episode_seed": episode_seed}
+    if POLICIES[cfg.policy].env_id == BANDIT_ENV_ID:
+        env = ScheduleBanditEnv(cfg.run, cfg.env, engine=engine)
+        obs, _ = env.reset(options=options)
+        action, _ = actor.predict(obs, deterministic=True)
+        schedule = env.decode(action, name=label)
+        trace = run_schedule(engine, schedule, episode_seed, label, quick, rows)
+        trace.decisions.append(Decision(0, obs, np.asarray(action), flat_controls(schedule)))
+        return trace
+    env = PhaseControlEnv(cfg.run, cfg.env, engine=engine)
+    obs, _ = env.reset(options=options)
+    trace = Trace(label, Schedule([]), final={}, base=dict(engine.task.base_scores), cosines=[env.cosines])
+    done, info = False, {}
+    while not done:
+        action, _ = actor.predict(obs, deterministic=True)
+        step = env.phase
+        obs_before = obs
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        if "diverged" in info:
+            raise FloatingPointError(f"the greedy rollout on task {task_seed} diverged: {info['diverged']}")
+        phase = env.schedule().phases[-1]
+        trace.decisions.append(Decision(step, obs_before, np.asarray(action), flat_phase(phase)))
+        trace.phase_scores.append(dict(info["result"]["scores"]))
+        trace.norms.append(info["result"]["norms"])
+        # The env skips the reading after the last phase (nothing acts on it); inspect wants it.
+        trace.cosines.append(dict(env.cosines) if not done else gradient_cosines(engine, rows))
+    trace.schedule = env.schedule(name=label)
+    trace.final = dict(env.scores)
+    return trace
+
+
+def decode_phase_action(env_prior: np.ndarray, controls, action: np.ndarray, fraction: float) -> dict[str, float]:
+    """Controls of one phase-env action (for saliency: the same decoding the env uses)."""
+    from envs.spaces import apply_residual
+
+    return flat_phase(controls.phase(apply_residual(env_prior, action), fraction))
