@@ -126,7 +126,7 @@ def order_png(report: dict, path: Path) -> Path:
     plt = _plt()
     o = report["order"]
     names = [v["variant"] for v in o["variants"]]
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.5 * max(1, len(names))))
+    fig, ax = plt.subplots(figsize=(10, 2.8 + 0.5 * len(names)))
     y = np.arange(len(names))
     for j, part in enumerate(PARTS):
         ax.barh(y + (j - 1.5) * 0.2, [v["delta"][part] for v in o["variants"]], 0.2, label=PART_LABELS[part], color=f"C{j}")

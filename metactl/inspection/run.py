@@ -68,10 +68,13 @@ def inspect_run(path: str | Path, task_seed: int | None = None, out: str | Path 
 
     bar = tqdm(total=7, desc="inspect", unit="stage", disable=not progress)
 
+    started: list[str] = []
+
     def stage(name: str) -> None:
         """Mark the previous stage done and show the one starting."""
-        if bar.postfix:
+        if started:
             bar.update(1)
+        started.append(name)
         bar.set_postfix_str(name)
 
     pool = JobPool(run, out, workers)
