@@ -267,7 +267,6 @@ def inspect(
 
     On one task the policy acts greedily (closed loop for ppo: each phase chosen from that episode's own observations) beside the default schedule, then: the decisions per phase, tool, layer group and module kind; the learning curve with default / expert / random as lines; exact Shapley values of every score part over tools and over layer groups (remove an adapter, or a group's share of all of them, and re-score) and each phase's training left out; the schedule retrained with phases swapped or a tool's phases merged; which observation features move each control; the gradient cosine between tools per layer group over training, CKA drift per layer, and each behaviour read out at every layer (inside the model, or only at the output?).
     """
-    import json
 
     from metactl.inspection.report import FORMATS, render_terminal, write_report
     from metactl.inspection.run import inspect_run

@@ -42,7 +42,7 @@ class RewardConfig:
             setattr(self, part, check_number(f"reward.{part}", getattr(self, part), low=0.0, high=1e3))
         if not any(getattr(self, p) > 0 for p in PARTS):
             raise ConfigError(
-                f"reward: weights {dict((p, getattr(self, p)) for p in PARTS)} are all zero; give at least one part a positive weight."
+                f"reward: weights { {p: getattr(self, p) for p in PARTS} } are all zero; give at least one part a positive weight."
             )
         check_choice("reward.combine", self.combine, ("geometric", "mean"))
         self.kl_scale = check_number("reward.kl_scale", self.kl_scale, low=0.0, high=1e3, low_open=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Hashable
 
-from metactl.runner import Engine
-from metactl.schedule import MODULE_KINDS, Phase, Schedule, ToolControls, interleave
 from metactl.inspection.shapley import coalition_values
+from metactl.runner import Engine
+from metactl.schedule import MODULE_KINDS, Phase, Schedule, interleave
 
 KEPT = ("target", "heldout", "stability", "kl", "composite")
 

@@ -9,7 +9,6 @@ resumes without retraining what it already has.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path

@@ -50,8 +50,8 @@ def write_report(report: dict, out: Path, fmt: str = "table") -> dict[str, Path]
 
 
 def render_terminal(report: dict) -> str:
-    parts = [f"metactl inspect {report['run_dir']} (policy {report['policy']}, task {report['task_seed']}, "
-             f"{report['model']}, {report['seconds']:.0f} s)"]
+    parts = [(f"metactl inspect {report['run_dir']} (policy {report['policy']}, task {report['task_seed']}, "
+             f"{report['model']}, {report['seconds']:.0f} s)")]
     for section, tables in all_tables(report).items():
         parts.append(f"\n== {section} ==")
         parts += [render_text(t) + "\n" for t in tables]
@@ -71,10 +71,10 @@ img{max-width:100%;border:1px solid #eee} .meta{color:#555}
 def render_html(report: dict, pngs: dict[str, Path]) -> str:
     e = html.escape
     body = [f"<h1>metactl inspect: {e(report['policy'])} on task {report['task_seed']}</h1>",
-            f"<p class='meta'>run {e(report['run_dir'])}<br>model {e(report['model'])}, suite {e(report['suite'])}, "
+            (f"<p class='meta'>run {e(report['run_dir'])}<br>model {e(report['model'])}, suite {e(report['suite'])}, "
             f"{report['total_steps']} steps, {report['layer_groups']} layer groups ({e(report['layer_map'])})<br>"
             f"{report['retrained_episodes']} variant episodes retrained, {report['model_scorings']} ablation scorings, "
-            f"{report['seconds']:.0f} s</p>"]
+            f"{report['seconds']:.0f} s</p>")]
     nav = " | ".join(f"<a href='#{_anchor(s)}'>{e(s)}</a>" for s in all_tables(report))
     body.append(f"<p>{nav}</p>")
     for section, tables in all_tables(report).items():

@@ -47,8 +47,8 @@ def attribution_tables(report: dict) -> list[Table]:
         rows += [[f"layer group {g} (Shapley)"] + [_f(v[p], True) for p in PARTS] for g, v in a["groups"]["shapley"].items()]
         rows += [[f"{tg} (leave one out)"] + [_f(v[p], True) for p in PARTS] for tg, v in a["tool_groups"].items()]
         rows += [[f"{ph} training (leave one out, retrained)"] + [_f(v[p], True) for p in PARTS] for ph, v in a.get("phases", {}).items()]
-        out.append((f"Attribution: {label} (score each part owes to each tool, group and phase; Shapley sums to the total, "
-                    f"gap {a['efficiency_gap']:.1e})", ["who"] + list(PARTS), rows))
+        out.append(((f"Attribution: {label} (score each part owes to each tool, group and phase; Shapley sums to the total, "
+                    f"gap {a['efficiency_gap']:.1e})"), ["who"] + list(PARTS), rows))
     return out
 
 
@@ -69,8 +69,8 @@ def why_table(report: dict) -> Table:
         for e in s["explanations"]:
             because = "; ".join(f"{b['feature']}={b['value']:.2f} ({b['effect']:+.3f})" for b in e["because"]) or "no feature moves it (saturated)"
             rows.append([str(s["step"]), e["control"], f"{e['chosen']:.2f}", f"{e['prior']:.2f}", because])
-    return ("Why: controls moved furthest from the prior, and the observation features that move them most "
-            "(effect of +10% of the feature's range, in the control's units)", ["step", "control", "chosen", "prior", "because"], rows)
+    return (("Why: controls moved furthest from the prior, and the observation features that move them most "
+            "(effect of +10% of the feature's range, in the control's units)"), ["step", "control", "chosen", "prior", "because"], rows)
 
 
 def implantation_tables(report: dict) -> list[Table]:
@@ -82,16 +82,16 @@ def implantation_tables(report: dict) -> list[Table]:
             for g in range(report["layer_groups"]):
                 rows.append([label, pair, f"g{g}"] + [f"{s[pair][g]:+.2f}" for s in series])
     n = max(len(s) for s in imp["cosines"].values())
-    out.append(("Interference: gradient cosine between tools on the base weights of each layer group "
-                "(before phase 0, then after each phase; < 0 the tools pull against each other)",
+    out.append((("Interference: gradient cosine between tools on the base weights of each layer group "
+                "(before phase 0, then after each phase; < 0 the tools pull against each other)"),
                 ["method", "tools", "group"] + ["start"] + [f"after {i}" for i in range(n - 1)], rows))
     layers = report["layers"]
     rows = [[f"CKA drift {label}"] + [f"{1 - v:.4f}" for v in vals] for label, vals in imp["cka"].items()]
     for label, by_key in imp["readout"].items():
         for key, accs in by_key.items():
             rows.append([f"readout {label} {key}"] + [f"{a:.2f}" for a in accs])
-    out.append(("Implantation per layer: 1 - CKA to the base on retain text, and each behaviour read out at that layer "
-                "through the model's own final norm and unembedding (accuracy)", ["what"] + [f"layer {i}" for i in range(layers)], rows))
+    out.append((("Implantation per layer: 1 - CKA to the base on retain text, and each behaviour read out at that layer "
+                "through the model's own final norm and unembedding (accuracy)"), ["what"] + [f"layer {i}" for i in range(layers)], rows))
     rows = [[label, key, f"{v['gain']:+.2f}", "-" if v["first_layer"] is None else str(v["first_layer"]), v["verdict"]]
             for label, by_key in imp["summary"].items() for key, v in by_key.items()]
     out.append(("Where each behaviour lives (first layer reaching half the output's gain over the base)",

