@@ -47,7 +47,12 @@ def explain(
     prior: dict[str, float], top: int = 3,
 ) -> list[dict]:
     """Per control the policy moved furthest from the prior, the features that move it most."""
-    moved = sorted(names, key=lambda n: -abs(chosen[n] - prior[n]))[:top]
+    def acts(n: str) -> bool:
+        # A tool that sits a phase out takes no steps there, so its train controls do nothing.
+        head, sep, _ = n.partition(" train ")
+        return not sep or chosen.get(f"{head} share", 1.0) > 0
+
+    moved = sorted((n for n in names if acts(n)), key=lambda n: -abs(chosen[n] - prior[n]))[:top]
     out = []
     for n in moved:
         j = names.index(n)
