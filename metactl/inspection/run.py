@@ -303,10 +303,13 @@ def implantation_summary(report: dict) -> dict:
         for key, accs in by_key.items():
             gain = accs[-1] - base[key][-1]
             if gain <= 0.1:
-                out.setdefault(label, {})[key] = {"gain": gain, "first_layer": None, "verdict": "no gain at the output"}
+                out.setdefault(label, {})[key] = {"gain": gain, "first_layer": None, "below_output": None, "verdict": "no gain at the output"}
                 continue
             first = next(i for i, (a, b) in enumerate(zip(accs, base[key])) if a - b >= gain / 2)
             layers = len(accs)
             verdict = "represented inside (readable before the last layer)" if first < layers - 1 else "only at the output (last layer)"
-            out.setdefault(label, {})[key] = {"gain": gain, "first_layer": first, "verdict": verdict}
+            # The verdict is a threshold; the share of the gain already readable one layer down is the
+            # continuous reading behind it (0: output only, 1: fully formed below the output).
+            below = (accs[-2] - base[key][-2]) / gain if layers > 1 else 0.0
+            out.setdefault(label, {})[key] = {"gain": gain, "first_layer": first, "below_output": below, "verdict": verdict}
     return out

@@ -92,10 +92,11 @@ def implantation_tables(report: dict) -> list[Table]:
             rows.append([f"readout {label} {key}"] + [f"{a:.2f}" for a in accs])
     out.append((("Implantation per layer: 1 - CKA to the base on retain text, and each behaviour read out at that layer "
                 "through the model's own final norm and unembedding (accuracy)"), ["what"] + [f"layer {i}" for i in range(layers)], rows))
-    rows = [[label, key, f"{v['gain']:+.2f}", "-" if v["first_layer"] is None else str(v["first_layer"]), v["verdict"]]
+    rows = [[label, key, f"{v['gain']:+.2f}", "-" if v.get("below_output") is None else f"{v['below_output']:.2f}",
+             "-" if v["first_layer"] is None else str(v["first_layer"]), v["verdict"]]
             for label, by_key in imp["summary"].items() for key, v in by_key.items()]
     out.append(("Where each behaviour lives (first layer reaching half the output's gain over the base)",
-                ["method", "behaviour", "gain at output", "first layer", "verdict"], rows))
+                ["method", "behaviour", "gain at output", "share of it one layer down", "first layer", "verdict"], rows))
     return out
 
 
