@@ -34,16 +34,19 @@ class ModelAblation:
         self.evaluations = 0
 
     def score(self, keep_tools: frozenset, keep_groups: frozenset | None = None) -> dict[str, float]:
-        eng = self.engine
         groups = set(range(self.groups)) if keep_groups is None else set(keep_groups)
-        out = {
+        if not keep_tools or not groups:
+            return kept_scores(self.engine.task.base_scores)  # nothing on: the base, already scored
+        scales = {
             t: [[v if (t in keep_tools and g in groups) else 0.0 for g, v in enumerate(row)] for row in grid]
             for t, grid in self.scales.items()
         }
-        if not keep_tools or not groups:
-            return kept_scores(eng.task.base_scores)  # nothing on: the base, already scored
-        eng.adapters.set_output(out)
-        eng.adapters.activate(sorted(keep_tools))
+        return self._score(scales, sorted(keep_tools))
+
+    def _score(self, scales: dict, active: list[str]) -> dict[str, float]:
+        eng = self.engine
+        eng.adapters.set_output(scales)
+        eng.adapters.activate(active)
         try:
             self.evaluations += 1
             return kept_scores(eng.task.scorer.score(eng.model))
@@ -63,22 +66,15 @@ class ModelAblation:
 
     def tool_group_loo(self, full: dict[str, float]) -> dict[Hashable, dict[str, float]]:
         """Score lost when one tool's adapter is removed from one layer group only."""
-        eng = self.engine
         out = {}
-        for t in eng.tool_names:
+        for t in self.engine.tool_names:
             for g in range(self.groups):
                 scales = copy.deepcopy(self.scales)
                 for row in scales[t]:
                     row[g] = 0.0
-                eng.adapters.set_output(scales)
-                try:
-                    s = kept_scores(eng.task.scorer.score(eng.model))
-                    self.evaluations += 1
-                finally:
-                    self.restore()
+                s = self._score(scales, list(self.engine.tool_names))
                 out[(t, g)] = {k: full[k] - s[k] for k in full}
         return out
-
 
 # -- schedule variants (each one a training run) -------------------------------------------------------
 def tool_steps(schedule: Schedule, total_steps: int) -> list[dict[str, int]]:

@@ -39,16 +39,20 @@ def layer_readout(model: nn.Module, tokenizer, suite: TaskSuite, chunk: int = 12
     """``{"target/style": [accuracy at layer 1, ..., layer L], ...}`` for every split and behaviour."""
     norm = final_norm(model)
     head = model.get_output_embeddings()
-    prompts, completions, owner = [], [], []  # owner: (key, item index, side)
+    prompts, completions = [], []
+    # sides[key][item] = (chosen variant rows, rejected variant rows)
+    sides: dict[str, list[tuple[list[int], list[int]]]] = {}
     for split in SPLITS:
         for b in suite.behaviours:
-            key = f"{split}/{b.name}"
-            for i, item in enumerate(suite.evals[split][b.name]):
-                for side, texts in (("chosen", item.chosen), ("rejected", item.rejected)):
+            rows = sides.setdefault(f"{split}/{b.name}", [])
+            for item in suite.evals[split][b.name]:
+                pair: tuple[list[int], list[int]] = ([], [])
+                for side, texts in enumerate((item.chosen, item.rejected)):
                     for text in texts:
+                        pair[side].append(len(prompts))
                         prompts.append(item.prompt)
                         completions.append(text)
-                        owner.append((key, i, side))
+                rows.append(pair)
     enc = encode_pairs(tokenizer, prompts, completions)
     per_layer: list[torch.Tensor] = []
     for start in range(0, len(enc), chunk):
@@ -62,16 +66,7 @@ def layer_readout(model: nn.Module, tokenizer, suite: TaskSuite, chunk: int = 12
         per_layer.append(torch.stack(rows))
     logp = torch.cat(per_layer, dim=1)  # [layers, variants]
     out: dict[str, list[float]] = {}
-    keys = sorted({k for k, _, _ in owner}, key=[k for k, _, _ in owner].index)
-    for key in keys:
-        items: dict[int, dict[str, list[int]]] = {}
-        for j, (k, i, side) in enumerate(owner):
-            if k == key:
-                items.setdefault(i, {"chosen": [], "rejected": []})[side].append(j)
-        accs = []
-        for layer in range(logp.shape[0]):
-            lp = logp[layer]
-            wins = [torch.logsumexp(lp[v["chosen"]], 0) > torch.logsumexp(lp[v["rejected"]], 0) for v in items.values()]
-            accs.append(float(torch.stack(wins).float().mean()))
-        out[key] = accs
+    for key, pairs in sides.items():
+        wins = torch.stack([torch.logsumexp(logp[:, c], 1) > torch.logsumexp(logp[:, r], 1) for c, r in pairs])  # [items, layers]
+        out[key] = wins.float().mean(0).tolist()
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,9 @@ class Trace:
     norms: list[dict[str, list[float]]] = field(default_factory=list)  # after each phase, per tool per group
     cosines: list[dict[str, list[float]]] = field(default_factory=list)  # before phase 0 and after each phase
     decisions: list[Decision] = field(default_factory=list)
+    # Closed loop only: the env and SB3 policy that acted, kept so saliency reads the same ones.
+    env: Any = None
+    actor: Any = None
 
 
 def flat_phase(phase: Phase, prefix: str = "") -> dict[str, float]:
@@ -104,10 +108,11 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
         schedule = env.decode(action, name=label)
         trace = run_schedule(engine, schedule, episode_seed, label, quick, rows)
         trace.decisions.append(Decision(0, obs, np.asarray(action), flat_controls(schedule)))
+        trace.env, trace.actor = env, actor
         return trace
     env = PhaseControlEnv(cfg.run, cfg.env, engine=engine)
     obs, _ = env.reset(options=options)
-    trace = Trace(label, Schedule([]), final={}, base=dict(engine.task.base_scores), cosines=[env.cosines])
+    trace = Trace(label, Schedule([]), final={}, base=dict(engine.task.base_scores), cosines=[env.cosines], env=env, actor=actor)
     done, info = False, {}
     while not done:
         action, _ = actor.predict(obs, deterministic=True)
@@ -127,9 +132,3 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
     trace.final = dict(env.scores)
     return trace
 
-
-def decode_phase_action(env_prior: np.ndarray, controls, action: np.ndarray, fraction: float) -> dict[str, float]:
-    """Controls of one phase-env action (for saliency: the same decoding the env uses)."""
-    from envs.spaces import apply_residual
-
-    return flat_phase(controls.phase(apply_residual(env_prior, action), fraction))

@@ -21,7 +21,7 @@ from metactl.errors import ConfigError
 from metactl.inspection.ablate import ModelAblation, kept_scores, merged, swapped, tool_steps, without_phase
 from metactl.inspection.jobs import JobPool
 from metactl.inspection.readout import layer_readout
-from metactl.inspection.rollout import Trace, flat_phase, load_actor, run_policy, run_schedule
+from metactl.inspection.rollout import Trace, flat_phase, run_policy, run_schedule
 from metactl.inspection.saliency import explain, perturbation_saliency
 from metactl.inspection.shapley import leave_one_out, shapley
 from metactl.inspection.source import EVAL, SCORES, RunDir, load_run_dir
@@ -94,7 +94,7 @@ def inspect_run(path: str | Path, task_seed: int | None = None, out: str | Path 
         learned_attr = _attribute(engine, learned)
         learned_readout = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
         stage("why")
-        why = _why(rd, engine, learned)
+        why = _why(rd, learned)
         stage("default episode")
         base_readout = _base_readout(engine)
         dflt = run_schedule(engine, default, seed, "default", cfg.env.quick_probes, cfg.env.interference_rows)
@@ -247,19 +247,16 @@ def _learning(rd: RunDir, pool: JobPool, random_keys: dict[int, str]) -> dict:
 
 
 # -- why -----------------------------------------------------------------------------------------------
-def _why(rd: RunDir, engine, trace: Trace) -> dict:
-    from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
+def _why(rd: RunDir, trace: Trace) -> dict:
+    from envs import ScheduleBanditEnv
     from envs.spaces import apply_residual
     from metactl.inspection.rollout import flat_controls
-    from policies import POLICIES
 
     if not trace.decisions:
         return {"note": f"policy {rd.policy!r} does not read observations: its schedule is fixed for every task "
                         "(a search keeps its best candidate), so there is no per-feature reason to show."}
-    cfg = rd.config
-    actor = load_actor(rd.controller)
-    bandit = POLICIES[cfg.policy].env_id == BANDIT_ENV_ID
-    env = (ScheduleBanditEnv if bandit else PhaseControlEnv)(cfg.run, cfg.env, engine=engine)
+    env, actor = trace.env, trace.actor
+    bandit = isinstance(env, ScheduleBanditEnv)
     low, high = env.observation_space.low, env.observation_space.high
     features = env.observer.labels
     steps = []
@@ -269,7 +266,7 @@ def _why(rd: RunDir, engine, trace: Trace) -> dict:
                 return flat_controls(env.decode(a))
             prior = flat_controls(env.decode(np.zeros(env.action_space.shape)))
         else:
-            n = cfg.env.phases
+            n = rd.config.env.phases
 
             def decode(a, env=env, p=d.step, n=n):
                 return flat_phase(env.controls.phase(apply_residual(env.prior[p], a), 1.0 / n))
