@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metactl.errors import ConfigError, check_number
 
@@ -59,3 +59,40 @@ class EnvConfig:
 
     def is_training_seed(self, task_seed: int) -> bool:
         return self.train_task_seeds[0] <= task_seed < self.train_task_seeds[1]
+
+
+@dataclass
+class RayConfig:
+    """Where the env actors run and what each one reserves."""
+
+    address: str | None = field(
+        default=None,
+        metadata={"help": "null: start a local Ray instance (shut down at the end); 'auto': join the cluster `ray start` made on this machine; 'HOST:PORT' or 'ray://HOST:10001': that cluster"},
+    )
+    num_cpus: int | None = field(
+        default=None, metadata={"help": "logical CPUs of a local instance (null: every core); ignored when joining a cluster"}
+    )
+    cpus_per_env: float = field(default=1.0, metadata={"help": "CPUs each env actor reserves (fractions allowed)"})
+    gpus_per_env: float = field(
+        default=0.0, metadata={"help": "GPU share of each env actor: 0.25 puts four proxy envs on one GPU (Ray sets CUDA_VISIBLE_DEVICES)"}
+    )
+    max_restarts: int = field(
+        default=3, metadata={"help": "times Ray restarts a dead env actor; its episode is reported truncated, and one more death fails the run"}
+    )
+    restart_timeout_s: float = field(default=300.0, metadata={"help": "seconds to wait for a restarted actor (a lost node may take a while)"})
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
+            raise ConfigError(f"ray.address: expected null, 'auto' or 'HOST:PORT', got {self.address!r}.")
+        if self.num_cpus is not None:
+            self.num_cpus = int(check_number("ray.num_cpus", self.num_cpus, low=1, high=100_000, integer=True))
+        self.cpus_per_env = check_number("ray.cpus_per_env", self.cpus_per_env, low=0.0, high=1024.0)
+        self.gpus_per_env = check_number("ray.gpus_per_env", self.gpus_per_env, low=0.0, high=64.0)
+        if self.cpus_per_env == 0 and self.gpus_per_env == 0:
+            raise ConfigError("ray.cpus_per_env and ray.gpus_per_env are both 0: an actor must reserve something, e.g. ray.cpus_per_env=1.")
+        self.max_restarts = int(check_number("ray.max_restarts", self.max_restarts, low=0, high=10_000, integer=True))
+        self.restart_timeout_s = check_number("ray.restart_timeout_s", self.restart_timeout_s, low=0.0, low_open=True)
+
+    def actor_options(self) -> dict[str, Any]:
+        return {"num_cpus": self.cpus_per_env, "num_gpus": self.gpus_per_env,
+                "max_restarts": self.max_restarts, "max_task_retries": 0}

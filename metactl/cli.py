@@ -143,6 +143,8 @@ def train_controller_cmd(
     seed: Annotated[int | None, typer.Option(help="controller seed (policy init, task draws, exploration)")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default runs/controller-<policy>-s<seed>)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue an interrupted run from its directory (its config.yaml wins)")] = None,
+    vec_env: Annotated[str | None, typer.Option(help="what runs the envs: subproc (local processes), ray (Ray actors, local or on a cluster), dummy (this process)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="with --vec-env ray: 'auto' joins the cluster `ray start` made, HOST:PORT or ray://HOST:10001 another; unset starts a local Ray")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Learn how to conduct the tools on a small proxy, then compare with the hand schedules.
@@ -150,6 +152,8 @@ def train_controller_cmd(
     Each episode adapts the proxy model on a task drawn from env.train_task_seeds, run by the same runner as run-schedule. The policy (SB3 PPO by default) sets every tool's step share, learning-rate multiplier and output scale per layer group and module kind, phase by phase, as a residual around env.prior. When the budget is spent, the learned policy, the default and the expert schedule are run on held-out task seeds and a table of every score part (mean ± std) is printed.
 
     The run dir holds config.yaml, scores.jsonl (one row per episode and phase), checkpoints/, controller.zip, schedule.yaml (the greedy schedule on the first held-out task), eval.jsonl and TensorBoard events in tb/. Kill it at any point and pass --resume RUN_DIR to continue.
+
+    With --vec-env ray the envs are Ray actors (pip install 'metactl[ray]'), on this machine or, with --ray-address auto, on the cluster `ray start` joined; the PPO learner stays here. A worker that dies is restarted (ray.max_restarts) and its episode counts as truncated.
     """
     from metactl.controller_config import load_controller_config
 
@@ -162,7 +166,8 @@ def train_controller_cmd(
             out = resume
         else:
             overrides = list(set_)
-            for key, value in (("policy", policy), ("total_episodes", episodes), ("seed", seed)):
+            for key, value in (("policy", policy), ("total_episodes", episodes), ("seed", seed),
+                               ("vec_env", vec_env), ("ray.address", ray_address)):
                 if value is not None:
                     overrides.append(f"{key}={value}")
             path = config if config.is_file() or config != Path("configs/train/default.yaml") else CONFIGS / "train" / "default.yaml"

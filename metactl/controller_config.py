@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from envs.config import EnvConfig
+from envs.config import EnvConfig, RayConfig
 from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides
 from metactl.errors import ConfigError, check_choice, check_number
 
@@ -52,7 +52,11 @@ class PPOConfig:
 class ControllerConfig(YamlConfig):
     policy: str = field(default="ppo", metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"})
     total_episodes: int = field(default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"})
-    n_envs: int = field(default=2, metadata={"help": "episodes run in parallel, one process each (use the number of CPU cores)"})
+    n_envs: int = field(default=2, metadata={"help": "episodes run in parallel, one process or Ray actor each (use the number of CPU cores)"})
+    vec_env: str = field(
+        default="auto",
+        metadata={"help": "what runs the envs: subproc (one local process each), ray (one Ray actor each, any node of a cluster: see ray), dummy (this process), auto (subproc for n_envs > 1)"},
+    )
     seed: int = field(default=0, metadata={"help": "controller seed (policy init, task draws, exploration)"})
     eval_task_seeds: list[int] = field(
         default_factory=lambda: [1000, 1001, 1002, 1003, 1004],
@@ -62,6 +66,7 @@ class ControllerConfig(YamlConfig):
     checkpoint_every: int = field(default=1, metadata={"help": "checkpoint after this many updates (or search batches)"})
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "what an episode is"})
     ppo: PPOConfig = field(default_factory=PPOConfig, metadata={"help": "PPO settings (policies ppo and bandit)"})
+    ray: RayConfig = field(default_factory=RayConfig, metadata={"help": "where env actors run and what they reserve (vec_env: ray)"})
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the model, suite, training and reward of every episode"})
 
     def __post_init__(self) -> None:
@@ -70,7 +75,14 @@ class ControllerConfig(YamlConfig):
 
         check_choice("policy", self.policy, POLICIES)
         self.total_episodes = int(check_number("total_episodes", self.total_episodes, low=1, high=10**7, integer=True))
-        self.n_envs = int(check_number("n_envs", self.n_envs, low=1, high=256, integer=True))
+        self.n_envs = int(check_number("n_envs", self.n_envs, low=1, high=4096, integer=True))
+        from envs.vector import VEC_ENVS
+
+        check_choice("vec_env", self.vec_env, VEC_ENVS)
+        if self.vec_env == "ray":
+            from envs.ray_vec_env import require_ray
+
+            require_ray()
         self.seed = int(check_number("seed", self.seed, low=0, integer=True))
         self.checkpoint_every = int(check_number("checkpoint_every", self.checkpoint_every, low=1, integer=True))
         if not isinstance(self.eval_task_seeds, list) or not self.eval_task_seeds:

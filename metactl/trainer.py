@@ -44,21 +44,10 @@ KEEP_CHECKPOINTS = 2
 
 # -- the vectorised env -----------------------------------------------------------------------------
 def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None):
-    """``n_envs`` copies of the env, one process each when more than one (torch at 1 thread each)."""
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    """``n_envs`` copies of the env under ``cfg.vec_env`` (subprocesses, Ray actors or in-process)."""
+    from envs.vector import make_venv as _make
 
-    from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
-
-    cls = ScheduleBanditEnv if env_id == BANDIT_ENV_ID else PhaseControlEnv
-    n = n_envs or cfg.n_envs
-    venv = make_vec_env(
-        cls, n_envs=n, env_kwargs={"run": cfg.run, "env": cfg.env},
-        vec_env_cls=SubprocVecEnv if n > 1 else DummyVecEnv,
-    )
-    for i in range(n):
-        venv.env_method("set_worker_index", i, indices=[i])
-    return venv
+    return _make(env_id, cfg.run, cfg.env, n_envs or cfg.n_envs, cfg.vec_env, cfg.ray)
 
 
 def run_jobs(venv, jobs: list[Job]) -> list[dict]:
@@ -84,9 +73,13 @@ class EpisodeLog:
         self.bar = bar
         self._pending: dict[int, list[dict]] = {}
         self.returns: list[float] = []
+        self.restarts = 0
 
     def __call__(self, env_index: int, info: dict) -> None:
         rows = self._pending.setdefault(env_index, [])
+        if info.get("worker_restarted"):
+            self._lost(env_index, rows, info)
+            return
         if "results" in info:  # bandit: one step holds every phase
             for r in info["results"]:
                 rows.append({"phase": r["phase"], "result": r, "controls": _phase_controls(info["schedule"], r["phase"])})
@@ -120,6 +113,31 @@ class EpisodeLog:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(ret=f"{ret:+.3f}", best=f"{max(self.returns):+.3f}")
+
+
+    def _lost(self, env_index: int, rows: list[dict], info: dict) -> None:
+        """A worker died mid-episode: its phases so far are logged, marked, and count against the budget
+        (they were spent); the episode has no return, so the learning curve leaves it out."""
+        episode = self.episodes
+        log.warning("episode %d: env worker %d died (%s); the episode is truncated and training goes on",
+                    episode, env_index, info.get("worker_error", "?"))
+        for row in rows:
+            result = row.get("result") or {}
+            append_jsonl(self.path, {
+                "episode": episode, "phase": row["phase"], "controls": row.get("controls"),
+                "scores": result.get("scores"), "losses": result.get("losses"), "tool_steps": result.get("tool_steps"),
+                "return": None,
+            })
+        append_jsonl(self.path, {"episode": episode, "phase": len(rows), "return": None, "worker_restarted": True,
+                                 "worker_error": info.get("worker_error")})
+        self._pending[env_index] = []
+        self.episodes += 1
+        self.restarts += 1
+        if self.writer is not None:
+            self.writer.add_scalar("episode/worker_restarts", self.restarts, episode)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(restarts=self.restarts)
 
 
 def _phase_controls(schedule: dict, phase: int) -> dict | None:

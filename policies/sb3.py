@@ -22,7 +22,9 @@ class BudgetEndIsFinal(VecEnvWrapper):
     The envs end at the budget with ``truncated=True`` (the gymnasium contract for a time
     limit), and SB3 then adds ``gamma * V(final obs)`` to the last reward as if the episode
     could go on. Here it cannot: the final composite is the outcome. Clearing the flag makes
-    PPO treat the budget end as the end, so the return stays final minus base.
+    PPO treat the budget end as the end, so the return stays final minus base. An episode cut
+    short because its worker died (``info["worker_restarted"]``) is a real truncation and keeps
+    the flag: its value is bootstrapped from the last observation, as for any time limit.
     """
 
     def reset(self):
@@ -31,7 +33,8 @@ class BudgetEndIsFinal(VecEnvWrapper):
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
         for info in infos:
-            info["TimeLimit.truncated"] = False
+            if not info.get("worker_restarted"):
+                info["TimeLimit.truncated"] = False
         return obs, rewards, dones, infos
 
 

@@ -1,0 +1,269 @@
+"""An SB3 ``VecEnv`` whose environments are Ray actors, so env rollouts can use a whole cluster.
+
+Every env step of ``metactl/Adaptation-v0`` trains a model for a phase (about half a second on the
+proxy, minutes on a large model), so a controller's sample budget is set by how many envs step at
+once. :class:`RayVecEnv` keeps SB3's learner on the driver and puts each env in its own Ray actor,
+which may sit on any node of a cluster and may take a fraction of a GPU.
+
+It behaves like ``SubprocVecEnv`` (same auto-reset, ``terminal_observation`` and
+``TimeLimit.truncated`` conventions, same seeding), so the same seeds give the same observations
+and rewards as ``DummyVecEnv``. What it adds is recovery: an actor whose process dies (OOM kill,
+lost node, segfault) is restarted by Ray up to ``max_restarts`` times with task retries off, because
+a phase is not repeatable on a fresh actor (the adapters it trained are gone). The interrupted
+episode is reported as truncated at its last observation, with ``info["worker_restarted"] = True``,
+and the new actor is reseeded deterministically from the VecEnv's seed, the env index and the
+restart count.
+
+No maintained SB3-on-Ray VecEnv exists (DLR-RM/stable-baselines3#1345 was never merged), hence
+this small class. Env factories must be importable functions of an installed package (Ray
+workers import them by name; a test module is not importable there), e.g. :func:`envs.vector.make_env`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
+
+from envs.config import RayConfig
+from metactl.errors import ConfigError
+
+log = logging.getLogger("metactl.ray")
+
+
+def require_ray() -> None:
+    """Fail with the install command when the optional ``ray`` extra is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("vec_env: ray needs Ray, which is not installed; pip install 'metactl[ray]' (or set vec_env: subproc).")
+
+
+def init_ray(config: RayConfig) -> bool:
+    """Connect to (or start) Ray as ``config`` says; True when this call started it (and owns shutdown)."""
+    require_ray()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Offline machines are the norm here: no usage report to usage-stats.ray.io.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "configure_logging": False}
+    if config.address is None:
+        kwargs["num_cpus"] = config.num_cpus
+    try:
+        # "local" starts a fresh instance even where `ray start` left one running on this machine
+        # (plain ray.init() would join that one, with its own resources and lifetime).
+        ray.init(address=config.address or "local", **kwargs)
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"ray.address: no Ray cluster answers at {config.address!r} ({exc}); start one with `ray start --head`, "
+            "or set ray.address: null to start a local instance."
+        ) from exc
+    if config.gpus_per_env > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+        ray.shutdown()
+        raise ConfigError(f"ray.gpus_per_env={config.gpus_per_env:g}, but the Ray cluster has no GPU; set ray.gpus_per_env=0.")
+    return True
+
+
+class EnvActor:
+    """Holds one env inside a Ray actor and steps it as SB3's ``SubprocVecEnv`` worker does."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env]) -> None:
+        from stable_baselines3.common.vec_env.patch_gym import _patch_env
+
+        self.env = _patch_env(env_fn())
+
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        return self.env.observation_space, self.env.action_space
+
+    def reset(self, seed: int | None, options: dict | None) -> tuple[Any, dict]:
+        return self.env.reset(seed=seed, **({"options": options} if options else {}))
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, dict, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        done = terminated or truncated
+        info["TimeLimit.truncated"] = truncated and not terminated
+        reset_info: dict = {}
+        if done:
+            info["terminal_observation"] = obs
+            obs, reset_info = self.env.reset()
+        return obs, reward, done, info, reset_info
+
+    def get_attr(self, name: str) -> Any:
+        return self.env.get_wrapper_attr(name)
+
+    def has_attr(self, name: str) -> bool:
+        try:
+            self.env.get_wrapper_attr(name)
+        except AttributeError:
+            return False
+        return True
+
+    def set_attr(self, name: str, value: Any) -> None:
+        setattr(self.env, name, value)
+
+    def env_method(self, name: str, args: tuple, kwargs: dict) -> Any:
+        return self.env.get_wrapper_attr(name)(*args, **kwargs)
+
+    def is_wrapped(self, wrapper_class: type) -> bool:
+        from stable_baselines3.common.env_util import is_wrapped
+
+        return is_wrapped(self.env, wrapper_class)
+
+    def render(self) -> Any:
+        return self.env.render()
+
+    def where(self) -> dict[str, Any]:
+        """The node and process this env runs in (which machine to look at when it misbehaves)."""
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def restart_seed(base: int, index: int, restarts: int) -> int:
+    """The seed a restarted actor's first episode gets: a function of where it is, not of when."""
+    return int(np.random.SeedSequence([base, index, restarts]).generate_state(1)[0])
+
+
+class RayVecEnv(VecEnv):
+    """``len(env_fns)`` environments, each in a Ray actor; the learner stays in this process.
+
+    :param env_fns: importable, picklable callables that build one env each
+    :param config: actor resources, restarts and where Ray runs (:class:`RayConfig`)
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], config: RayConfig | None = None) -> None:
+        self.config = config or RayConfig()
+        self._owns_ray = init_ray(self.config)
+        import ray
+
+        self._ray = ray
+        self.env_fns = list(env_fns)
+        remote = ray.remote(**self.config.actor_options())(EnvActor)
+        self.actors = [remote.remote(fn) for fn in self.env_fns]
+        self.restarts = [0] * len(self.actors)
+        self._seed_base = 0
+        self._last_obs: list[Any] = [None] * len(self.actors)
+        self._pending: list[Any] = []
+        self.closed = False
+        try:
+            observation_space, action_space = self._get(self.actors[0].spaces.remote())
+        except Exception:
+            self.close()
+            raise
+        super().__init__(len(self.actors), observation_space, action_space)
+
+    # -- the VecEnv API --------------------------------------------------------------------------------
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        seeds = super().seed(seed)
+        self._seed_base = int(seeds[0])
+        return seeds
+
+    def reset(self) -> VecEnvObs:
+        refs = [a.reset.remote(self._seeds[i], self._options[i]) for i, a in enumerate(self.actors)]
+        results = []
+        for i, ref in enumerate(refs):
+            try:
+                results.append(self._get(ref))
+            except self._ray.exceptions.RayActorError as exc:
+                results.append(self._recover(i, exc))
+        obs, self.reset_infos = (list(x) for x in zip(*results))
+        self._last_obs = list(obs)
+        self._reset_seeds()
+        self._reset_options()
+        return _stack_obs(obs, self.observation_space)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._pending = [a.step.remote(action) for a, action in zip(self.actors, actions)]
+
+    def step_wait(self) -> VecEnvStepReturn:
+        results = []
+        for i, ref in enumerate(self._pending):
+            try:
+                results.append(self._get(ref))
+            except self._ray.exceptions.RayActorError as exc:
+                obs, reset_info = self._recover(i, exc)
+                info = {"TimeLimit.truncated": True, "terminal_observation": self._last_obs[i],
+                        "worker_restarted": True, "worker_error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+                results.append((obs, 0.0, True, info, reset_info))
+        self._pending = []
+        obs, rews, dones, infos, self.reset_infos = (list(x) for x in zip(*results))
+        self._last_obs = list(obs)
+        return _stack_obs(obs, self.observation_space), np.stack(rews).astype(np.float32), np.stack(dones), infos
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        ray = self._ray
+        for actor in getattr(self, "actors", []):
+            try:
+                ray.get(actor.close.remote(), timeout=30)
+            except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to close
+                log.debug("env actor did not close cleanly: %s", exc)
+            ray.kill(actor, no_restart=True)
+        if self._owns_ray:
+            ray.shutdown()
+
+    def where(self) -> list[dict[str, Any]]:
+        """Per env: the Ray node id and pid its actor runs in."""
+        return self._get([a.where.remote() for a in self.actors])
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return self._get([a.render.remote() for a in self.actors])
+
+    def has_attr(self, attr_name: str) -> bool:
+        return all(self._get([a.has_attr.remote(attr_name) for a in self.actors]))
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return self._get([self.actors[i].get_attr.remote(attr_name) for i in self._get_indices(indices)])
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._get([self.actors[i].set_attr.remote(attr_name, value) for i in self._get_indices(indices)])
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        return self._get([self.actors[i].env_method.remote(method_name, method_args, method_kwargs)
+                          for i in self._get_indices(indices)])
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return self._get([self.actors[i].is_wrapped.remote(wrapper_class) for i in self._get_indices(indices)])
+
+    # -- recovery ----------------------------------------------------------------------------------------
+    def _get(self, refs):
+        return self._ray.get(refs)
+
+    def _recover(self, index: int, exc: Exception) -> tuple[Any, dict]:
+        """Wait for Ray to restart actor ``index``, reseed it, and return its first observation."""
+        ray = self._ray
+        self.restarts[index] += 1
+        if self.restarts[index] > self.config.max_restarts:
+            raise RuntimeError(
+                f"env worker {index} died {self.restarts[index]} times, more than ray.max_restarts="
+                f"{self.config.max_restarts}; the last error: {exc}"
+            ) from exc
+        seed = restart_seed(self._seed_base, index, self.restarts[index])
+        log.warning("env worker %d died (%s); restart %d of %d, reseeded with %d", index, type(exc).__name__,
+                    self.restarts[index], self.config.max_restarts, seed)
+        deadline = time.monotonic() + self.config.restart_timeout_s
+        while True:
+            try:
+                return ray.get(self.actors[index].reset.remote(seed, None), timeout=max(1.0, deadline - time.monotonic()))
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as again:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"env worker {index} did not come back within ray.restart_timeout_s={self.config.restart_timeout_s:g} s"
+                    ) from again
+                time.sleep(0.2)
+            except ray.exceptions.ActorDiedError as dead:
+                raise RuntimeError(f"env worker {index} died and cannot be restarted: {dead}") from dead

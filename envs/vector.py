@@ -1,0 +1,69 @@
+"""The vectorised env a controller learns on: the same env factory behind every ``VecEnv`` kind.
+
+``vec_env`` picks the engine that runs the envs:
+
+- ``dummy``: all envs in this process, one after another (debugging, one env);
+- ``subproc``: one local process per env (SB3's ``SubprocVecEnv``; the default for several envs);
+- ``ray``: one Ray actor per env, on this machine or a cluster (:class:`envs.ray_vec_env.RayVecEnv`).
+
+Every kind builds its envs with :func:`make_env`, an importable function (Ray and forkserver
+workers import it by name), so the same seeds give the same episodes whichever runs them.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import gymnasium as gym
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
+    from envs.config import EnvConfig
+    from envs.ray_vec_env import RayConfig
+    from metactl.config import RunConfig
+
+VEC_ENVS = ("auto", "dummy", "subproc", "ray")
+
+
+def make_env(env_id: str, run: RunConfig, env: EnvConfig, worker_index: int = 0, monitor: bool = True) -> gym.Env:
+    """One metactl env, Monitor-wrapped as ``make_vec_env`` does (unless a ``VecMonitor`` will
+    count episodes instead), knowing its worker index.
+
+    The index lives in the env, not in the VecEnv, so a restarted worker still runs its share of
+    the evaluation jobs.
+    """
+    from stable_baselines3.common.monitor import Monitor
+
+    from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
+
+    cls = ScheduleBanditEnv if env_id == BANDIT_ENV_ID else PhaseControlEnv
+    inner = cls(run=run, env=env)
+    inner.set_worker_index(worker_index)
+    return Monitor(inner) if monitor else inner
+
+
+def make_venv(env_id: str, run: RunConfig, env: EnvConfig, n_envs: int, vec_env: str = "auto",
+              ray: RayConfig | None = None) -> VecEnv:
+    """``n_envs`` metactl envs under the chosen engine."""
+    fns = [partial(make_env, env_id, run, env, i) for i in range(n_envs)]
+    return vectorise(fns, vec_env, ray)
+
+
+def vectorise(fns: list, vec_env: str = "auto", ray: RayConfig | None = None) -> VecEnv:
+    """Env factories -> the chosen ``VecEnv`` (``auto``: ``subproc`` for several, ``dummy`` for one)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    from metactl.errors import check_choice
+
+    check_choice("vec_env", vec_env, VEC_ENVS)
+
+    kind = ("subproc" if len(fns) > 1 else "dummy") if vec_env == "auto" else vec_env
+    if kind == "ray":
+        from envs.ray_vec_env import RayVecEnv
+
+        return RayVecEnv(fns, ray)
+    if kind == "subproc":
+        return SubprocVecEnv(fns)
+    return DummyVecEnv(fns)
