@@ -10,8 +10,10 @@ decoders map without a per-family list.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +153,24 @@ def preflight_layer_map(model: str, groups: int) -> LayerMap | None:
             f"({exc}); metactl adapts decoder-only models (Llama, GPT-2, Qwen, ...)."
         ) from exc
     return resolve_layer_map(skeleton, groups)
+
+
+@contextlib.contextmanager
+def base_only(peft_model: nn.Module) -> Iterator[nn.Module]:
+    """``peft_model`` with every adapter off (the frozen base: references, base scores), leaving
+    ``requires_grad`` exactly as it was.
+
+    peft's ``disable_adapter()`` re-enables adapters on exit through ``set_adapter``, which marks
+    every *active* adapter trainable; a reference pass inside a training step would then train
+    all of them (and, under DDP, sync none of them as intended).
+    """
+    flags = [(p, p.requires_grad) for p in peft_model.parameters()]
+    try:
+        with peft_model.disable_adapter():
+            yield peft_model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 @dataclass(frozen=True)

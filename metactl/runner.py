@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from metactl.adapters import AdapterSet, LoraSettings, resolve_layer_map
+from metactl.adapters import AdapterSet, LoraSettings, base_only, resolve_layer_map
 from metactl.config import RunConfig
 from metactl.errors import ConfigError
 from metactl.models import load_model, resolve_model
@@ -120,7 +120,7 @@ class Engine:
             scorer = Scorer(first_probes(suite, self.config.training.score_probes), self.tokenizer, self.config.reward)
             scorer.prepare(self.model)
             state = TaskState(suite, tools, scorer)
-            with self.model.disable_adapter():
+            with base_only(self.model):
                 state.base_scores = scorer.score(self.model)
             self._tasks[task_seed] = state
         self.task = self._tasks[task_seed]

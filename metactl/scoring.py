@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from metactl.adapters import base_only
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.tasks.suite import SPLITS, TaskSuite
 from metactl.tokens import SharedPrefixProbes, encode_texts, token_kl
@@ -95,7 +96,7 @@ class Scorer:
 
     @torch.no_grad()
     def prepare(self, peft_model) -> None:
-        with peft_model.disable_adapter():
+        with base_only(peft_model):
             out = peft_model(input_ids=self.retain.input_ids, output_hidden_states=True)
         self.base_logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
         self.base_hidden = self._token_states(out.hidden_states)

@@ -58,3 +58,18 @@ def test_output_scale_raises_kl(engine):
         engine.adapters.set_output({"sft": [[scale] * 4, [scale] * 4]})
         kls.append(engine.task.scorer.score(engine.model)["kl"])
     assert kls[0] < 1e-6 and kls == sorted(kls) and kls[-1] > kls[1] * 2
+
+
+def test_a_retain_step_without_cached_base_logprobs_trains_only_retain(engine, monkeypatch):
+    """Large vocabularies recompute the base's log-probs per step (peft's disable_adapter); that
+    reference pass must not mark the other active adapters trainable."""
+    retain = engine.task.tools["retain"]
+    monkeypatch.setattr(retain, "base_logp", None)
+    ep = engine.episode(0)
+    ep.run_phase(_only("sft").phases[0], steps=2, score=False)  # sft is now trained, hence active
+    both = parse_schedule({"schema_version": 1, "layer_groups": 4, "phases": [
+        {"fraction": 1.0, "tools": {"sft": {"share": 0}, "retain": {"share": 1}}}]})
+    before = _lora_state(engine)
+    ep.run_phase(both.phases[0], steps=2, score=False)
+    after = _lora_state(engine)
+    assert {n.split(".")[-2] for n in after if not torch.equal(before[n], after[n])} == {"retain"}

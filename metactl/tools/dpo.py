@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from metactl.adapters import base_only
 from metactl.errors import check_number
 from metactl.tokens import chunked_completion_logprobs, completion_logprobs, encode_pairs
 from metactl.tools.base import Tool, ToolConfig
@@ -53,7 +54,7 @@ class DPOTool(Tool):
 
     @torch.no_grad()
     def prepare(self, peft_model) -> None:
-        with peft_model.disable_adapter():
+        with base_only(peft_model):
             self.ref = chunked_completion_logprobs(peft_model, self.data)
 
     def loss(self, model, index: torch.Tensor) -> torch.Tensor:

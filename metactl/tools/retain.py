@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from metactl.adapters import base_only
 from metactl.tokens import encode_texts, forward_logits, token_kl
 from metactl.tools.base import Tool, ToolConfig
 
@@ -40,7 +41,7 @@ class RetainTool(Tool):
         ids = self.data.input_ids
         vocab = peft_model.get_input_embeddings().weight.shape[0]
         if ids.numel() * vocab <= _CACHE_LIMIT:
-            with peft_model.disable_adapter():
+            with base_only(peft_model):
                 logits = forward_logits(peft_model, self.data)
             self.base_logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
 
@@ -50,6 +51,6 @@ class RetainTool(Tool):
         if self.base_logp is not None:
             base = self.base_logp[index, :width]
         else:
-            with torch.no_grad(), self._peft_model.disable_adapter():
+            with torch.no_grad(), base_only(self._peft_model):
                 base = torch.log_softmax(forward_logits(self._peft_model, batch)[:, :-1].float(), dim=-1)
         return token_kl(base, forward_logits(model, batch)[:, :-1], batch.loss_mask)
