@@ -60,7 +60,7 @@ class EngineEnvMixin(ABC):
             if isinstance(job.actor, bytes):
                 job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
-        if job.save_adapters:
+        if job.save_adapters and self.engine.is_main:
             # Built aside and renamed: a kill never leaves half an adapter folder.
             atomic_write_dir(job.save_adapters, self.engine.adapters.save)
         return {

@@ -221,7 +221,9 @@ class AdapterSet:
         gen = torch.Generator().manual_seed(seed)
         for _, mod in self._layers:
             for t in self.tools:
-                nn.init.kaiming_uniform_(mod.lora_A[t].weight, a=math.sqrt(5), generator=gen)
+                # Drawn on the CPU and copied: the same seed gives the same adapters on any device.
+                w = mod.lora_A[t].weight
+                w.copy_(nn.init.kaiming_uniform_(torch.empty(w.shape, dtype=w.dtype), a=math.sqrt(5), generator=gen))
                 nn.init.zeros_(mod.lora_B[t].weight)
         self.set_output({t: [[1.0] * self.layer_map.groups for _ in MODULE_KINDS] for t in self.tools})
 
@@ -251,6 +253,10 @@ class AdapterSet:
             on = t == tool and train[MODULE_KINDS.index(k)][g] > 0
             for p in params:
                 p.requires_grad_(on)
+
+    def params_of(self, tool: str) -> list[nn.Parameter]:
+        """Every parameter of ``tool``'s adapter, in a fixed order."""
+        return [p for (t, _, _), params in self.params.items() if t == tool for p in params]
 
     def activate(self, tools: list[str]) -> None:
         """Compute only ``tools`` in the forward pass (others are skipped by peft entirely).
@@ -299,6 +305,6 @@ class AdapterSet:
             d.mkdir(parents=True, exist_ok=True)
             cfg.save_pretrained(str(d))
             state = get_peft_model_state_dict(self.model, adapter_name=t)
-            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(d / "adapter_model.safetensors"))
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(d / "adapter_model.safetensors"))
             paths[t] = d
         return paths

@@ -235,7 +235,10 @@ def transfer(
         plan = plan_transfer(cfg, source)
     except MetactlError as exc:
         _fail(exc)
+    from metactl.parallel import launched_as_main
+
     out = out or Path("runs") / f"transfer-{Path(model).name}-{cfg.mode}"
+    quiet = quiet or not launched_as_main()  # one process of a parallel launch speaks for all
     if not quiet:
         if preset is not None:
             typer.echo(f"settings: {preset}", err=True)
@@ -250,9 +253,12 @@ def transfer(
         result = run_transfer(plan, out, progress=not quiet)
     except MetactlError as exc:
         _fail(exc)
+    if not result.main:
+        return
     rows = format_comparison(result.evaluation, LEARNED)
+    procs = f", {result.processes} processes" if result.processes > 1 else ""
     head = (f"{cfg.run.model} on {cfg.run.suite}, task seeds {cfg.task_seeds}, {cfg.run.training.total_steps} steps, "
-            f"{cfg.mode} mode from {run_dir} (mean ± std over tasks, {result.seconds:.0f}s):")
+            f"{cfg.mode} mode from {run_dir} (mean ± std over tasks, {result.seconds:.0f}s{procs}):")
     typer.echo(f"\n{result.layers}\n{head}")
     echo_table(rows)
     atomic_write_text(out / "comparison.txt", f"{result.layers}\n{head}\n{table_text(rows)}\n")

@@ -7,6 +7,7 @@ Every field carries help text (shown by ``metactl show-config``) and every value
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ class TrainingConfig:
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = output control * alpha / r)"})
     seed: int = field(default=0, metadata={"help": "seed of adapter init and batch sampling"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 per process is fastest for small models)"})
+    device: str = field(
+        default="cpu",
+        metadata={"help": "where the model trains: cpu, cuda, cuda:N, or auto (cuda when torch sees one); a multi-process launch gives each process its own GPU"},
+    )
     score_every_phase: bool = field(default=True, metadata={"help": "score after every phase, not only at the end"})
     score_probes: int = field(
         default=0,
@@ -39,6 +44,21 @@ class TrainingConfig:
         self.seed = int(check_number("training.seed", self.seed, low=0, integer=True))
         self.threads = int(check_number("training.threads", self.threads, low=1, high=256, integer=True))
         self.score_probes = int(check_number("training.score_probes", self.score_probes, low=0, high=10**6, integer=True))
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ConfigError(f"training.device: got {self.device!r}; allowed: cpu, cuda, cuda:N (N a GPU index), auto.")
+
+    def torch_device(self):
+        """The ``torch.device`` to train on; fails (before any weights load) if it is not there."""
+        import torch
+
+        if self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"training.device={self.device}, but torch sees no CUDA GPU here; use training.device=cpu (or auto).")
+        dev = torch.device("cuda" if self.device == "auto" else self.device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"training.device={self.device}: torch sees {torch.cuda.device_count()} GPU(s), indices 0-{torch.cuda.device_count() - 1}.")
+        return dev
 
 
 def _default_tools() -> dict[str, ToolConfig]:

@@ -43,7 +43,7 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
             by_group, i = [], 0
             for ws in weights:
                 parts = [(gi if gi is not None else torch.zeros_like(w)).reshape(-1) for gi, w in zip(g[i : i + len(ws)], ws)]
-                by_group.append(torch.cat(parts) if parts else torch.zeros(1))
+                by_group.append(torch.cat(parts) if parts else torch.zeros(1, device=flat[0].device))
                 i += len(ws)
             grads[name] = by_group
     finally:

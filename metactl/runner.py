@@ -12,10 +12,12 @@ reference log-probs, retain log-probs and hidden states) and the base's own scor
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +29,9 @@ from metactl.schedule import MODULE_KINDS, Phase, Schedule, interleave
 from metactl.scoring import Scorer
 from metactl.tasks import TaskSuite, check_suite_name, load_suite
 from metactl.tools import TOOLS, Tool
+
+if TYPE_CHECKING:
+    from metactl.parallel import DataParallel
 
 
 class DivergedError(FloatingPointError):
@@ -86,11 +91,14 @@ def first_probes(suite: TaskSuite, probes: int) -> TaskSuite:
 class Engine:
     """A model with one adapter per tool, ready to run episodes on one or more tasks."""
 
-    def __init__(self, config: RunConfig, tools: list[str] | None = None, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, tools: list[str] | None = None, progress: bool = True,
+                 parallel: DataParallel | None = None) -> None:
         # Validate everything that can be validated before reading any weights.
         resolve_model(config.model)
         check_suite_name(config.suite)
         self.config = config
+        self.parallel = parallel
+        self.device = parallel.device if parallel is not None else config.training.torch_device()
         self.tool_names = list(tools or TOOLS)
         for t in self.tool_names:
             if t not in TOOLS:
@@ -102,10 +110,14 @@ class Engine:
 
         torch.set_num_threads(config.training.threads)
         model, self.tokenizer, self.model_path = load_model(config.model, progress=progress)
+        model.to(self.device)
         self.layer_map = resolve_layer_map(model, config.training.layer_groups)
         lora = LoraSettings(r=config.training.lora_r, alpha=config.training.lora_alpha)
         self.adapters = AdapterSet(model, self.tool_names, self.layer_map, lora)
         self.model = self.adapters.model
+        # What the tools' training forward runs through: DDP around the model in a data-parallel
+        # run (references and scores always use the unwrapped model).
+        self.train_model = parallel.wrap(self.adapters) if parallel is not None else self.model
         self._tasks: dict[int, TaskState] = {}
         self.task = self.load_task(config.task_seed, first_suite)
 
@@ -115,6 +127,7 @@ class Engine:
             suite = suite or load_suite(self.config.suite, task_seed)
             tools = {t: TOOLS[t](self.config.tools[t], suite.data[t], self.tokenizer) for t in self.tool_names}
             for tool in tools.values():
+                tool.to(self.device)
                 tool.prepare(self.model)
             # Scores (the base's included) read only the first training.score_probes probes.
             scorer = Scorer(first_probes(suite, self.config.training.score_probes), self.tokenizer, self.config.reward)
@@ -125,6 +138,11 @@ class Engine:
             self._tasks[task_seed] = state
         self.task = self._tasks[task_seed]
         return self.task
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files (always, unless it is a non-main rank of a parallel run)."""
+        return self.parallel is None or self.parallel.is_main
 
     def episode(self, seed: int | None = None) -> Episode:
         return Episode(self, self.config.training.seed if seed is None else seed)
@@ -226,7 +244,7 @@ class Episode:
         os.replace(tmp, path)
 
     def load(self, path: Path, fingerprint: str) -> list[PhaseResult]:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")
         if state.get("fingerprint") != fingerprint:
             raise ConfigError(
                 f"checkpoint {path} belongs to a different run (config, schedule or seed changed); "
@@ -247,6 +265,21 @@ class Episode:
             c = phase.tools.get(group["tool"])
             strength = c.train[MODULE_KINDS.index(group["kind"])][group["group"]] if c else 0.0
             group["lr"] = group["base_lr"] * strength
+
+    def _loss(self, tool: Tool) -> tuple[torch.Tensor, float]:
+        """The tool's loss on the next batch (to backpropagate) and its value (the same on every rank).
+
+        Every rank draws the same global batch from the episode's generator; in a data-parallel
+        run each computes its slice, reweighted so that DDP's gradient average is the batch's.
+        """
+        index = tool.sample(self.gen)
+        par = self.engine.parallel
+        if par is None:
+            loss = tool.loss(self.engine.model, index)
+            return loss, loss.item()
+        mine = par.shard(index)
+        loss = tool.loss(self.engine.train_model, mine) * par.scale(tool.units(mine), tool.units(index))
+        return loss, par.mean(loss)  # one verdict on divergence for every rank
 
     def run_phase(
         self,
@@ -277,17 +310,16 @@ class Episode:
             if tool_name != current:
                 eng.adapters.trainable(tool_name, phase.tools[tool_name].train)
                 current = tool_name
-            tool = eng.task.tools[tool_name]
-            loss = tool.loss(eng.model, tool.sample(self.gen))
-            if not torch.isfinite(loss):
+            loss, value = self._loss(eng.task.tools[tool_name])
+            if not math.isfinite(value):
                 raise DivergedError(
-                    f"phase {self.phase_index}: {tool_name} loss is {loss.item()} (diverged); lower tools.{tool_name}.lr "
+                    f"phase {self.phase_index}: {tool_name} loss is {value} (diverged); lower tools.{tool_name}.lr "
                     "or that tool's train control."
                 )
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            sums[tool_name] = sums.get(tool_name, 0.0) + loss.item()
+            sums[tool_name] = sums.get(tool_name, 0.0) + value
             counts[tool_name] = counts.get(tool_name, 0) + 1
             if on_step:
                 on_step(1)

@@ -96,6 +96,9 @@ class Scorer:
 
     @torch.no_grad()
     def prepare(self, peft_model) -> None:
+        device = next(peft_model.parameters()).device  # the probes live where the model does
+        self.retain = self.retain.to(device)
+        self.probes.to(device)
         with base_only(peft_model):
             out = peft_model(input_ids=self.retain.input_ids, output_hidden_states=True)
         self.base_logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
@@ -112,7 +115,7 @@ class Scorer:
     def score(self, model) -> dict[str, float]:
         if self.base_logp is None:
             raise RuntimeError("Scorer.prepare(model) must run before score()")
-        lp = torch.cat([self.probe_logprobs(model), torch.tensor([-math.inf])])  # index -1 -> -inf
+        lp = torch.cat([self.probe_logprobs(model).cpu(), torch.tensor([-math.inf])])  # index -1 -> -inf
         scores: dict[str, float] = {}
         for (split, name), (chosen, rejected) in self.groups.items():
             margin = torch.logsumexp(lp[chosen], -1) - torch.logsumexp(lp[rejected], -1)

@@ -28,6 +28,9 @@ class EncodedPairs:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> EncodedPairs:
+        return EncodedPairs(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
+
     def select(self, index: torch.Tensor) -> EncodedPairs:
         ids, att, mask = self.input_ids[index], self.attention_mask[index], self.loss_mask[index]
         width = int(att.sum(1).max())  # trim the padding this subset does not need
@@ -136,10 +139,16 @@ class SharedPrefixProbes:
     def __len__(self) -> int:
         return len(self.item)
 
+    def to(self, device: torch.device | str) -> SharedPrefixProbes:
+        """Move the encoded probes to ``device`` (in place; returns self)."""
+        for name in ("prompt_ids", "prompt_mask", "item", "comp_ids", "comp_mask"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     @torch.no_grad()
     def logprobs(self, model) -> torch.Tensor:
         """Summed completion log-prob of every variant, in the order they were given."""
-        out = torch.empty(len(self.item))
+        out = torch.empty(len(self.item), device=self.item.device)
         for start in range(0, self.n_prompts, self.chunk):
             items = torch.arange(start, min(start + self.chunk, self.n_prompts))
             rows = torch.nonzero((self.item >= items[0]) & (self.item <= items[-1])).squeeze(-1)
@@ -159,7 +168,7 @@ class SharedPrefixProbes:
         c_ids, c_mask = self.comp_ids[rows], self.comp_mask[rows]
         width = int(c_mask.sum(1).max())
         c_ids, c_mask = c_ids[:, :width], c_mask[:, :width]
-        c_pos = pos[local, -1:] + 1 + torch.arange(width)
+        c_pos = pos[local, -1:] + 1 + torch.arange(width, device=pos.device)
         second = model(
             input_ids=c_ids,
             attention_mask=torch.cat([mask[local], c_mask], dim=1),

@@ -254,10 +254,37 @@ class TransferResult:
     layers: str
     schedule: Schedule | None = None
     merged: Path | None = None
+    processes: int = 1  # data-parallel processes that trained (accelerate / torchrun)
+    main: bool = True  # this process wrote the outputs (and should print)
 
 
 def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> TransferResult:
-    """Run the learned side and every compare schedule on each task seed; resume from ``out``."""
+    """Run the learned side and every compare schedule on each task seed; resume from ``out``.
+
+    Launched with several processes (``accelerate launch``, ``torchrun``), every run trains data
+    parallel through :mod:`metactl.parallel` (DDP): same jobs, same results, each process a slice
+    of every batch; only the main process writes.
+    """
+    from metactl.io import read_jsonl
+    from metactl.parallel import DataParallel, check_batches_divide, launched_world_size
+
+    cfg = plan.config
+    out = Path(out)
+    t0 = time.perf_counter()
+    if launched_world_size() > 1:
+        check_batches_divide(cfg.run.tools, launched_world_size())
+    par = DataParallel.from_launch(cfg.run.training.device)
+    main = par is None or par.is_main
+    try:
+        _claim(out, cfg, par)
+        done = {(r["label"], r["task_seed"]): r for r in read_jsonl(out / RESULTS)} if (out / RESULTS).is_file() else {}
+        return _run(plan, out, done, par, progress and main, t0)
+    finally:
+        if par is not None:
+            par.end()
+
+
+def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> TransferResult:
     import pickle
 
     from tqdm.auto import tqdm
@@ -265,16 +292,12 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> Transfer
     from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
     from envs.config import EnvConfig
     from envs.jobs import Job
-    from metactl.io import append_jsonl, atomic_write_text, read_jsonl
+    from metactl.io import append_jsonl, atomic_write_text
     from metactl.runner import Engine
 
     cfg, source = plan.config, plan.source
-    out = Path(out)
-    t0 = time.perf_counter()
-    _claim(out, cfg)
-    done = {(r["label"], r["task_seed"]): r for r in read_jsonl(out / RESULTS)} if (out / RESULTS).is_file() else {}
-
-    engine = Engine(cfg.run, progress=progress)
+    main = par is None or par.is_main
+    engine = Engine(cfg.run, progress=progress, parallel=par)
     env_cfg = source.env or EnvConfig(phases=max(1, len(plan.schedules.get(LEARNED, Schedule([])).phases)))
     closed = cfg.mode == "policy"
     bandit = closed and _env_id(source) == BANDIT_ENV_ID
@@ -312,7 +335,8 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> Transfer
                 "scores": res["scores"], "base": res["base"], "schedule": res["schedule"].to_dict(),
                 "seconds": round(time.perf_counter() - t, 2), "model_path": res["model_path"],
             }
-            append_jsonl(out / RESULTS, row)
+            if main:
+                append_jsonl(out / RESULTS, row)
             done[(job.label, job.task_seed)] = row
             bar.update(1)
 
@@ -321,13 +345,17 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> Transfer
     first = done[(LEARNED, cfg.task_seeds[0])]
     schedule = Schedule.from_dict(first["schedule"], known_tools=engine.tool_names)
     schedule.name = f"{LEARNED} ({cfg.mode} mode) on {cfg.run.model}, task seed {cfg.task_seeds[0]}"
-    schedule.save(out / "schedule.yaml")
-    atomic_write_text(out / "base_model.txt", engine.model_path + "\n")
     layers = f"{cfg.run.model}: {engine.layer_map.describe()}"
     merged = None
-    if cfg.merge:
-        merged = merge_adapters(engine.model_path, out / "adapters", engine.tool_names, out / "merged")
-    return TransferResult(out, evaluation, time.perf_counter() - t0, layers, schedule, merged)
+    if main:
+        schedule.save(out / "schedule.yaml")
+        atomic_write_text(out / "base_model.txt", engine.model_path + "\n")
+        if cfg.merge:
+            merged = merge_adapters(engine.model_path, out / "adapters", engine.tool_names, out / "merged")
+    if par is not None:
+        par.barrier()  # the outputs are complete before any rank returns
+    return TransferResult(out, evaluation, time.perf_counter() - t0, layers, schedule, merged,
+                          processes=1 if par is None else par.world, main=main)
 
 
 def _env_id(source: Source) -> str:
@@ -336,23 +364,32 @@ def _env_id(source: Source) -> str:
     return POLICIES[source.policy].env_id
 
 
-def _claim(out: Path, cfg: TransferConfig) -> None:
-    """Start ``out`` or continue it; refuse a directory that holds a different transfer."""
+def _claim(out: Path, cfg: TransferConfig, par=None) -> None:
+    """Start ``out`` or continue it; refuse a directory that holds a different transfer.
+
+    In a parallel run every process checks before any writes (so all fail alike, and none sees
+    the main one's half-written files); only the main one writes.
+    """
     from metactl.io import atomic_write_text
 
     path = out / "config.yaml"
-    if path.is_file():
+    fresh = not path.is_file()
+    if not fresh:
         old = yaml.safe_load(path.read_text())
         if old != yaml.safe_load(cfg.to_yaml()):
             raise ConfigError(
                 f"--out {out}: it holds a transfer with a different config; pick another --out "
                 f"(or delete {out} to start afresh)."
             )
-        return
-    if out.exists() and any(out.iterdir()):
+    elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: the directory exists, is not empty and holds no transfer; pick another --out.")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, cfg.to_commented_yaml())
+    if par is not None:
+        par.barrier()
+    if fresh and (par is None or par.is_main):
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, cfg.to_commented_yaml())
+    if par is not None:
+        par.barrier()  # every rank reads the same results.jsonl after this
 
 
 def merge_adapters(model_path: str, adapters: Path, tools: list[str], out: Path) -> Path:

@@ -54,6 +54,22 @@ class Tool(ABC):
     def prepare(self, peft_model) -> None:
         """Cache what depends only on the base model (called once per model and suite)."""
 
+    def to(self, device: torch.device | str) -> None:
+        """Move the encoded rows to the model's device (called before :meth:`prepare`)."""
+        from metactl.tokens import EncodedPairs
+
+        for name, value in vars(self).items():
+            if isinstance(value, EncodedPairs):
+                setattr(self, name, value.to(device))
+
+    def units(self, index: torch.Tensor) -> float:
+        """What :meth:`loss` averages over for these rows (rows by default; tokens for token means).
+
+        Data-parallel runs weigh each process's slice of a batch by it, so the ranks' averaged
+        gradient is the gradient of the whole batch's loss.
+        """
+        return float(len(index))
+
     @abstractmethod
     def loss(self, model, index: torch.Tensor) -> torch.Tensor:
         """Differentiable loss of the rows ``index`` under ``model`` (all adapters active)."""

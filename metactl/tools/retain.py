@@ -45,6 +45,9 @@ class RetainTool(Tool):
                 logits = forward_logits(peft_model, self.data)
             self.base_logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
 
+    def units(self, index: torch.Tensor) -> float:
+        return float(self.data.loss_mask[index].sum())  # the KL is a mean over scored positions
+
     def loss(self, model, index: torch.Tensor) -> torch.Tensor:
         batch = self.data.select(index)
         width = batch.input_ids.shape[1] - 1

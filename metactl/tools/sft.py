@@ -24,6 +24,9 @@ class SFTTool(Tool):
         super().__init__(config, rows, tokenizer)
         self.data = encode_pairs(tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows], append_eos=True)
 
+    def units(self, index: torch.Tensor) -> float:
+        return float(self.data.loss_mask[index].sum())  # the loss is a mean over completion tokens
+
     def loss(self, model, index: torch.Tensor) -> torch.Tensor:
         batch = self.data.select(index)
         lp = token_logprobs(forward_logits(model, batch), batch.input_ids)
