@@ -300,6 +300,52 @@ def inspect(
 
 
 @app.command()
+def sweep(
+    config: Annotated[Path, typer.Option(help="sweep YAML (configs/sweep/: seeds.yaml, bench.yaml, ppo-tpe.yaml); every option is explained in it")] = Path("configs/sweep/seeds.yaml"),
+    set_: Annotated[list[str], typer.Option("--set", help="override KEY=VALUE, repeatable: --set 'grid={seed: [0, 1, 2, 3]}' --set 'set=[total_episodes=16]'")] = [],  # noqa: B006
+    out: Annotated[Path | None, typer.Option(help="sweep directory (default runs/sweep-<config name>)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue an interrupted sweep from its directory (its sweep.yaml wins)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="'auto' joins the cluster `ray start` made, HOST:PORT or ray://HOST:10001 another; unset starts a local Ray")] = None,
+    quiet: Annotated[bool, typer.Option(help="no Tune progress output")] = False,
+) -> None:
+    """Run many train-controller trials on Ray Tune: a grid (controller seeds, policies) or an Optuna TPE search.
+
+    Every trial is one train-controller run (same runner, same envs) with its own settings, scored on the sweep's task_seeds (validation tasks 2000-2004 by default, apart from the 1000-1004 of train-controller's table). A grid runs every combination of `grid` values (tune.grid_search); a search lets Optuna TPE (OptunaSearch behind a ConcurrencyLimiter) propose values for the keys of search.space, each under search.repeats controller seeds. Each trial reserves its envs (one placement-group bundle per env actor with vec_env: ray), so trials never oversubscribe a node.
+
+    Needs pip install 'metactl[tune]'. The directory holds sweep.yaml, trials/<name>/ (each a resumable train-controller run dir), tune/ (Ray Tune's state), results.jsonl and summary.md; the table of settings (mean ± std over seeds, best first) is printed at the end. Kill it at any point and pass --resume DIR to continue: finished trials are not rerun.
+    """
+    from metactl.sweep import load_sweep_config, require_tune
+
+    try:
+        require_tune()
+        if resume is not None:
+            cfg_path = resume / "sweep.yaml"
+            if not cfg_path.is_file():
+                raise ConfigError(f"--resume {resume}: no sweep.yaml there; it is not a sweep dir.")
+            cfg = load_sweep_config(cfg_path, [])
+            out = resume
+        else:
+            overrides = list(set_) + ([f"ray.address={ray_address}"] if ray_address is not None else [])
+            path = config if config.is_file() or config != Path("configs/sweep/seeds.yaml") else CONFIGS / "sweep" / "seeds.yaml"
+            cfg = load_sweep_config(path, overrides)
+            out = out or Path("runs") / f"sweep-{path.stem}"
+    except MetactlError as exc:
+        _fail(exc)
+
+    from metactl.sweep import run_sweep
+
+    try:
+        result = run_sweep(cfg, out, resume=resume is not None, progress=not quiet)
+    except MetactlError as exc:
+        _fail(exc)
+    typer.echo(f"\n{len(result.rows)} trials, task seeds {cfg.task_seeds} (mean ± std over each setting's trials, best by {cfg.metric} first), {result.seconds:.0f}s:")
+    echo_table(result.table)
+    if result.errors:
+        typer.secho(f"{result.errors} trial(s) failed; their errors are under {result.out / 'tune'}. Rerun with --resume to retry them.", fg="yellow", err=True)
+    typer.echo(f"wrote {result.out} (summary.md, results.jsonl, trials/, tune/)")
+
+
+@app.command()
 def policies() -> None:
     """List the controllers and baselines train-controller can run."""
     from policies import POLICIES

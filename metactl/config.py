@@ -102,13 +102,13 @@ def emit_commented(obj, indent: int, lines: list[str]) -> None:
         if is_dataclass(value):
             lines.append(f"{pad}{f.name}:" + (f"  # {note}" if note else ""))
             emit_commented(value, indent + 1, lines)
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and value and all(is_dataclass(v) for v in value.values()):
             lines.append(f"{pad}{f.name}:" + (f"  # {note}" if note else ""))
             for key, sub in value.items():
                 lines.append(f"{pad}  {key}:")
                 emit_commented(sub, indent + 2, lines)
         else:
-            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
             lines.append(f"{pad}{f.name}: {text}" + (f"  # {note}" if note else ""))
 
 
