@@ -2,12 +2,17 @@
 
     python scripts/bench_controller.py --policies ppo bandit random optuna --seeds 0 1 2 \\
         --episodes 32 --out docs/bench_controller.md
+    python scripts/bench_controller.py --tune [--ray-address auto] ...   # the same grid as parallel Ray Tune trials
 
 Every method is trained by the same ``train_controller`` as the CLI (same envs, same runner,
 same task draws per seed) and judged on the same held-out task seeds; the default and expert
 schedules are run once on those tasks for reference. For each method and seed the held-out
 scores are averaged over tasks; the table shows mean ± std of those averages over seeds, and
 the wall time of a whole run (training + its evaluation).
+
+With ``--tune`` the policies x seeds grid runs as ``metactl sweep`` trials (Ray Tune, as many at
+once as the machine or cluster fits; each trial is the same ``train_controller`` run), then the
+same table is made from the trials' scores.
 """
 
 from __future__ import annotations
@@ -37,6 +42,27 @@ def cell(values: list[float], signed: bool = False) -> str:
     return f"{statistics.mean(values):{'+' if signed else ''}.3f} ± {sd:.3f}"
 
 
+def tuned(args, base_cfg, runs_root: Path) -> tuple[dict, dict, dict]:
+    """The policies x seeds grid as one sweep; per-policy, per-seed means from the trials."""
+    from metactl.sweep import load_sweep_config, run_sweep
+
+    sets = [*args.overrides, f"total_episodes={args.episodes}"]
+    sweep = load_sweep_config(None, [
+        f"base={args.config}", f"set={json.dumps(sets)}", f"grid={json.dumps({'policy': args.policies, 'seed': args.seeds})}",
+        f"task_seeds={base_cfg.eval_task_seeds}", *([f"ray.address={args.ray_address}"] if args.ray_address else []),
+    ])
+    res = run_sweep(sweep, runs_root / "sweep", resume=(runs_root / "sweep" / "sweep.yaml").is_file())
+    per: dict[str, list[dict]] = {}
+    walls: dict[str, list[float]] = {}
+    episodes_used: dict[str, int] = {}
+    for row in sorted(res.rows, key=lambda r: (args.policies.index(r["params"]["policy"]), r["seed"])):
+        policy, m = row["params"]["policy"], row["metrics"]
+        per.setdefault(policy, []).append({k: m[k] for k in (*PARTS, "gain")})
+        walls.setdefault(policy, []).append(m["seconds"])
+        episodes_used[policy] = m["episodes"]
+    return per, walls, episodes_used
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policies", nargs="+", default=["ppo", "bandit", "random", "optuna"])
@@ -46,6 +72,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides KEY=VALUE")
     ap.add_argument("--runs", type=Path, default=None, help="keep run dirs here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    ap.add_argument("--tune", action="store_true", help="run the grid as Ray Tune trials (metactl sweep; needs metactl[tune])")
+    ap.add_argument("--ray-address", default=None, help="with --tune: 'auto' or HOST:PORT of a Ray cluster (default: a local instance)")
     args = ap.parse_args()
 
     runs_root = args.runs or Path(tempfile.mkdtemp(prefix="bench_controller_"))
@@ -54,7 +82,9 @@ def main() -> None:
     per: dict[str, list[dict]] = {}
     walls: dict[str, list[float]] = {}
     episodes_used: dict[str, int] = {}
-    for policy in args.policies:
+    if args.tune:
+        per, walls, episodes_used = tuned(args, base_cfg, runs_root)
+    for policy in args.policies if not args.tune else []:
         for seed in args.seeds:
             cfg = load_controller_config(args.config, [*args.overrides, f"total_episodes={args.episodes}", "compare=[]",
                                                        f"policy={policy}", f"seed={seed}"])
@@ -93,7 +123,8 @@ def main() -> None:
     print(table)
     if args.out:
         cmd = (f"python scripts/bench_controller.py --policies {' '.join(args.policies)} --seeds {' '.join(map(str, args.seeds))} "
-               f"--episodes {args.episodes}" + (f" --set {' '.join(args.overrides)}" if args.overrides else ""))
+               f"--episodes {args.episodes}" + (f" --set {' '.join(args.overrides)}" if args.overrides else "")
+               + (" --tune" if args.tune else ""))
         text = (
             "# Controllers vs search baselines (same episode budget, same held-out tasks)\n\n"
             f"Made by `{cmd}` in {time.time() - t_start:.0f} s on this machine (2 CPU cores, `n_envs=2`).\n\n"

@@ -154,3 +154,26 @@ def test_ray_config_is_validated_before_anything_starts():
         load_controller_config(None, ["vec_env=rya"])
     with pytest.raises(ConfigError, match="ray.max_restarts: expected an integer"):
         load_controller_config(None, ["ray.max_restarts=1.5"])
+
+
+def test_joining_a_cluster_that_is_not_there_says_how_to_start_one(monkeypatch):
+    from pathlib import Path
+
+    from envs.ray_vec_env import init_ray
+    from metactl.errors import ConfigError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if ray.is_initialized() or Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray instance is already up here, and 'auto' would join it")
+    with pytest.raises(ConfigError, match="ray start --head"):
+        init_ray(RayConfig(address="auto"))
+    assert not ray.is_initialized()
+
+
+def test_train_controller_cli_checks_vec_env_before_weights_load(no_weights):
+    from typer.testing import CliRunner
+
+    from metactl.cli import app
+
+    res = CliRunner().invoke(app, ["train-controller", "--vec-env", "rya", "--quiet"])
+    assert res.exit_code == 2 and "Did you mean 'ray'" in res.output

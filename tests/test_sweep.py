@@ -93,3 +93,15 @@ def test_the_shipped_sweep_configs_load():
 
     modes = {p.stem: load_sweep_config(p).mode for p in sorted((CONFIGS / "sweep").glob("*.yaml"))}
     assert modes == {"bench": "grid", "ppo-tpe": "search", "seeds": "grid"}
+
+
+def test_sweep_cli_refuses_bad_input_with_the_fix(tmp_path):
+    from typer.testing import CliRunner
+
+    from metactl.cli import app
+
+    res = CliRunner().invoke(app, ["sweep", "--set", "metric=gian", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "Did you mean 'gain'" in res.output
+    res = CliRunner().invoke(app, ["sweep", "--resume", str(tmp_path)])
+    assert res.exit_code == 2 and "not a sweep dir" in res.output
+    assert not (tmp_path / "s").exists()
