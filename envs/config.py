@@ -79,7 +79,9 @@ class RayConfig:
     max_restarts: int = field(
         default=3, metadata={"help": "times Ray restarts a dead env actor; its episode is reported truncated, and one more death fails the run"}
     )
-    restart_timeout_s: float = field(default=300.0, metadata={"help": "seconds to wait for a restarted actor (a lost node may take a while)"})
+    restart_timeout_s: float = field(
+        default=300.0, metadata={"help": "seconds to wait for an env actor to start, or to come back after a restart (a lost node takes a while)"}
+    )
 
     def __post_init__(self) -> None:
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):

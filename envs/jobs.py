@@ -17,6 +17,28 @@ from metactl.io import atomic_write_dir
 from metactl.schedule import Schedule
 
 
+def adapter_files(adapters) -> dict[str, bytes]:
+    """Every file of ``adapters.save`` (peft format), relative path -> bytes."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        adapters.save(Path(tmp))
+        return {str(p.relative_to(tmp)): p.read_bytes() for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+
+
+def write_adapter_files(path: str, files: dict[str, bytes]) -> None:
+    """Write what :func:`adapter_files` returned; built aside and renamed, so a kill never leaves half a folder."""
+    from pathlib import Path
+
+    def fill(tmp: Path) -> None:
+        for rel, data in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+
+    atomic_write_dir(path, fill)
+
+
 @dataclass
 class Job:
     task_seed: int
@@ -24,7 +46,7 @@ class Job:
     schedule: Schedule | None = None
     actor: Any = None  # an object with SB3's predict(), or it pickled
     label: str = ""
-    save_adapters: str | None = None  # write the resulting adapters here (peft format)
+    save_adapters: str | None = None  # the caller writes the resulting adapters here (peft format)
 
 
 class EngineEnvMixin(ABC):
@@ -60,14 +82,16 @@ class EngineEnvMixin(ABC):
             if isinstance(job.actor, bytes):
                 job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
-        if job.save_adapters and self.engine.is_main:
-            # Built aside and renamed: a kill never leaves half an adapter folder.
-            atomic_write_dir(job.save_adapters, self.engine.adapters.save)
-        return {
+        out = {
             "label": job.label, "task_seed": job.task_seed, "episode_seed": job.episode_seed,
             "scores": final, "base": dict(self.engine.task.base_scores), "schedule": schedule,
             "model_path": self.engine.model_path,
         }
+        if job.save_adapters:
+            # As bytes, for the caller to write: a worker may sit on another node of a Ray cluster,
+            # where the run directory does not exist.
+            out["adapter_files"] = adapter_files(self.engine.adapters)
+        return out
 
     @abstractmethod
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:

@@ -67,10 +67,23 @@ def init_ray(config: RayConfig) -> bool:
             f"ray.address: no Ray cluster answers at {config.address!r} ({exc}); start one with `ray start --head`, "
             "or set ray.address: null to start a local instance."
         ) from exc
-    if config.gpus_per_env > 0 and ray.cluster_resources().get("GPU", 0) == 0:
-        ray.shutdown()
-        raise ConfigError(f"ray.gpus_per_env={config.gpus_per_env:g}, but the Ray cluster has no GPU; set ray.gpus_per_env=0.")
     return True
+
+
+def check_fits(config: RayConfig, n_envs: int) -> None:
+    """Fail at once, not by waiting forever, when the cluster cannot hold ``n_envs`` env actors."""
+    import ray
+
+    have = ray.cluster_resources()
+    for kind, each, key in (("CPU", config.cpus_per_env, "cpus_per_env"), ("GPU", config.gpus_per_env, "gpus_per_env")):
+        if each > 0 and n_envs * each > have.get(kind, 0) + 1e-9:
+            total = have.get(kind, 0)
+            hint = (f"set ray.{key}={total / n_envs:.3g} (actors share the {kind}s), use fewer envs, or add nodes"
+                    if total > 0 else f"set ray.{key}=0")
+            raise ConfigError(
+                f"ray.{key}: {n_envs} env actors x {each:g} {kind} = {n_envs * each:g} {kind}, but the Ray cluster has "
+                f"{total:g} {kind} in all; {hint}."
+            )
 
 
 class EnvActor:
@@ -150,19 +163,23 @@ class RayVecEnv(VecEnv):
 
         self._ray = ray
         self.env_fns = list(env_fns)
-        remote = ray.remote(**self.config.actor_options())(EnvActor)
-        self.actors = [remote.remote(fn) for fn in self.env_fns]
+        self.actors: list[Any] = []
+        self.closed = False
+        self._started_ok = False
+        try:
+            check_fits(self.config, len(self.env_fns))
+            remote = ray.remote(**self.config.actor_options())(EnvActor)
+            self.actors = [remote.remote(fn) for fn in self.env_fns]
+            spaces = self._started([a.spaces.remote() for a in self.actors])
+            self._started_ok = True
+        except BaseException:
+            self.close()
+            raise
         self.restarts = [0] * len(self.actors)
         self._seed_base = 0
         self._last_obs: list[Any] = [None] * len(self.actors)
         self._pending: list[Any] = []
-        self.closed = False
-        try:
-            observation_space, action_space = self._get(self.actors[0].spaces.remote())
-        except Exception:
-            self.close()
-            raise
-        super().__init__(len(self.actors), observation_space, action_space)
+        super().__init__(len(self.actors), *spaces[0])
 
     # -- the VecEnv API --------------------------------------------------------------------------------
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
@@ -207,11 +224,12 @@ class RayVecEnv(VecEnv):
             return
         self.closed = True
         ray = self._ray
-        for actor in getattr(self, "actors", []):
-            try:
-                ray.get(actor.close.remote(), timeout=30)
-            except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to close
-                log.debug("env actor did not close cleanly: %s", exc)
+        for actor in self.actors:
+            if self._started_ok:  # an actor that never got a place has no env to close
+                try:
+                    ray.get(actor.close.remote(), timeout=30)
+                except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to close
+                    log.debug("env actor did not close cleanly: %s", exc)
             ray.kill(actor, no_restart=True)
         if self._owns_ray:
             ray.shutdown()
@@ -242,6 +260,19 @@ class RayVecEnv(VecEnv):
     # -- recovery ----------------------------------------------------------------------------------------
     def _get(self, refs):
         return self._ray.get(refs)
+
+    def _started(self, refs: list) -> list:
+        """Wait for every actor's first answer; name the ones that never got a place to run."""
+        ray = self._ray
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.config.restart_timeout_s)
+        if pending:
+            missing = [i for i, r in enumerate(refs) if r in pending]
+            raise RuntimeError(
+                f"env actors {missing} did not start within ray.restart_timeout_s={self.config.restart_timeout_s:g} s: "
+                f"the cluster has no free {self.config.actor_options()['num_cpus']:g} CPU / "
+                f"{self.config.gpus_per_env:g} GPU for them (other work holds them?)."
+            )
+        return ray.get(refs)
 
     def _recover(self, index: int, exc: Exception) -> tuple[Any, dict]:
         """Wait for Ray to restart actor ``index``, reseed it, and return its first observation."""

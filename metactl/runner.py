@@ -139,11 +139,6 @@ class Engine:
         self.task = self._tasks[task_seed]
         return self.task
 
-    @property
-    def is_main(self) -> bool:
-        """Whether this process writes files (always, unless it is a non-main rank of a parallel run)."""
-        return self.parallel is None or self.parallel.is_main
-
     def episode(self, seed: int | None = None) -> Episode:
         return Episode(self, self.config.training.seed if seed is None else seed)
 

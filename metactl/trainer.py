@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from envs.jobs import Job
+from envs.jobs import Job, write_adapter_files
 from metactl.controller_config import ControllerConfig
 from metactl.errors import ConfigError
 from metactl.evaluation import PARTS, Evaluation, format_table
@@ -59,6 +59,10 @@ def run_jobs(venv, jobs: list[Job]) -> list[dict]:
     for i, results in enumerate(per_worker):
         for k, res in enumerate(results):
             out[i + k * n] = res
+    for job, res in zip(jobs, out):
+        files = res.pop("adapter_files", None)
+        if job.save_adapters and files:
+            write_adapter_files(job.save_adapters, files)
     return out
 
 

@@ -291,7 +291,7 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
 
     from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
     from envs.config import EnvConfig
-    from envs.jobs import Job
+    from envs.jobs import Job, write_adapter_files
     from metactl.io import append_jsonl, atomic_write_text
     from metactl.runner import Engine
 
@@ -330,6 +330,9 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
             bar.set_postfix_str(f"{job.label} on task {job.task_seed}")
             t = time.perf_counter()
             res = env.run_job(job)
+            files = res.pop("adapter_files", None)
+            if main and files:
+                write_adapter_files(job.save_adapters, files)
             row = {
                 "label": job.label, "task_seed": job.task_seed, "episode_seed": job.episode_seed,
                 "scores": res["scores"], "base": res["base"], "schedule": res["schedule"].to_dict(),

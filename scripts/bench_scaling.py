@@ -1,7 +1,7 @@
 """What scaling out costs and buys on this machine; every comparison is measured side by side in one run.
 
     python scripts/bench_scaling.py                       # prints a report
-    python scripts/bench_scaling.py --out docs/scaling.md
+    python scripts/bench_scaling.py --out docs/bench_scaling.md
 
 Sections:
 
@@ -45,7 +45,9 @@ def _venv(kind: str, fns: list):
     from envs.config import RayConfig
     from envs.vector import vectorise
 
-    return vectorise(fns, kind, RayConfig())
+    # More workers than cores share them (Ray would otherwise refuse the third actor on 2 cores).
+    cpus = min(1.0, (os.cpu_count() or 1) / len(fns))
+    return vectorise(fns, kind, RayConfig(cpus_per_env=cpus))
 
 
 def step_overhead(kinds: list[str], steps: int) -> dict[str, float]:
@@ -147,7 +149,7 @@ def report(res: dict) -> str:
     lines = [
         "# Scaling out: what each engine costs and buys",
         "",
-        (f"Made by `python scripts/bench_scaling.py --out docs/scaling.md` in {res['seconds']:.0f} s on this machine "
+        (f"Made by `python scripts/bench_scaling.py --out docs/bench_scaling.md` in {res['seconds']:.0f} s on this machine "
          f"({os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}, ray {res['ray_version']}, "
          "torch CPU). Every figure below comes from this one run."),
         "",

@@ -74,3 +74,17 @@ def test_losing_a_node_moves_its_actors_and_ppo_goes_on(cluster):
         assert sum(1 for i in seen if i.get("episode_end") and "worker_restarted" not in i) >= 2
     finally:
         venv.close()
+
+
+def test_joining_a_cluster_that_is_not_there_says_how_to_start_one(monkeypatch):
+    from pathlib import Path
+
+    from envs.ray_vec_env import init_ray
+    from metactl.errors import ConfigError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if ray.is_initialized() or Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray instance is already up here, and 'auto' would join it")
+    with pytest.raises(ConfigError, match="ray start --head"):
+        init_ray(RayConfig(address="auto"))
+    assert not ray.is_initialized()
