@@ -326,11 +326,14 @@ def _fit(cfg: SweepConfig, out: Path, progress: bool):
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=cfg.to_dict(), out=str(out)), trial_resources(cfg))
     storage = out / "tune"
     name = "sweep"
+    total = len(preview_trials(cfg)) if cfg.mode == "grid" else cfg.search.num_samples * cfg.search.repeats
+    callbacks = [_trial_bar(total, cfg.metric, done=len(collect(out)))] if progress else []
     if (storage / name).is_dir() and tune.Tuner.can_restore(str(storage / name)):
         tuner = tune.Tuner.restore(str(storage / name), trainable=trainable, resume_errored=True)
         return tuner.fit()
     mode = "min" if cfg.metric in {"kl"} else "max"
-    run_config = tune.RunConfig(name=name, storage_path=str(storage), verbose=1 if progress else 0,
+    # Tune's own reporter prints a status table every few seconds; one progress bar says enough.
+    run_config = tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=callbacks,
                                 failure_config=tune.FailureConfig(max_failures=1))
     if cfg.mode == "grid":
         space = {k: tune.grid_search(v) for k, v in cfg.grid.items()}
@@ -348,6 +351,39 @@ def _fit(cfg: SweepConfig, out: Path, progress: bool):
         tune_config = tune.TuneConfig(metric=cfg.metric, mode=mode, search_alg=searcher,
                                       num_samples=cfg.search.num_samples * cfg.search.repeats)
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config).fit()
+
+
+def _trial_bar(total: int, metric: str, done: int = 0):
+    """A Tune callback: a tqdm bar over the sweep's trials, with the best score so far (defined here
+    because ray is an optional import)."""
+    from ray.tune import Callback
+
+    class TrialBar(Callback):
+        """A tqdm bar over the sweep's trials, with the best score so far."""
+
+        def __init__(self, total: int, metric: str, done: int = 0) -> None:
+            from tqdm.auto import tqdm
+
+            self.metric = metric
+            self.best: float | None = None
+            self.bar = tqdm(total=total, initial=min(done, total), desc="sweep", unit="trial")
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            value = (trial.last_result or {}).get(self.metric)
+            if value is not None:
+                better = self.best is None or (value < self.best if self.metric == "kl" else value > self.best)
+                self.best = value if better else self.best
+                self.bar.set_postfix({f"best {self.metric}": f"{self.best:+.3f}"})
+            self.bar.update(1)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"trial {trial.trial_id} failed")
+
+        def on_experiment_end(self, trials, **info) -> None:
+            self.bar.close()
+
+    return TrialBar(total, metric, done)
 
 
 def _tune_distribution(kind: str, args: list):
