@@ -79,9 +79,10 @@ class RayConfig:
     max_restarts: int = field(
         default=3, metadata={"help": "times Ray restarts a dead env actor; its episode is reported truncated, and one more death fails the run"}
     )
-    restart_timeout_s: float = field(
-        default=300.0, metadata={"help": "seconds to wait for an env actor to start, or to come back after a restart (a lost node takes a while)"}
+    start_timeout_s: float = field(
+        default=900.0, metadata={"help": "seconds to wait for every env actor to be placed and to build its env (a large model loads for minutes)"}
     )
+    restart_timeout_s: float = field(default=300.0, metadata={"help": "seconds to wait for a restarted env actor (a lost node takes a while)"})
 
     def __post_init__(self) -> None:
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
@@ -93,6 +94,7 @@ class RayConfig:
         if self.cpus_per_env == 0 and self.gpus_per_env == 0:
             raise ConfigError("ray.cpus_per_env and ray.gpus_per_env are both 0: an actor must reserve something, e.g. ray.cpus_per_env=1.")
         self.max_restarts = int(check_number("ray.max_restarts", self.max_restarts, low=0, high=10_000, integer=True))
+        self.start_timeout_s = check_number("ray.start_timeout_s", self.start_timeout_s, low=0.0, low_open=True)
         self.restart_timeout_s = check_number("ray.restart_timeout_s", self.restart_timeout_s, low=0.0, low_open=True)
 
     def actor_options(self) -> dict[str, Any]:

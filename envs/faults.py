@@ -51,10 +51,3 @@ def make_env_that_dies_once(marker: str | Path, at_step: int, *args, **kwargs) -
     """:func:`envs.vector.make_env`, whose process dies at its ``at_step``-th step (once per marker)."""
     env = make_env(*args, **kwargs)
     return DieOnce(env, marker, at_step)
-
-
-def make_gym_env_that_dies_once(marker: str | Path, at_step: int, env_id: str = "CartPole-v1") -> gym.Env:
-    """A plain gymnasium env with the same fault (fast contract tests need no model)."""
-    from stable_baselines3.common.monitor import Monitor
-
-    return Monitor(DieOnce(gym.make(env_id), marker, at_step))

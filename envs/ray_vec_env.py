@@ -22,6 +22,7 @@ workers import them by name; a test module is not importable there), e.g. :func:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -78,8 +79,9 @@ def check_fits(config: RayConfig, n_envs: int) -> None:
     for kind, each, key in (("CPU", config.cpus_per_env, "cpus_per_env"), ("GPU", config.gpus_per_env, "gpus_per_env")):
         if each > 0 and n_envs * each > have.get(kind, 0) + 1e-9:
             total = have.get(kind, 0)
-            hint = (f"set ray.{key}={total / n_envs:.3g} (actors share the {kind}s), use fewer envs, or add nodes"
-                    if total > 0 else f"set ray.{key}=0")
+            fits = math.floor(1000 * total / n_envs) / 1000  # rounded down, so the suggestion does fit
+            hint = (f"set ray.{key}={fits:g} (actors share the {kind}s), use fewer envs, or add nodes"
+                    if fits > 0 else f"set ray.{key}=0")
             raise ConfigError(
                 f"ray.{key}: {n_envs} env actors x {each:g} {kind} = {n_envs * each:g} {kind}, but the Ray cluster has "
                 f"{total:g} {kind} in all; {hint}."
@@ -93,14 +95,21 @@ class EnvActor:
         from stable_baselines3.common.vec_env.patch_gym import _patch_env
 
         self.env = _patch_env(env_fn())
+        # Until the first reset this actor holds no episode: Ray may have restarted it between
+        # two calls (a death while the driver was updating the policy), and a step must say so.
+        self.fresh = True
 
     def spaces(self) -> tuple[gym.Space, gym.Space]:
         return self.env.observation_space, self.env.action_space
 
     def reset(self, seed: int | None, options: dict | None) -> tuple[Any, dict]:
+        self.fresh = False
         return self.env.reset(seed=seed, **({"options": options} if options else {}))
 
-    def step(self, action: np.ndarray) -> tuple[Any, float, bool, dict, dict]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, dict, dict] | None:
+        """One SB3-style step, or ``None`` when this actor was (re)started since the last reset."""
+        if self.fresh:
+            return None
         obs, reward, terminated, truncated, info = self.env.step(action)
         done = terminated or truncated
         info["TimeLimit.truncated"] = truncated and not terminated
@@ -175,7 +184,8 @@ class RayVecEnv(VecEnv):
         except BaseException:
             self.close()
             raise
-        self.restarts = [0] * len(self.actors)
+        self.restarts = [0] * len(self.actors)  # in this process, held against ray.max_restarts as Ray does
+        self.restarts_before = [0] * len(self.actors)  # in earlier processes of a resumed run (seeds only)
         self._seed_base = 0
         self._last_obs: list[Any] = [None] * len(self.actors)
         self._pending: list[Any] = []
@@ -194,7 +204,7 @@ class RayVecEnv(VecEnv):
             try:
                 results.append(self._get(ref))
             except self._ray.exceptions.RayActorError as exc:
-                results.append(self._recover(i, exc))
+                results.append(self._recover(i, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
         obs, self.reset_infos = (list(x) for x in zip(*results))
         self._last_obs = list(obs)
         self._reset_seeds()
@@ -208,12 +218,16 @@ class RayVecEnv(VecEnv):
         results = []
         for i, ref in enumerate(self._pending):
             try:
-                results.append(self._get(ref))
+                res = self._get(ref)
+                error = None if res is not None else "restarted while idle (between two steps)"
             except self._ray.exceptions.RayActorError as exc:
-                obs, reset_info = self._recover(i, exc)
+                res, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            if res is None:
+                obs, reset_info = self._recover(i, error)
                 info = {"TimeLimit.truncated": True, "terminal_observation": self._last_obs[i],
-                        "worker_restarted": True, "worker_error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
-                results.append((obs, 0.0, True, info, reset_info))
+                        "worker_restarted": True, "worker_error": error}
+                res = (obs, 0.0, True, info, reset_info)
+            results.append(res)
         self._pending = []
         obs, rews, dones, infos, self.reset_infos = (list(x) for x in zip(*results))
         self._last_obs = list(obs)
@@ -224,12 +238,10 @@ class RayVecEnv(VecEnv):
             return
         self.closed = True
         ray = self._ray
+        if self._started_ok:  # an actor that never got a place has no env to close
+            refs = [a.close.remote() for a in self.actors]
+            ray.wait(refs, num_returns=len(refs), timeout=30)  # a dead or hung actor is killed below anyway
         for actor in self.actors:
-            if self._started_ok:  # an actor that never got a place has no env to close
-                try:
-                    ray.get(actor.close.remote(), timeout=30)
-                except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to close
-                    log.debug("env actor did not close cleanly: %s", exc)
             ray.kill(actor, no_restart=True)
         if self._owns_ray:
             ray.shutdown()
@@ -239,52 +251,80 @@ class RayVecEnv(VecEnv):
         return self._get([a.where.remote() for a in self.actors])
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        return self._get([a.render.remote() for a in self.actors])
+        return self._call_each("render", range(self.num_envs))
 
     def has_attr(self, attr_name: str) -> bool:
-        return all(self._get([a.has_attr.remote(attr_name) for a in self.actors]))
+        return all(self._call_each("has_attr", range(self.num_envs), attr_name))
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return self._get([self.actors[i].get_attr.remote(attr_name) for i in self._get_indices(indices)])
+        return self._call_each("get_attr", self._get_indices(indices), attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        self._get([self.actors[i].set_attr.remote(attr_name, value) for i in self._get_indices(indices)])
+        self._call_each("set_attr", self._get_indices(indices), attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        return self._get([self.actors[i].env_method.remote(method_name, method_args, method_kwargs)
-                          for i in self._get_indices(indices)])
+        # Evaluation jobs come this way: pinned seeds make them repeatable, so a call that a
+        # worker's death interrupted is simply made again on the restarted worker.
+        return self._call_each("env_method", self._get_indices(indices), method_name, method_args, method_kwargs)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return self._get([self.actors[i].is_wrapped.remote(wrapper_class) for i in self._get_indices(indices)])
+        return self._call_each("is_wrapped", self._get_indices(indices), wrapper_class)
+
+    def lifetime_restarts(self) -> list[int]:
+        """Restarts per env over the whole run, a resumed one included (what a checkpoint keeps)."""
+        return [a + b for a, b in zip(self.restarts_before, self.restarts)]
 
     # -- recovery ----------------------------------------------------------------------------------------
     def _get(self, refs):
         return self._ray.get(refs)
 
+    def _call_each(self, method: str, indices, *args) -> list[Any]:
+        """``method(*args)`` on each actor in ``indices`` (in parallel); a call a worker's death
+        interrupted is made again once Ray has restarted it (its next step then reports the restart)."""
+        indices = list(indices)
+        refs = [getattr(self.actors[i], method).remote(*args) for i in indices]
+        out = []
+        for i, ref in zip(indices, refs):
+            deadline = time.monotonic() + self.config.restart_timeout_s
+            while True:
+                try:
+                    out.append(self._get(ref))
+                    break
+                except self._ray.exceptions.ActorDiedError:
+                    raise
+                except self._ray.exceptions.RayActorError as exc:
+                    if time.monotonic() >= deadline:
+                        raise RuntimeError(f"env worker {i} did not come back within ray.restart_timeout_s") from exc
+                    log.warning("env worker %d went away during %s (%s); calling it again", i, method, type(exc).__name__)
+                    time.sleep(0.2)
+                    ref = getattr(self.actors[i], method).remote(*args)
+        return out
+
     def _started(self, refs: list) -> list:
         """Wait for every actor's first answer; name the ones that never got a place to run."""
         ray = self._ray
-        _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.config.restart_timeout_s)
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.config.start_timeout_s)
         if pending:
             missing = [i for i, r in enumerate(refs) if r in pending]
             raise RuntimeError(
-                f"env actors {missing} did not start within ray.restart_timeout_s={self.config.restart_timeout_s:g} s: "
-                f"the cluster has no free {self.config.actor_options()['num_cpus']:g} CPU / "
-                f"{self.config.gpus_per_env:g} GPU for them (other work holds them?)."
+                f"env actors {missing} did not start within ray.start_timeout_s={self.config.start_timeout_s:g} s: either "
+                f"no node has {self.config.cpus_per_env:g} CPU / {self.config.gpus_per_env:g} GPU free for them (other work "
+                "holds them), or building the env (loading the model, scoring the base) takes longer; raise ray.start_timeout_s "
+                "for the latter."
             )
         return ray.get(refs)
 
-    def _recover(self, index: int, exc: Exception) -> tuple[Any, dict]:
+    def _recover(self, index: int, error: str) -> tuple[Any, dict]:
         """Wait for Ray to restart actor ``index``, reseed it, and return its first observation."""
         ray = self._ray
         self.restarts[index] += 1
         if self.restarts[index] > self.config.max_restarts:
             raise RuntimeError(
                 f"env worker {index} died {self.restarts[index]} times, more than ray.max_restarts="
-                f"{self.config.max_restarts}; the last error: {exc}"
-            ) from exc
-        seed = restart_seed(self._seed_base, index, self.restarts[index])
-        log.warning("env worker %d died (%s); restart %d of %d, reseeded with %d", index, type(exc).__name__,
+                f"{self.config.max_restarts}; the last error: {error}"
+            )
+        seed = restart_seed(self._seed_base, index, self.restarts_before[index] + self.restarts[index])
+        log.warning("env worker %d died (%s); restart %d of %d, reseeded with %d", index, error,
                     self.restarts[index], self.config.max_restarts, seed)
         deadline = time.monotonic() + self.config.restart_timeout_s
         while True:

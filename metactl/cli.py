@@ -322,7 +322,8 @@ def sweep(
             cfg_path = resume / "sweep.yaml"
             if not cfg_path.is_file():
                 raise ConfigError(f"--resume {resume}: no sweep.yaml there; it is not a sweep dir.")
-            cfg = load_sweep_config(cfg_path, [])
+            # The cluster may differ from the one the sweep started on; everything else is the sweep's.
+            cfg = load_sweep_config(cfg_path, [f"ray.address={ray_address}"] if ray_address is not None else [])
             out = resume
         else:
             overrides = list(set_) + ([f"ray.address={ray_address}"] if ray_address is not None else [])

@@ -83,6 +83,19 @@ class ControllerConfig(YamlConfig):
             from envs.ray_vec_env import require_ray
 
             require_ray()
+            device = self.run.training.device
+            if self.ray.gpus_per_env > 0 and device == "cpu":
+                raise ConfigError(
+                    f"ray.gpus_per_env={self.ray.gpus_per_env:g} reserves GPU for each env, but run.training.device=cpu "
+                    "trains on the CPU; set run.training.device=cuda (or ray.gpus_per_env=0)."
+                )
+            if self.ray.gpus_per_env == 0 and device != "cpu":
+                # Ray leaves CUDA_VISIBLE_DEVICES alone for actors that reserve no GPU: every env
+                # would land on the same GPU unaccounted for.
+                raise ConfigError(
+                    f"run.training.device={device} with ray.gpus_per_env=0: the env actors would all use GPU 0 without "
+                    "reserving it; give each a share, e.g. ray.gpus_per_env=0.25, or set run.training.device=cpu."
+                )
         self.seed = int(check_number("seed", self.seed, low=0, integer=True))
         self.checkpoint_every = int(check_number("checkpoint_every", self.checkpoint_every, low=1, integer=True))
         if not isinstance(self.eval_task_seeds, list) or not self.eval_task_seeds:

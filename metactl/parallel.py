@@ -57,7 +57,9 @@ class DataParallel:
 
         # Buffers (rotary tables) are identical on every rank: no need to broadcast them per forward.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
-        accelerator = Accelerator(cpu=device == "cpu", kwargs_handlers=[ddp])
+        # mixed_precision pinned: an `accelerate config` default of bf16 would otherwise autocast
+        # every forward unasked, and a parallel run would no longer equal a one-process run.
+        accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no", kwargs_handlers=[ddp])
         if accelerator.num_processes != launched_world_size():
             # accelerate keeps its state per process; one made before the launch variables were
             # set (an earlier single-process Accelerator) would make every rank train alone.
@@ -113,14 +115,19 @@ class DataParallel:
         self.accelerator.end_training()
 
 
-def check_batches_divide(tool_configs: dict, world: int) -> None:
-    """Every tool's batch must split evenly across processes, or ranks would weigh rows differently."""
+def check_batches_cover(tool_configs: dict, world: int, rows: dict[str, int] | None = None) -> None:
+    """Every process needs at least one row of every batch (an empty slice has no loss to average).
+
+    Uneven slices are fine (:meth:`DataParallel.scale` weighs them); ``rows`` (per tool, once the
+    task is loaded) covers tools whose data is smaller than their batch size.
+    """
     from metactl.errors import ConfigError
 
     for name, cfg in tool_configs.items():
-        if cfg.batch_size % world:
-            fit = cfg.batch_size - cfg.batch_size % world or world
+        batch = min(cfg.batch_size, (rows or {}).get(name, cfg.batch_size))
+        if batch < world:
+            why = f"tools.{name}.batch_size={cfg.batch_size}" if batch == cfg.batch_size else f"the task's {batch} {name} rows"
             raise ConfigError(
-                f"tools.{name}.batch_size: got {cfg.batch_size}, which does not split across {world} processes; "
-                f"use a multiple of {world}, e.g. --set run.tools.{name}.batch_size={fit}."
+                f"{why} gives a batch of {batch}, fewer rows than the {world} processes; every process needs one. "
+                f"Use at least --set run.tools.{name}.batch_size={world}, or fewer processes."
             )

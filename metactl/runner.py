@@ -126,6 +126,11 @@ class Engine:
         if task_seed not in self._tasks:
             suite = suite or load_suite(self.config.suite, task_seed)
             tools = {t: TOOLS[t](self.config.tools[t], suite.data[t], self.tokenizer) for t in self.tool_names}
+            if self.parallel is not None:
+                from metactl.parallel import check_batches_cover
+
+                check_batches_cover({t: self.config.tools[t] for t in tools}, self.parallel.world,
+                                    {t: len(tool) for t, tool in tools.items()})
             for tool in tools.values():
                 tool.to(self.device)
                 tool.prepare(self.model)

@@ -179,6 +179,7 @@ def load_sweep_config(path: str | Path | None = None, overrides: list[str] | Non
     cfg = build_config(SweepConfig, data, "")
     for trial in preview_trials(cfg):
         trial_config(cfg, trial)
+    trial_resources_check(cfg)
     return cfg
 
 
@@ -256,10 +257,21 @@ def run_trial(params: dict, sweep: dict, out: str) -> None:
     tune.report(metrics)
 
 
+def trial_resources_check(cfg: SweepConfig) -> None:
+    """The resource rules :func:`trial_resources` applies, checked without Ray."""
+    ccfg = trial_config(cfg, preview_trials(cfg)[0])
+    if ccfg.vec_env != "ray" and ccfg.run.training.device != "cpu":
+        raise ConfigError(
+            f"run.training.device={ccfg.run.training.device} in a sweep needs vec_env: ray with ray.gpus_per_env, so that "
+            "every trial reserves the GPU share its envs use (set: [vec_env=ray, ray.gpus_per_env=0.25, ...])."
+        )
+
+
 def trial_resources(cfg: SweepConfig):
     """What one trial reserves: its env actors' bundles (vec_env: ray), or its env processes."""
     from ray import tune
 
+    trial_resources_check(cfg)
     ccfg = trial_config(cfg, preview_trials(cfg)[0])
     head = {"CPU": cfg.trial_cpus} if cfg.trial_cpus > 0 else {}
     if ccfg.vec_env == "ray":

@@ -184,10 +184,14 @@ class Checkpoint:
 
 def save_checkpoint(out: Path, policy: Policy, venv, episodes: int, updates: int) -> None:
     rngs = venv.get_attr("np_random")
+    # RayVecEnv: restarts so far, so that a resumed run's restarted workers get seeds not used before.
+    restarts = venv.lifetime_restarts() if hasattr(venv, "lifetime_restarts") else None
 
     def fill(tmp: Path) -> None:
         policy.save(tmp)
         atomic_write_bytes(tmp / "env_rngs.pkl", pickle.dumps(rngs))
+        if restarts is not None:
+            atomic_write_text(tmp / "env_restarts.json", json.dumps(list(restarts)))
         # Written last: a checkpoint without state.json is incomplete and is skipped.
         atomic_write_text(tmp / "state.json", json.dumps({"episodes": episodes, "updates": updates}))
 
@@ -220,6 +224,9 @@ def restore(out: Path, policy: Policy, venv) -> Checkpoint | None:
         venv._reset_seeds()  # keep the restored RNGs: no re-seeding at the next reset
         for i, rng in enumerate(rngs[: venv.num_envs]):
             venv.set_attr("np_random", rng, indices=[i])
+        if hasattr(venv, "lifetime_restarts") and (ckpt.path / "env_restarts.json").is_file():
+            saved = json.loads((ckpt.path / "env_restarts.json").read_text())
+            venv.restarts_before[: len(saved)] = saved[: venv.num_envs]
         return ckpt
     return None
 
@@ -276,8 +283,12 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     torch.set_num_threads(cfg.run.training.threads)
     t0 = time.perf_counter()
     policy = POLICIES[cfg.policy](cfg)
-    venv = make_venv(cfg, policy.env_id)
     writer = SummaryWriter(str(out / "tb"))
+    try:
+        venv = make_venv(cfg, policy.env_id)
+    except BaseException:
+        writer.close()
+        raise
     try:
         policy.setup(venv, out / "tb")
         ckpt = restore(out, policy, venv) if resume else None
@@ -299,6 +310,7 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
         evaluation = evaluate(cfg, venv, actors, adapters=out / "adapters")
     finally:
+        policy.close()
         venv.close()
         writer.close()
     for row in evaluation.rows:

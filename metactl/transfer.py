@@ -266,13 +266,14 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> Transfer
     of every batch; only the main process writes.
     """
     from metactl.io import read_jsonl
-    from metactl.parallel import DataParallel, check_batches_divide, launched_world_size
+    from metactl.parallel import DataParallel, check_batches_cover, launched_world_size
 
     cfg = plan.config
     out = Path(out)
     t0 = time.perf_counter()
     if launched_world_size() > 1:
-        check_batches_divide(cfg.run.tools, launched_world_size())
+        check_batches_cover(cfg.run.tools, launched_world_size())
+        cfg.run.training.torch_device()  # cuda asked for and absent: say so, do not fall back to CPU
     par = DataParallel.from_launch(cfg.run.training.device)
     main = par is None or par.is_main
     try:
@@ -319,7 +320,7 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
     jobs = []
     for label in labels:
         for ts in cfg.task_seeds:
-            save = str(out / "adapters") if label == LEARNED and ts == cfg.task_seeds[0] else None
+            save = str(out / "adapters") if main and label == LEARNED and ts == cfg.task_seeds[0] else None
             if label == LEARNED and closed:
                 jobs.append(Job(ts, seed, actor=pickle.dumps(actor), label=label, save_adapters=save))
             else:
@@ -350,13 +351,13 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
     schedule.name = f"{LEARNED} ({cfg.mode} mode) on {cfg.run.model}, task seed {cfg.task_seeds[0]}"
     layers = f"{cfg.run.model}: {engine.layer_map.describe()}"
     merged = None
+    if par is not None:
+        par.barrier()  # training is over on every rank; what is left is rank 0's writing
     if main:
         schedule.save(out / "schedule.yaml")
         atomic_write_text(out / "base_model.txt", engine.model_path + "\n")
         if cfg.merge:
             merged = merge_adapters(engine.model_path, out / "adapters", engine.tool_names, out / "merged")
-    if par is not None:
-        par.barrier()  # the outputs are complete before any rank returns
     return TransferResult(out, evaluation, time.perf_counter() - t0, layers, schedule, merged,
                           processes=1 if par is None else par.world, main=main)
 

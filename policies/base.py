@@ -50,3 +50,6 @@ class Policy(ABC):
 
     def load(self, path: Path, venv: VecEnv | None = None) -> None:
         """Restore what :meth:`save` wrote."""
+
+    def close(self) -> None:
+        """Release what :meth:`setup` opened (log writers); the trainer calls it at the end."""

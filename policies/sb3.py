@@ -84,7 +84,15 @@ class PPOPolicy(Policy):
 
     def _set_logger(self) -> None:
         if self._tb_dir is not None:
+            self.close()  # a reload replaces the logger: close the old one's writer thread first
             self.model.set_logger(configure(str(self._tb_dir / self.name), ["tensorboard"]))
+
+    def close(self) -> None:
+        # SB3 never closes a logger it was given; its TensorBoard writer thread would outlive the
+        # run (and make every later fork of this process, a sweep trial's or a launcher's, unsafe).
+        model = getattr(self, "model", None)
+        if model is not None and getattr(model, "_logger", None) is not None:
+            model.logger.close()
 
     def learn(self, venv, sink: EpisodeSink) -> None:
         # One call = one rollout of episodes_per_update episodes and one PPO update.

@@ -135,11 +135,39 @@ def test_a_worker_that_kills_itself_is_a_truncation_and_training_goes_on(local_r
     assert {r["label"] for r in res.evaluation.rows} == {"ppo", "default"}
 
 
+def test_a_worker_killed_between_steps_is_reported_at_its_next_step(local_ray):
+    """Dying while the driver updates the policy or checkpoints: attribute calls go through the
+    restart, and the next step reports the lost episode instead of stepping a fresh env."""
+    import os
+    import signal
+    import time
+
+    from envs.ray_vec_env import RayVecEnv
+
+    venv = RayVecEnv(_fns(envs.PHASE_ENV_ID, 2), RayConfig(max_restarts=1))
+    try:
+        venv.seed(3)
+        venv.reset()
+        zero = np.zeros((2, *venv.action_space.shape), dtype=np.float32)
+        venv.step(zero)
+        os.kill(venv.where()[1]["pid"], signal.SIGKILL)
+        time.sleep(1.0)
+        assert len(venv.get_attr("np_random")) == 2  # what a checkpoint reads, across the restart
+        _, _, dones, infos = venv.step(zero)
+        assert list(dones) == [True, True]  # env 0 reached its budget end; env 1 lost its episode
+        assert "worker_restarted" not in infos[0] and infos[1]["worker_restarted"] and infos[1]["TimeLimit.truncated"]
+        assert venv.restarts == [0, 1]
+        _, _, dones, infos = venv.step(zero)  # both go on with fresh episodes
+        assert list(dones) == [False, False] and not any("worker_restarted" in i for i in infos)
+    finally:
+        venv.close()
+
+
 def test_env_actors_the_cluster_cannot_hold_fail_at_once_with_the_fix(local_ray):
     from envs.ray_vec_env import RayVecEnv
     from metactl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"3 env actors x 2 CPU = 6 CPU, but the Ray cluster has 4 CPU in all; set ray.cpus_per_env=1.33"):
+    with pytest.raises(ConfigError, match=r"3 env actors x 2 CPU = 6 CPU, but the Ray cluster has 4 CPU in all; set ray.cpus_per_env=1.333"):
         RayVecEnv(_fns(envs.PHASE_ENV_ID, 3), RayConfig(cpus_per_env=2))
     with pytest.raises(ConfigError, match="has 0 GPU in all; set ray.gpus_per_env=0"):
         RayVecEnv(_fns(envs.PHASE_ENV_ID, 1), RayConfig(gpus_per_env=0.25))
