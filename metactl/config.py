@@ -150,6 +150,17 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def read_config_file(path: str | Path) -> dict:
+    """A YAML config file's mapping; a missing file or a non-mapping fails naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: file {str(path)!r} does not exist.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a mapping of options, got {type(data).__name__}.")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
     """YAML file (optional) + ``a.b=value`` overrides -> validated :class:`RunConfig`."""
     data: dict = dict(base or {})

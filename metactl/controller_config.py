@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from envs.config import EnvConfig, RayConfig
-from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides
+from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides, read_config_file
 from metactl.errors import ConfigError, check_choice, check_number
 
 
@@ -132,13 +130,6 @@ class ControllerConfig(YamlConfig):
 
 def load_controller_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ControllerConfig:
     """YAML file (optional) + ``a.b=value`` overrides -> validated :class:`ControllerConfig`."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config: file {str(path)!r} does not exist.")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {path}: expected a mapping of options, got {type(data).__name__}.")
+    data = read_config_file(path) if path is not None else {}
     merge_overrides(data, overrides or [])
     return build_config(ControllerConfig, data, "")

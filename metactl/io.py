@@ -53,6 +53,21 @@ def atomic_write_dir(path: str | Path, fill) -> Path:
     return path
 
 
+def claim_run_dir(out: Path, resume: bool, marker: str, kind: str) -> None:
+    """Create ``out`` for a new run, or check it is a run to resume (it holds ``marker``).
+
+    A new run never writes into a directory that holds files: the user's earlier work stays.
+    """
+    from metactl.errors import ConfigError
+
+    if resume:
+        if not (out / marker).is_file():
+            raise ConfigError(f"--resume {out}: no {marker} there; it is not a {kind} dir.")
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: the directory exists and is not empty; pass --resume {out} to continue it, or pick another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def append_jsonl(path: str | Path, row: dict) -> None:
     """Append one complete line; a reader skips a torn last line (see :func:`read_jsonl`)."""
     path = Path(path)

@@ -39,10 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from envs.config import RayConfig
-from metactl.config import YamlConfig, build_config, merge_overrides
+from metactl.config import YamlConfig, build_config, merge_overrides, read_config_file
 from metactl.errors import ConfigError, check_choice, check_number, did_you_mean
 from metactl.evaluation import PARTS
 from metactl.paths import CONFIGS
@@ -167,19 +165,11 @@ def parse_distribution(where: str, dist: Any) -> tuple[str, list]:
 def load_sweep_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SweepConfig:
     """YAML file (optional) + ``a.b=value`` overrides -> validated :class:`SweepConfig`; every trial's
     controller config is then built once (no weights) so a bad option fails here, not in trial 7."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config: file {str(path)!r} does not exist.")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {path}: expected a mapping of options, got {type(data).__name__}.")
+    data = read_config_file(path) if path is not None else {}
     merge_overrides(data, overrides or [])
     cfg = build_config(SweepConfig, data, "")
-    for trial in preview_trials(cfg):
-        trial_config(cfg, trial)
-    trial_resources_check(cfg)
+    trials = [trial_config(cfg, trial) for trial in preview_trials(cfg)]
+    check_trial_resources(trials[0])
     return cfg
 
 
@@ -257,9 +247,8 @@ def run_trial(params: dict, sweep: dict, out: str) -> None:
     tune.report(metrics)
 
 
-def trial_resources_check(cfg: SweepConfig) -> None:
-    """The resource rules :func:`trial_resources` applies, checked without Ray."""
-    ccfg = trial_config(cfg, preview_trials(cfg)[0])
+def check_trial_resources(ccfg) -> None:
+    """The resource rule :func:`trial_resources` relies on, checked on a trial's config without Ray."""
     if ccfg.vec_env != "ray" and ccfg.run.training.device != "cpu":
         raise ConfigError(
             f"run.training.device={ccfg.run.training.device} in a sweep needs vec_env: ray with ray.gpus_per_env, so that "
@@ -271,8 +260,8 @@ def trial_resources(cfg: SweepConfig):
     """What one trial reserves: its env actors' bundles (vec_env: ray), or its env processes."""
     from ray import tune
 
-    trial_resources_check(cfg)
     ccfg = trial_config(cfg, preview_trials(cfg)[0])
+    check_trial_resources(ccfg)
     head = {"CPU": cfg.trial_cpus} if cfg.trial_cpus > 0 else {}
     if ccfg.vec_env == "ray":
         env = {"CPU": ccfg.ray.cpus_per_env, **({"GPU": ccfg.ray.gpus_per_env} if ccfg.ray.gpus_per_env else {})}
@@ -294,15 +283,10 @@ class SweepResult:
 
 def run_sweep(cfg: SweepConfig, out: str | Path, resume: bool = False, progress: bool = True) -> SweepResult:
     """Run (or resume) the sweep into ``out`` on Ray Tune; returns every finished trial and the table."""
-    from metactl.io import atomic_write_text
+    from metactl.io import atomic_write_text, claim_run_dir
 
     out = Path(out).resolve()
-    if resume:
-        if not (out / "sweep.yaml").is_file():
-            raise ConfigError(f"--resume {out}: no sweep.yaml there; it is not a sweep dir.")
-    elif out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out}: the directory exists and is not empty; pass --resume {out} to continue it, or pick another --out.")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(out, resume, "sweep.yaml", "sweep")
     if not resume:
         atomic_write_text(out / "sweep.yaml", cfg.to_commented_yaml())
     # Set before Ray starts, so the local raylet's workers inherit them: trials keep this cwd (run

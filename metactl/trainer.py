@@ -30,9 +30,8 @@ import torch
 
 from envs.jobs import Job, write_adapter_files
 from metactl.controller_config import ControllerConfig
-from metactl.errors import ConfigError
 from metactl.evaluation import PARTS, Evaluation, format_table
-from metactl.io import append_jsonl, atomic_write_bytes, atomic_write_dir, atomic_write_text
+from metactl.io import append_jsonl, atomic_write_bytes, atomic_write_dir, atomic_write_text, claim_run_dir
 from metactl.paths import resolve_schedule_path
 from metactl.schedule import Schedule
 from policies import POLICIES, Policy
@@ -97,11 +96,8 @@ class EpisodeLog:
         if not rows:
             rows.append({"phase": 0, "result": None, "controls": None})
         for row in rows:
-            result = row.get("result") or {}
             append_jsonl(self.path, {
-                "episode": episode, "phase": row["phase"], "task_seed": info.get("task_seed"),
-                "episode_seed": info.get("episode_seed"), "controls": row.get("controls"),
-                "scores": result.get("scores"), "losses": result.get("losses"), "tool_steps": result.get("tool_steps"),
+                **_phase_row(episode, row), "task_seed": info.get("task_seed"), "episode_seed": info.get("episode_seed"),
                 "base_composite": base, "return": ret if row is rows[-1] else None,
                 **({"diverged": diverged} if diverged and row is rows[-1] else {}),
             })
@@ -126,12 +122,7 @@ class EpisodeLog:
         log.warning("episode %d: env worker %d died (%s); the episode is truncated and training goes on",
                     episode, env_index, info.get("worker_error", "?"))
         for row in rows:
-            result = row.get("result") or {}
-            append_jsonl(self.path, {
-                "episode": episode, "phase": row["phase"], "controls": row.get("controls"),
-                "scores": result.get("scores"), "losses": result.get("losses"), "tool_steps": result.get("tool_steps"),
-                "return": None,
-            })
+            append_jsonl(self.path, {**_phase_row(episode, row), "return": None})
         append_jsonl(self.path, {"episode": episode, "phase": len(rows), "return": None, "worker_restarted": True,
                                  "worker_error": info.get("worker_error")})
         self._pending[env_index] = []
@@ -142,6 +133,13 @@ class EpisodeLog:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(restarts=self.restarts)
+
+
+def _phase_row(episode: int, row: dict) -> dict:
+    """The fields every ``scores.jsonl`` row of a phase has."""
+    result = row.get("result") or {}
+    return {"episode": episode, "phase": row["phase"], "controls": row.get("controls"), "scores": result.get("scores"),
+            "losses": result.get("losses"), "tool_steps": result.get("tool_steps")}
 
 
 def _phase_controls(schedule: dict, phase: int) -> dict | None:
@@ -272,12 +270,7 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     from tqdm.auto import tqdm
 
     out = Path(out)
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise ConfigError(f"--resume {out}: no config.yaml there; it is not a train-controller run dir.")
-    elif out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out}: the directory exists and is not empty; pass --resume {out} to continue it, or pick another --out.")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(out, resume, "config.yaml", "train-controller run")
     if not resume:
         atomic_write_text(out / "config.yaml", cfg.to_commented_yaml())
     torch.set_num_threads(cfg.run.training.threads)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides
+from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides, read_config_file
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.evaluation import Evaluation
 from metactl.paths import CONFIGS, resolve_schedule_path
@@ -162,12 +162,7 @@ def resolve_transfer_config(source: Source, model: str, preset: Path | None, ove
     data: dict = {"source": str(source.path.resolve()), "run": source.run.to_dict()}
     data["run"]["model"] = model
     if preset is not None:
-        if not Path(preset).is_file():
-            raise ConfigError(f"config: file {str(preset)!r} does not exist.")
-        extra = yaml.safe_load(Path(preset).read_text()) or {}
-        if not isinstance(extra, dict):
-            raise ConfigError(f"config {preset}: expected a mapping of options, got {type(extra).__name__}.")
-        _deep_merge(data, extra)
+        _deep_merge(data, read_config_file(preset))
     merge_overrides(data, overrides)
     data["run"]["model"] = model
     cfg = build_config(TransferConfig, data, "")
