@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.config import EnvConfig
-from envs.jobs import EngineEnvMixin, Job
-from envs.observe import Observer
-from envs.phase_env import _stable_row
-from envs.spaces import ScheduleSpace, apply_residual
 from metactl.config import RunConfig
+from metactl.envs.config import EnvConfig
+from metactl.envs.jobs import EngineEnvMixin, Job
+from metactl.envs.observe import Observer
+from metactl.envs.phase_env import _stable_row
+from metactl.envs.spaces import ScheduleSpace, apply_residual
 from metactl.runner import Engine, PhaseResult
 from metactl.schedule import Schedule
 
@@ -27,7 +27,7 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
 
     ## Action Space
 
-    ``Box(-1, 1, (P*T + T*4G,), float32)`` decoded by :class:`envs.spaces.ScheduleSpace`: a share
+    ``Box(-1, 1, (P*T + T*4G,), float32)`` decoded by :class:`metactl.envs.spaces.ScheduleSpace`: a share
     per phase per tool, then per tool a train (4**a in [0.25, 4]) and an output (1+a in [0, 2])
     value per (module kind, layer group), held for the whole run. The action is a residual
     around the prior schedule (``env.prior``): the schedule decoded is that of
@@ -55,7 +55,9 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
 
     metadata: ClassVar[dict] = {"render_modes": []}
 
-    def __init__(self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None) -> None:
+    def __init__(
+        self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None
+    ) -> None:
         self.run_config = run or RunConfig()
         self.env_config = env or EnvConfig()
         self.engine = engine or Engine(self.run_config, progress=False)
@@ -83,7 +85,11 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
         self.begin_task(options)
         self._ready = True
         base = self.engine.task.base_scores
-        return self.observer(base), {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "scores": dict(base)}
+        return self.observer(base), {
+            "task_seed": self.task_seed,
+            "episode_seed": self.episode_seed,
+            "scores": dict(base),
+        }
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self._ready:
@@ -91,18 +97,27 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
         self._ready = False
         schedule = self.decode(action)
         base = self.engine.task.base_scores
-        info: dict[str, Any] = {"task_seed": self.task_seed, "episode_seed": self.episode_seed,
-                                "schedule": schedule.to_dict(), "base_composite": base["composite"], "episode_end": True}
+        info: dict[str, Any] = {
+            "task_seed": self.task_seed,
+            "episode_seed": self.episode_seed,
+            "schedule": schedule.to_dict(),
+            "base_composite": base["composite"],
+            "episode_end": True,
+        }
         results: list[PhaseResult] = []
         try:
-            self.engine.run(schedule, seed=self.episode_seed, on_phase=results.append,
-                            quick_probes=self.env_config.quick_probes)
+            self.engine.run(
+                schedule, seed=self.episode_seed, on_phase=results.append, quick_probes=self.env_config.quick_probes
+            )
             final = results[-1].scores
             if not np.isfinite(final["composite"]):
                 raise FloatingPointError(f"composite score is {final['composite']}")
         except FloatingPointError as exc:  # DivergedError included
-            info.update(diverged=str(exc), results=[_stable_row(r) for r in results],
-                        episode_return=-float(self.env_config.diverged_penalty))
+            info.update(
+                diverged=str(exc),
+                results=[_stable_row(r) for r in results],
+                episode_return=-float(self.env_config.diverged_penalty),
+            )
             return self.observer(base), -float(self.env_config.diverged_penalty), True, False, info
         reward = float(final["composite"] - base["composite"])
         info.update(results=[_stable_row(r) for r in results], episode_return=reward)

@@ -20,12 +20,19 @@ class EnvConfig:
     )
     quick_probes: int = field(
         default=16,
-        metadata={"help": "probes per set for the scores observed between phases (0 = all); the final score always uses all"},
+        metadata={
+            "help": "probes per set for the scores observed between phases (0 = all); the final score always uses all"
+        },
     )
-    interference_rows: int = field(default=8, metadata={"help": "rows per tool for the gradient-cosine (interference) reading"})
+    interference_rows: int = field(
+        default=8, metadata={"help": "rows per tool for the gradient-cosine (interference) reading"}
+    )
     prior: str = field(
         default="default",
-        metadata={"help": "schedule the zero action reproduces (policies act residually around it): a built-in name, a YAML path, or 'neutral'"},
+        metadata={
+            "help": "schedule the zero action reproduces (policies act residually around it): a built-in name, "
+            "a YAML path, or 'neutral'"
+        },
     )
     diverged_penalty: float = field(
         default=1.0, metadata={"help": "an episode whose loss or score turns NaN ends with return -penalty"}
@@ -39,10 +46,14 @@ class EnvConfig:
         lo = int(check_number("env.train_task_seeds[0]", seeds[0], low=0, integer=True))
         hi = int(check_number("env.train_task_seeds[1]", seeds[1], low=0, integer=True))
         if hi <= lo:
-            raise ConfigError(f"env.train_task_seeds: got [{lo}, {hi}); the end must be above the first seed, e.g. [{lo}, {lo + 16}].")
+            raise ConfigError(
+                f"env.train_task_seeds: got [{lo}, {hi}); the end must be above the first seed, e.g. [{lo}, {lo + 16}]."
+            )
         self.train_task_seeds = [lo, hi]
         self.quick_probes = int(check_number("env.quick_probes", self.quick_probes, low=0, high=10**6, integer=True))
-        self.interference_rows = int(check_number("env.interference_rows", self.interference_rows, low=1, high=4096, integer=True))
+        self.interference_rows = int(
+            check_number("env.interference_rows", self.interference_rows, low=1, high=4096, integer=True)
+        )
         if self.prior != "neutral":
             from metactl.paths import resolve_schedule_path
 
@@ -52,10 +63,9 @@ class EnvConfig:
     def prior_schedule(self, groups: int) -> Schedule | None:
         if self.prior == "neutral":
             return None
-        from metactl.paths import resolve_schedule_path
         from metactl.schedule import Schedule
 
-        return Schedule.load(resolve_schedule_path(self.prior)).regroup(groups)
+        return Schedule.named(self.prior, groups)
 
     def is_training_seed(self, task_seed: int) -> bool:
         return self.train_task_seeds[0] <= task_seed < self.train_task_seeds[1]
@@ -67,22 +77,39 @@ class RayConfig:
 
     address: str | None = field(
         default=None,
-        metadata={"help": "null: start a local Ray instance (shut down at the end); 'auto': join the cluster `ray start` made on this machine; 'HOST:PORT' or 'ray://HOST:10001': that cluster"},
+        metadata={
+            "help": "null: start a local Ray instance (shut down at the end); 'auto': join the cluster `ray start` "
+            "made on this machine; 'HOST:PORT' or 'ray://HOST:10001': that cluster"
+        },
     )
     num_cpus: int | None = field(
-        default=None, metadata={"help": "logical CPUs of a local instance (null: every core); ignored when joining a cluster"}
+        default=None,
+        metadata={"help": "logical CPUs of a local instance (null: every core); ignored when joining a cluster"},
     )
     cpus_per_env: float = field(default=1.0, metadata={"help": "CPUs each env actor reserves (fractions allowed)"})
     gpus_per_env: float = field(
-        default=0.0, metadata={"help": "GPU share of each env actor: 0.25 puts four proxy envs on one GPU (Ray sets CUDA_VISIBLE_DEVICES)"}
+        default=0.0,
+        metadata={
+            "help": "GPU share of each env actor: 0.25 puts four proxy envs on one GPU (Ray sets CUDA_VISIBLE_DEVICES)"
+        },
     )
     max_restarts: int = field(
-        default=3, metadata={"help": "times Ray restarts a dead env actor; its episode is reported truncated, and one more death fails the run"}
+        default=3,
+        metadata={
+            "help": "times Ray restarts a dead env actor; its episode is reported truncated, "
+            "and one more death fails the run"
+        },
     )
     start_timeout_s: float = field(
-        default=900.0, metadata={"help": "seconds to wait for every env actor to be placed and to build its env (a large model loads for minutes)"}
+        default=900.0,
+        metadata={
+            "help": "seconds to wait for every env actor to be placed and to build its env "
+            "(a large model loads for minutes)"
+        },
     )
-    restart_timeout_s: float = field(default=300.0, metadata={"help": "seconds to wait for a restarted env actor (a lost node takes a while)"})
+    restart_timeout_s: float = field(
+        default=300.0, metadata={"help": "seconds to wait for a restarted env actor (a lost node takes a while)"}
+    )
 
     def __post_init__(self) -> None:
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
@@ -92,11 +119,18 @@ class RayConfig:
         self.cpus_per_env = check_number("ray.cpus_per_env", self.cpus_per_env, low=0.0, high=1024.0)
         self.gpus_per_env = check_number("ray.gpus_per_env", self.gpus_per_env, low=0.0, high=64.0)
         if self.cpus_per_env == 0 and self.gpus_per_env == 0:
-            raise ConfigError("ray.cpus_per_env and ray.gpus_per_env are both 0: an actor must reserve something, e.g. ray.cpus_per_env=1.")
+            raise ConfigError(
+                "ray.cpus_per_env and ray.gpus_per_env are both 0: an actor must reserve something, "
+                "e.g. ray.cpus_per_env=1."
+            )
         self.max_restarts = int(check_number("ray.max_restarts", self.max_restarts, low=0, high=10_000, integer=True))
         self.start_timeout_s = check_number("ray.start_timeout_s", self.start_timeout_s, low=0.0, low_open=True)
         self.restart_timeout_s = check_number("ray.restart_timeout_s", self.restart_timeout_s, low=0.0, low_open=True)
 
     def actor_options(self) -> dict[str, Any]:
-        return {"num_cpus": self.cpus_per_env, "num_gpus": self.gpus_per_env,
-                "max_restarts": self.max_restarts, "max_task_retries": 0}
+        return {
+            "num_cpus": self.cpus_per_env,
+            "num_gpus": self.gpus_per_env,
+            "max_restarts": self.max_restarts,
+            "max_task_retries": 0,
+        }

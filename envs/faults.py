@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from envs.vector import make_env
+from metactl.envs.vector import make_env
 
 
 class DieOnce(gym.Wrapper):
@@ -48,6 +48,6 @@ class DieOnce(gym.Wrapper):
 
 
 def make_env_that_dies_once(marker: str | Path, at_step: int, *args, **kwargs) -> gym.Env:
-    """:func:`envs.vector.make_env`, whose process dies at its ``at_step``-th step (once per marker)."""
+    """:func:`metactl.envs.vector.make_env`, whose process dies at its ``at_step``-th step (once per marker)."""
     env = make_env(*args, **kwargs)
     return DieOnce(env, marker, at_step)

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from metactl.io import atomic_write_dir
+from metactl.rundir import atomic_write_dir
 from metactl.schedule import Schedule
 
 
@@ -54,9 +54,17 @@ class EngineEnvMixin(ABC):
     process (``worker_index`` is set per worker by the trainer)."""
 
     worker_index: int = 0
+    _resumed_rng: Any = None
+
+    def resume_rng(self, rng: Any) -> None:
+        """Continue a checkpointed run from ``rng``: the next reset keeps it, whatever seed it is given
+        (the learner's setup seeds the envs again before the first reset of a resumed run)."""
+        self._resumed_rng = rng
 
     def begin_task(self, options: dict[str, Any] | None) -> None:
         """Pin or draw (from ``self.np_random``) the task and episode seeds; load the task."""
+        if self._resumed_rng is not None:
+            self.np_random, self._resumed_rng = self._resumed_rng, None
         options = options or {}
         lo, hi = self.env_config.train_task_seeds
         self.task_seed = int(options["task_seed"]) if "task_seed" in options else int(self.np_random.integers(lo, hi))

@@ -21,7 +21,9 @@ def score_keys(suite: TaskSuite) -> list[str]:
     return [f"{s}/{b}" for s in SPLITS for b in names] + ["stability", "cka"]
 
 
-def observation_labels(suite: TaskSuite, tools: list[str], groups: int, phases: int, with_progress: bool = True) -> list[str]:
+def observation_labels(
+    suite: TaskSuite, tools: list[str], groups: int, phases: int, with_progress: bool = True
+) -> list[str]:
     """The name of every observation entry, in order; computable before any weights load, so a
     transfer can check that a controller's inputs mean the same thing on another model."""
     labels = score_keys(suite) + ["composite"]

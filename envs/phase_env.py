@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.config import EnvConfig
-from envs.jobs import EngineEnvMixin, Job
-from envs.observe import Observer
-from envs.spaces import PhaseControlSpace, apply_residual
 from metactl.config import RunConfig
+from metactl.envs.config import EnvConfig
+from metactl.envs.jobs import EngineEnvMixin, Job
+from metactl.envs.observe import Observer
+from metactl.envs.spaces import PhaseControlSpace, apply_residual
 from metactl.interference import gradient_cosines
 from metactl.runner import Engine
 from metactl.schedule import Phase, Schedule
@@ -32,14 +32,15 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     ``Box(-1, 1, (T * (1 + 4G),), float32)`` for ``T`` tools and ``G`` layer groups; per tool, in
     order: ``share``, then ``train`` for (attn, mlp) x groups, then ``output`` likewise. The
     action is a residual around the prior schedule's phase (``env.prior``): the controls are
-    decoded from ``clip(prior + 2 * action, -1, 1)`` as in :mod:`envs.spaces`: share = (a+1)/2 in [0, 1] (relative share of the phase's
-    steps; 0 sits the tool out), train = 4**a in [0.25, 4] (learning-rate multiplier),
-    output = 1+a in [0, 2] (adapter output scale). The zero action reproduces the prior
+    decoded from ``clip(prior + 2 * action, -1, 1)`` as in :mod:`metactl.envs.spaces`:
+    share = (a+1)/2 in [0, 1] (relative share of the phase's steps; 0 sits the tool out),
+    train = 4**a in [0.25, 4] (learning-rate multiplier), output = 1+a in [0, 2] (adapter
+    output scale). The zero action reproduces the prior
     (``env.prior: neutral``: all tools at full force, equal shares).
 
     ## Observation Space
 
-    ``Box(float32)`` laid out by :class:`envs.observe.Observer`: the current scores (behaviour
+    ``Box(float32)`` laid out by :class:`metactl.envs.observe.Observer`: the current scores (behaviour
     accuracies on the target and held-out splits, stability, CKA, composite / max), a one-hot
     phase index and the fraction of the budget left, ``log1p`` of each tool's update norm per
     layer group, the gradient cosine between each pair of tools per layer group on the shared
@@ -70,7 +71,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
 
     metadata: ClassVar[dict] = {"render_modes": []}
 
-    def __init__(self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None) -> None:
+    def __init__(
+        self, run: RunConfig | None = None, env: EnvConfig | None = None, engine: Engine | None = None
+    ) -> None:
         self.run_config = run or RunConfig()
         self.env_config = env or EnvConfig()
         self.engine = engine or Engine(self.run_config, progress=False)
@@ -83,7 +86,8 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         prior = self.env_config.prior_schedule(self.controls.groups)
         n = self.env_config.phases
         self.prior = [
-            self.controls.encode(prior.phase_at((p + 0.5) / n)) if prior else np.zeros(self.controls.dim) for p in range(n)
+            self.controls.encode(prior.phase_at((p + 0.5) / n)) if prior else np.zeros(self.controls.dim)
+            for p in range(n)
         ]
         self._episode = None
         self._phases: list = []
@@ -119,8 +123,12 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
                 self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
         except FloatingPointError as exc:  # DivergedError included
             self._episode = None
-            info.update(diverged=str(exc), controls=_controls_row(phase), episode_end=True,
-                        episode_return=-self.env_config.diverged_penalty)
+            info.update(
+                diverged=str(exc),
+                controls=_controls_row(phase),
+                episode_end=True,
+                episode_return=-self.env_config.diverged_penalty,
+            )
             reward = -(before - self.base_composite) - self.env_config.diverged_penalty
             obs = self.observer(self.scores, self.phase, None, None)
             return obs, float(reward), True, False, info
@@ -130,8 +138,12 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         reward = float(self.scores["composite"] - before)
         truncated = self.phase >= n
         obs = self.observer(self.scores, self.phase, result.norms, self.cosines)
-        info.update(result=_stable_row(result), controls=_controls_row(phase), interference={k: list(v) for k, v in self.cosines.items()},
-                    base_composite=self.base_composite)
+        info.update(
+            result=_stable_row(result),
+            controls=_controls_row(phase),
+            interference={k: list(v) for k, v in self.cosines.items()},
+            base_composite=self.base_composite,
+        )
         if truncated:
             self._episode = None
             info.update(episode_end=True, episode_return=float(self.scores["composite"] - self.base_composite))

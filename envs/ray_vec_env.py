@@ -16,14 +16,12 @@ restart count.
 
 No maintained SB3-on-Ray VecEnv exists (DLR-RM/stable-baselines3#1345 was never merged), hence
 this small class. Env factories must be importable functions of an installed package (Ray
-workers import them by name; a test module is not importable there), e.g. :func:`envs.vector.make_env`.
+workers import them by name; a test module is not importable there), e.g. :func:`metactl.envs.vector.make_env`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,126 +29,23 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
-from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
-from envs.config import RayConfig
-from metactl.errors import ConfigError
+from metactl.envs.config import RayConfig
+from metactl.envs.ray_cluster import check_fits, init_ray, require_ray
+from metactl.envs.ray_worker import EnvActor
+
+__all__ = ["EnvActor", "RayVecEnv", "check_fits", "init_ray", "require_ray", "restart_seed"]
 
 log = logging.getLogger("metactl.ray")
 
 
-def require_ray() -> None:
-    """Fail with the install command when the optional ``ray`` extra is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise ConfigError("vec_env: ray needs Ray, which is not installed; pip install 'metactl[ray]' (or set vec_env: subproc).")
-
-
-def init_ray(config: RayConfig) -> bool:
-    """Connect to (or start) Ray as ``config`` says; True when this call started it (and owns shutdown)."""
-    require_ray()
-    import ray
-
-    if ray.is_initialized():
-        return False
-    # Offline machines are the norm here: no usage report to usage-stats.ray.io.
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "configure_logging": False}
-    if config.address is None:
-        kwargs["num_cpus"] = config.num_cpus
-    try:
-        # "local" starts a fresh instance even where `ray start` left one running on this machine
-        # (plain ray.init() would join that one, with its own resources and lifetime).
-        ray.init(address=config.address or "local", **kwargs)
-    except ConnectionError as exc:
-        raise ConfigError(
-            f"ray.address: no Ray cluster answers at {config.address!r} ({exc}); start one with `ray start --head`, "
-            "or set ray.address: null to start a local instance."
-        ) from exc
-    return True
-
-
-def check_fits(config: RayConfig, n_envs: int) -> None:
-    """Fail at once, not by waiting forever, when the cluster cannot hold ``n_envs`` env actors."""
-    import ray
-
-    have = ray.cluster_resources()
-    for kind, each, key in (("CPU", config.cpus_per_env, "cpus_per_env"), ("GPU", config.gpus_per_env, "gpus_per_env")):
-        if each > 0 and n_envs * each > have.get(kind, 0) + 1e-9:
-            total = have.get(kind, 0)
-            fits = math.floor(1000 * total / n_envs) / 1000  # rounded down, so the suggestion does fit
-            hint = (f"set ray.{key}={fits:g} (actors share the {kind}s), use fewer envs, or add nodes"
-                    if fits > 0 else f"set ray.{key}=0")
-            raise ConfigError(
-                f"ray.{key}: {n_envs} env actors x {each:g} {kind} = {n_envs * each:g} {kind}, but the Ray cluster has "
-                f"{total:g} {kind} in all; {hint}."
-            )
-
-
-class EnvActor:
-    """Holds one env inside a Ray actor and steps it as SB3's ``SubprocVecEnv`` worker does."""
-
-    def __init__(self, env_fn: Callable[[], gym.Env]) -> None:
-        from stable_baselines3.common.vec_env.patch_gym import _patch_env
-
-        self.env = _patch_env(env_fn())
-        # Until the first reset this actor holds no episode: Ray may have restarted it between
-        # two calls (a death while the driver was updating the policy), and a step must say so.
-        self.fresh = True
-
-    def spaces(self) -> tuple[gym.Space, gym.Space]:
-        return self.env.observation_space, self.env.action_space
-
-    def reset(self, seed: int | None, options: dict | None) -> tuple[Any, dict]:
-        self.fresh = False
-        return self.env.reset(seed=seed, **({"options": options} if options else {}))
-
-    def step(self, action: np.ndarray) -> tuple[Any, float, bool, dict, dict] | None:
-        """One SB3-style step, or ``None`` when this actor was (re)started since the last reset."""
-        if self.fresh:
-            return None
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        done = terminated or truncated
-        info["TimeLimit.truncated"] = truncated and not terminated
-        reset_info: dict = {}
-        if done:
-            info["terminal_observation"] = obs
-            obs, reset_info = self.env.reset()
-        return obs, reward, done, info, reset_info
-
-    def get_attr(self, name: str) -> Any:
-        return self.env.get_wrapper_attr(name)
-
-    def has_attr(self, name: str) -> bool:
-        try:
-            self.env.get_wrapper_attr(name)
-        except AttributeError:
-            return False
-        return True
-
-    def set_attr(self, name: str, value: Any) -> None:
-        setattr(self.env, name, value)
-
-    def env_method(self, name: str, args: tuple, kwargs: dict) -> Any:
-        return self.env.get_wrapper_attr(name)(*args, **kwargs)
-
-    def is_wrapped(self, wrapper_class: type) -> bool:
-        from stable_baselines3.common.env_util import is_wrapped
-
-        return is_wrapped(self.env, wrapper_class)
-
-    def render(self) -> Any:
-        return self.env.render()
-
-    def where(self) -> dict[str, Any]:
-        """The node and process this env runs in (which machine to look at when it misbehaves)."""
-        import ray
-
-        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-
-    def close(self) -> None:
-        self.env.close()
+def stack_obs(obs: Sequence[Any], space: gym.Space) -> VecEnvObs:
+    """One observation per env -> the batch SB3 expects (as ``SubprocVecEnv`` stacks them)."""
+    if isinstance(space, gym.spaces.Dict):
+        return {k: np.stack([o[k] for o in obs]) for k in space.spaces}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(np.stack([o[i] for o in obs]) for i in range(len(space.spaces)))
+    return np.stack(obs)
 
 
 def restart_seed(base: int, index: int, restarts: int) -> int:
@@ -209,7 +104,7 @@ class RayVecEnv(VecEnv):
         self._last_obs = list(obs)
         self._reset_seeds()
         self._reset_options()
-        return _stack_obs(obs, self.observation_space)
+        return stack_obs(obs, self.observation_space)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._pending = [a.step.remote(action) for a, action in zip(self.actors, actions)]
@@ -231,7 +126,7 @@ class RayVecEnv(VecEnv):
         self._pending = []
         obs, rews, dones, infos, self.reset_infos = (list(x) for x in zip(*results))
         self._last_obs = list(obs)
-        return _stack_obs(obs, self.observation_space), np.stack(rews).astype(np.float32), np.stack(dones), infos
+        return stack_obs(obs, self.observation_space), np.stack(rews).astype(np.float32), np.stack(dones), infos
 
     def close(self) -> None:
         if self.closed:
@@ -274,6 +169,11 @@ class RayVecEnv(VecEnv):
         """Restarts per env over the whole run, a resumed one included (what a checkpoint keeps)."""
         return [a + b for a, b in zip(self.restarts_before, self.restarts)]
 
+    def resume_restarts(self, saved: list[int]) -> None:
+        """Continue the counts :meth:`lifetime_restarts` returned in an earlier process of the run, so
+        that a restarted worker never gets a seed used before."""
+        self.restarts_before[: len(saved)] = saved[: len(self.actors)]
+
     # -- recovery ----------------------------------------------------------------------------------------
     def _get(self, refs):
         return self._ray.get(refs)
@@ -295,7 +195,9 @@ class RayVecEnv(VecEnv):
                 except self._ray.exceptions.RayActorError as exc:
                     if time.monotonic() >= deadline:
                         raise RuntimeError(f"env worker {i} did not come back within ray.restart_timeout_s") from exc
-                    log.warning("env worker %d went away during %s (%s); calling it again", i, method, type(exc).__name__)
+                    log.warning(
+                        "env worker %d went away during %s (%s); calling it again", i, method, type(exc).__name__
+                    )
                     time.sleep(0.2)
                     ref = getattr(self.actors[i], method).remote(*args)
         return out
@@ -307,10 +209,10 @@ class RayVecEnv(VecEnv):
         if pending:
             missing = [i for i, r in enumerate(refs) if r in pending]
             raise RuntimeError(
-                f"env actors {missing} did not start within ray.start_timeout_s={self.config.start_timeout_s:g} s: either "
-                f"no node has {self.config.cpus_per_env:g} CPU / {self.config.gpus_per_env:g} GPU free for them (other work "
-                "holds them), or building the env (loading the model, scoring the base) takes longer; raise ray.start_timeout_s "
-                "for the latter."
+                f"env actors {missing} did not start within ray.start_timeout_s={self.config.start_timeout_s:g} s: "
+                f"either no node has {self.config.cpus_per_env:g} CPU / {self.config.gpus_per_env:g} GPU "
+                "free for them (other work holds them), or building the env (loading the model, scoring the base) "
+                "takes longer; raise ray.start_timeout_s for the latter."
             )
         return ray.get(refs)
 
@@ -324,16 +226,25 @@ class RayVecEnv(VecEnv):
                 f"{self.config.max_restarts}; the last error: {error}"
             )
         seed = restart_seed(self._seed_base, index, self.restarts_before[index] + self.restarts[index])
-        log.warning("env worker %d died (%s); restart %d of %d, reseeded with %d", index, error,
-                    self.restarts[index], self.config.max_restarts, seed)
+        log.warning(
+            "env worker %d died (%s); restart %d of %d, reseeded with %d",
+            index,
+            error,
+            self.restarts[index],
+            self.config.max_restarts,
+            seed,
+        )
         deadline = time.monotonic() + self.config.restart_timeout_s
         while True:
             try:
-                return ray.get(self.actors[index].reset.remote(seed, None), timeout=max(1.0, deadline - time.monotonic()))
+                return ray.get(
+                    self.actors[index].reset.remote(seed, None), timeout=max(1.0, deadline - time.monotonic())
+                )
             except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as again:
                 if time.monotonic() >= deadline:
                     raise RuntimeError(
-                        f"env worker {index} did not come back within ray.restart_timeout_s={self.config.restart_timeout_s:g} s"
+                        f"env worker {index} did not come back within "
+                        f"ray.restart_timeout_s={self.config.restart_timeout_s:g} s"
                     ) from again
                 time.sleep(0.2)
             except ray.exceptions.ActorDiedError as dead:

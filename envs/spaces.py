@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metactl.schedule import MODULE_KINDS, Phase, Schedule, ToolControls
+from metactl.layer_grid import MODULE_KINDS
+from metactl.schedule import Phase, Schedule, ToolControls
 
 TRAIN_BASE = 4.0
 

@@ -4,7 +4,7 @@
 
 - ``dummy``: all envs in this process, one after another (debugging, one env);
 - ``subproc``: one local process per env (SB3's ``SubprocVecEnv``; the default for several envs);
-- ``ray``: one Ray actor per env, on this machine or a cluster (:class:`envs.ray_vec_env.RayVecEnv`).
+- ``ray``: one Ray actor per env, on this machine or a cluster (:class:`metactl.envs.ray_vec_env.RayVecEnv`).
 
 Every kind builds its envs with :func:`make_env`, an importable function (Ray and forkserver
 workers import it by name), so the same seeds give the same episodes whichever runs them.
@@ -20,9 +20,10 @@ import gymnasium as gym
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
-    from envs.config import EnvConfig
-    from envs.ray_vec_env import RayConfig
     from metactl.config import RunConfig
+    from metactl.envs.config import EnvConfig
+    from metactl.envs.jobs import Job
+    from metactl.envs.ray_vec_env import RayConfig
 
 VEC_ENVS = ("auto", "dummy", "subproc", "ray")
 
@@ -36,10 +37,9 @@ def make_env(env_id: str, run: RunConfig, env: EnvConfig, worker_index: int = 0,
     """
     from stable_baselines3.common.monitor import Monitor
 
-    from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
+    from metactl.envs import make
 
-    cls = ScheduleBanditEnv if env_id == BANDIT_ENV_ID else PhaseControlEnv
-    inner = cls(run=run, env=env)
+    inner = make(env_id, run=run, env=env)
     inner.set_worker_index(worker_index)
     return Monitor(inner) if monitor else inner
 
@@ -61,9 +61,27 @@ def vectorise(fns: list, vec_env: str = "auto", ray: RayConfig | None = None) ->
 
     kind = ("subproc" if len(fns) > 1 else "dummy") if vec_env == "auto" else vec_env
     if kind == "ray":
-        from envs.ray_vec_env import RayVecEnv
+        from metactl.envs.ray_vec_env import RayVecEnv
 
         return RayVecEnv(fns, ray)
     if kind == "subproc":
         return SubprocVecEnv(fns)
     return DummyVecEnv(fns)
+
+
+def run_jobs(venv: VecEnv, jobs: list[Job]) -> list[dict]:
+    """Run evaluation jobs spread over the VecEnv's workers (in parallel for SubprocVecEnv)."""
+    from metactl.envs.jobs import write_adapter_files
+
+    n = venv.num_envs
+    by_worker: dict[int, list[Job]] = {i: jobs[i::n] for i in range(n)}
+    per_worker = venv.env_method("run_jobs", by_worker)
+    out: list[dict] = [{}] * len(jobs)
+    for i, results in enumerate(per_worker):
+        for k, res in enumerate(results):
+            out[i + k * n] = res
+    for job, res in zip(jobs, out):
+        files = res.pop("adapter_files", None)
+        if job.save_adapters and files:
+            write_adapter_files(job.save_adapters, files)
+    return out

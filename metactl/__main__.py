@@ -1,5 +1,5 @@
 """``python -m metactl``: the CLI, for launchers that take a module (``torchrun -m``, ``accelerate launch -m``)."""
 
-from metactl.cli import main
+from metactl.commands.cli import main
 
 main()

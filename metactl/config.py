@@ -20,7 +20,9 @@ from metactl.tools import TOOLS, DPOConfig, RetainConfig, SFTConfig, ToolConfig
 
 @dataclass
 class TrainingConfig:
-    total_steps: int = field(default=96, metadata={"help": "optimiser steps per episode, shared by all tools and phases"})
+    total_steps: int = field(
+        default=96, metadata={"help": "optimiser steps per episode, shared by all tools and phases"}
+    )
     layer_groups: int = field(default=4, metadata={"help": "relative-depth groups a schedule controls"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank of every tool's adapter"})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = output control * alpha / r)"})
@@ -28,12 +30,18 @@ class TrainingConfig:
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 per process is fastest for small models)"})
     device: str = field(
         default="cpu",
-        metadata={"help": "where the model trains: cpu, cuda, cuda:N, or auto (cuda when torch sees one); a multi-process launch gives each process its own GPU"},
+        metadata={
+            "help": "where the model trains: cpu, cuda, cuda:N, or auto (cuda when torch sees one); "
+            "a multi-process launch gives each process its own GPU"
+        },
     )
     score_every_phase: bool = field(default=True, metadata={"help": "score after every phase, not only at the end"})
     score_probes: int = field(
         default=0,
-        metadata={"help": "probes per behaviour and split that every score uses (0 = all the suite has); fewer is faster and noisier"},
+        metadata={
+            "help": "probes per behaviour and split that every score uses (0 = all the suite has); "
+            "fewer is faster and noisier"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -43,9 +51,13 @@ class TrainingConfig:
         self.lora_alpha = check_number("training.lora_alpha", self.lora_alpha, low=0.0, high=1e4, low_open=True)
         self.seed = int(check_number("training.seed", self.seed, low=0, integer=True))
         self.threads = int(check_number("training.threads", self.threads, low=1, high=256, integer=True))
-        self.score_probes = int(check_number("training.score_probes", self.score_probes, low=0, high=10**6, integer=True))
+        self.score_probes = int(
+            check_number("training.score_probes", self.score_probes, low=0, high=10**6, integer=True)
+        )
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
-            raise ConfigError(f"training.device: got {self.device!r}; allowed: cpu, cuda, cuda:N (N a GPU index), auto.")
+            raise ConfigError(
+                f"training.device: got {self.device!r}; allowed: cpu, cuda, cuda:N (N a GPU index), auto."
+            )
 
     def torch_device(self):
         """The ``torch.device`` to train on; fails (before any weights load) if it is not there."""
@@ -54,10 +66,15 @@ class TrainingConfig:
         if self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available()):
             return torch.device("cpu")
         if not torch.cuda.is_available():
-            raise ConfigError(f"training.device={self.device}, but torch sees no CUDA GPU here; use training.device=cpu (or auto).")
+            raise ConfigError(
+                f"training.device={self.device}, but torch sees no CUDA GPU here; use training.device=cpu (or auto)."
+            )
         dev = torch.device("cuda" if self.device == "auto" else self.device)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"training.device={self.device}: torch sees {torch.cuda.device_count()} GPU(s), indices 0-{torch.cuda.device_count() - 1}.")
+            raise ConfigError(
+                f"training.device={self.device}: torch sees {torch.cuda.device_count()} GPU(s), "
+                f"indices 0-{torch.cuda.device_count() - 1}."
+            )
         return dev
 
 
@@ -87,8 +104,12 @@ class RunConfig(YamlConfig):
     suite: str = field(default="style-vs-truth", metadata={"help": "built-in suite name or a folder with suite.yaml"})
     task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "episode size, adapters, seeds"})
-    tools: dict[str, ToolConfig] = field(default_factory=_default_tools, metadata={"help": "per-tool settings (metactl tools)"})
-    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "how the score parts combine into the composite"})
+    tools: dict[str, ToolConfig] = field(
+        default_factory=_default_tools, metadata={"help": "per-tool settings (metactl tools)"}
+    )
+    reward: RewardConfig = field(
+        default_factory=RewardConfig, metadata={"help": "how the score parts combine into the composite"}
+    )
 
     def __post_init__(self) -> None:
         self.task_seed = int(check_number("task_seed", self.task_seed, low=0, integer=True))
@@ -120,7 +141,8 @@ def build_config(cls, data: dict, where: str):
     for key in data:
         if key not in known:
             raise ConfigError(
-                f"{where + '.' if where else ''}{key}: unknown option; allowed: {', '.join(known)}.{did_you_mean(key, known)}"
+                f"{where + '.' if where else ''}{key}: unknown option; "
+                f"allowed: {', '.join(known)}.{did_you_mean(key, known)}"
             )
     kwargs = {}
     for key, value in data.items():
@@ -130,7 +152,9 @@ def build_config(cls, data: dict, where: str):
             tools = _default_tools()
             for name, sub in (value or {}).items():
                 if name not in TOOLS:
-                    raise ConfigError(f"{path}.{name}: unknown tool; allowed: {', '.join(TOOLS)}.{did_you_mean(name, TOOLS)}")
+                    raise ConfigError(
+                        f"{path}.{name}: unknown tool; allowed: {', '.join(TOOLS)}.{did_you_mean(name, TOOLS)}"
+                    )
                 tools[name] = build_config(TOOLS[name].Config, sub or {}, f"tools.{name}")
             kwargs[key] = tools
         elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
@@ -161,16 +185,20 @@ def read_config_file(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> RunConfig:
     """YAML file (optional) + ``a.b=value`` overrides -> validated :class:`RunConfig`."""
-    data: dict = dict(base or {})
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config: file {str(path)!r} does not exist.")
-        data = yaml.safe_load(path.read_text()) or {}
+    return load_dataclass_config(RunConfig, path, overrides, base)
+
+
+def load_dataclass_config(
+    cls, path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+):
+    """``base`` data, replaced by a YAML file when given, then ``a.b=value`` overrides -> validated ``cls``."""
+    data: dict = read_config_file(path) if path is not None else dict(base or {})
     merge_overrides(data, overrides or [])
-    return build_config(RunConfig, data, "")
+    return build_config(cls, data, "")
 
 
 def merge_overrides(data: dict, overrides: list[str]) -> dict:

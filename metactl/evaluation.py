@@ -5,9 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-PARTS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "kl", "stability", "cka", "composite"]
-# Parts where lower is better; every other part (and the gain) is better higher.
-LOWER_IS_BETTER = {"kl"}
+from metactl.score_parts import is_better, reported_parts
 
 
 @dataclass
@@ -20,13 +18,17 @@ class Evaluation:
             out.setdefault(r["label"], []).append(r)
         return out
 
+    @property
+    def parts(self) -> list[str]:
+        """The score parts every table of this evaluation shows (from the suite's behaviours)."""
+        return reported_parts(self.rows[0]["scores"]) if self.rows else []
+
     def summary(self) -> dict[str, dict]:
         """Per label: mean and std of every part, the gain over base, and the gain ratio to default."""
-        groups = self.by_label()
         out = {}
-        for label, rows in groups.items():
+        for label, rows in self.by_label().items():
             stats = {}
-            for k in PARTS:
+            for k in self.parts:
                 vals = [r["scores"][k] for r in rows]
                 stats[k] = (statistics.mean(vals), statistics.pstdev(vals) if len(vals) > 1 else 0.0)
             gains = [r["scores"]["composite"] - r["base"]["composite"] for r in rows]
@@ -40,13 +42,14 @@ class Evaluation:
 
 def format_table(evaluation: Evaluation, columns: list[str] | None = None) -> list[list[str]]:
     """Rows of strings: method, mean +- std of each part, gain over base, gain / default's gain."""
-    columns = columns or PARTS
+    columns = columns or evaluation.parts
     summary = evaluation.summary()
     table = [["method", *columns, "gain over base", "x default gain"]]
     for label, stats in summary.items():
         cells = [f"{stats[c][0]:.3f} ± {stats[c][1]:.3f}" for c in columns]
         ratio = stats.get("gain_vs_default")
-        table.append([label, *cells, f"{stats['gain'][0]:+.3f} ± {stats['gain'][1]:.3f}", f"{ratio:.2f}x" if ratio is not None else "-"])
+        gain = f"{stats['gain'][0]:+.3f} ± {stats['gain'][1]:.3f}"
+        table.append([label, *cells, gain, f"{ratio:.2f}x" if ratio is not None else "-"])
     return table
 
 
@@ -56,10 +59,9 @@ def format_comparison(evaluation: Evaluation, method: str, baseline: str = "defa
     summary = evaluation.summary()
     labels = list(summary)
     table = [["part", *labels, f"{method} - {baseline}", "better?"]]
-    for part in [*PARTS, "gain"]:
+    for part in [*evaluation.parts, "gain"]:
         cells = [f"{summary[lb][part][0]:.3f} ± {summary[lb][part][1]:.3f}" for lb in labels]
-        delta = summary[method][part][0] - summary[baseline][part][0]
-        better = delta < 0 if part in LOWER_IS_BETTER else delta > 0
-        verdict = "=" if abs(delta) < 5e-4 else ("yes" if better else "no")
-        table.append([part if part != "gain" else "gain over base", *cells, f"{delta:+.3f}", verdict])
+        new, old = summary[method][part][0], summary[baseline][part][0]
+        verdict = "=" if abs(new - old) < 5e-4 else ("yes" if is_better(part, new, old) else "no")
+        table.append([part if part != "gain" else "gain over base", *cells, f"{new - old:+.3f}", verdict])
     return table

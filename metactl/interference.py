@@ -27,7 +27,7 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
     adapters = engine.adapters
     groups = adapters.layer_map.groups
     weights: list[list[torch.nn.Parameter]] = [[] for _ in range(groups)]
-    for target, mod in adapters._layers:
+    for target, mod in adapters.layers:
         weights[target.group].append(mod.get_base_layer().weight)
     flat = [w for ws in weights for w in ws]
     adapters.activate(engine.tool_names)
@@ -42,7 +42,9 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
             g = torch.autograd.grad(loss, flat, allow_unused=True)
             by_group, i = [], 0
             for ws in weights:
-                parts = [(gi if gi is not None else torch.zeros_like(w)).reshape(-1) for gi, w in zip(g[i : i + len(ws)], ws)]
+                parts = [
+                    (gi if gi is not None else torch.zeros_like(w)).reshape(-1) for gi, w in zip(g[i : i + len(ws)], ws)
+                ]
                 by_group.append(torch.cat(parts) if parts else torch.zeros(1, device=flat[0].device))
                 i += len(ws)
             grads[name] = by_group

@@ -126,7 +126,11 @@ def check_batches_cover(tool_configs: dict, world: int, rows: dict[str, int] | N
     for name, cfg in tool_configs.items():
         batch = min(cfg.batch_size, (rows or {}).get(name, cfg.batch_size))
         if batch < world:
-            why = f"tools.{name}.batch_size={cfg.batch_size}" if batch == cfg.batch_size else f"the task's {batch} {name} rows"
+            why = (
+                f"tools.{name}.batch_size={cfg.batch_size}"
+                if batch == cfg.batch_size
+                else f"the task's {batch} {name} rows"
+            )
             raise ConfigError(
                 f"{why} gives a batch of {batch}, fewer rows than the {world} processes; every process needs one. "
                 f"Use at least --set run.tools.{name}.batch_size={world}, or fewer processes."

@@ -1,58 +1,180 @@
-"""The run directory a user keeps: resolved config, schedule, scores, peft adapters.
+"""The run-dir format: file names, atomic writes, JSONL reading, claiming a directory.
 
-The directory is assembled in a temp sibling and swapped into place at the end, so an
-interrupted or failed run leaves either the previous directory or nothing, never a half.
+Every command's output directory is written through this module, so a kill at any point leaves
+either the previous complete file (or folder) or the new one, never half of one.
+
+JSONL, one rule for every reader: metactl appends a row as one complete line (:func:`append_jsonl`),
+so in a file metactl appended to, a last line that does not parse is a torn write (the run was
+killed mid-line) and is skipped with a warning (``appended=True``); any other malformed line, and
+every malformed line of a user's data file, is a :class:`DataError` naming the file and line.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from metactl.config import RunConfig
-from metactl.io import atomic_write_dir
-from metactl.runner import Engine, PhaseResult
-from metactl.schedule import Schedule
+import yaml
 
-SCORES = "scores.jsonl"
+from metactl.errors import ConfigError, DataError
 
+log = logging.getLogger("metactl.rundir")
 
-def write_schedule_run(
-    out: str | Path,
-    config: RunConfig,
-    schedule: Schedule,
-    engine: Engine,
-    results: list[PhaseResult],
-    seed: int,
-) -> Path:
-    def fill(tmp: Path) -> None:
-        (tmp / "config.yaml").write_text(config.to_commented_yaml())
-        (tmp / "schedule.yaml").write_text(schedule.to_yaml())
-        rows = [{"episode": 0, "phase": -1, "seed": seed, "task_seed": config.task_seed, "scores": engine.task.base_scores, "base": True}]
-        rows += [{"episode": 0, "seed": seed, "task_seed": config.task_seed, **r.to_row()} for r in results]
-        (tmp / SCORES).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        engine.adapters.save(tmp / "adapters")
-        (tmp / "base_model.txt").write_text(engine.model_path + "\n")
-        write_tensorboard(tmp / "tb", engine.task.base_scores, results)
-
-    return atomic_write_dir(out, fill)
+# -- file names ------------------------------------------------------------------------------------
+CONFIG = "config.yaml"  # the resolved config of the command (a resumed run reads it back)
+SCHEDULE = "schedule.yaml"  # the schedule that ran (run-schedule, transfer) or the greedy one (train-controller)
+SCORES = "scores.jsonl"  # one row per (episode, phase)
+EVAL = "eval.jsonl"  # train-controller: one row per (method, held-out task)
+RESULTS = "results.jsonl"  # transfer and sweep: one row per (method, task) or finished trial
+ADAPTERS = "adapters"  # peft adapters, one folder per tool
+BASE_MODEL = "base_model.txt"  # the model path the adapters belong to
+CHECKPOINTS = "checkpoints"  # train-controller: ckpt-<episodes>/ after every update
+CONTROLLER = "controller.zip"  # train-controller: the SB3 model (ppo, bandit)
+SWEEP = "sweep.yaml"  # sweep: the resolved sweep config
 
 
-def read_scores(run_dir: str | Path) -> list[dict]:
-    from metactl.io import read_jsonl
+# -- atomic writes ---------------------------------------------------------------------------------
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
 
-    return read_jsonl(Path(run_dir) / SCORES)
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_tensorboard(log_dir: Path, base: dict[str, float], results: list[PhaseResult]) -> None:
-    """Scores per phase (step = phase index, base at -1) for ``tensorboard --logdir RUN_DIR/tb``."""
-    from torch.utils.tensorboard import SummaryWriter
+def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` fills a temp file in the same directory, which then replaces ``path``
+    (``os.replace``: never a torn file). For writers that take a path (``torch.save``, ``savefig``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
-    with SummaryWriter(str(log_dir)) as writer:
-        rows = [(-1, base)] + [(r.phase, r.scores) for r in results if r.scores]
-        for step, scores in rows:
-            for key, value in scores.items():
-                writer.add_scalar(f"scores/{key}", value, step)
-        for r in results:
-            for tool, loss in r.losses.items():
-                writer.add_scalar(f"loss/{tool}", loss, r.phase)
+
+def atomic_write_dir(path: str | Path, fill: Callable[[Path], object]) -> Path:
+    """Build a directory in a temp sibling with ``fill(tmp_dir)``, then swap it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        fill(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+# -- JSONL -----------------------------------------------------------------------------------------
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one complete line; a reader skips a torn last line (see :func:`read_jsonl`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    """Replace ``path`` with ``rows``, atomically."""
+    return atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def read_jsonl(
+    path: str | Path, required: tuple[str, ...] = (), kind: str = "row", *, appended: bool = False
+) -> list[dict]:
+    """Read a JSONL file; errors name the file, the line number and the missing field.
+
+    ``appended``: a file metactl appends to (a run dir's log). A missing file is empty, and a torn
+    last line is skipped with a warning. Otherwise (a user's data file) the file must exist, hold
+    rows, and every line must parse.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if appended:
+            return []
+        raise DataError(f"{path}: file does not exist.")
+    rows = []
+    lines = path.read_text().splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if appended and lineno == len(lines):
+                log.warning("%s: dropping a torn last line (the run was killed while writing it)", path)
+                continue
+            raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}).") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise DataError(
+                f"{path}:{lineno}: {kind} is missing field {missing[0]!r} "
+                f"(a {kind} needs {', '.join(required)}; it has {', '.join(row) or 'nothing'})."
+            )
+        for k in required:
+            if not isinstance(row[k], (str, list)):
+                raise DataError(f"{path}:{lineno}: field {k!r} must be a string, got {type(row[k]).__name__}.")
+        rows.append(row)
+    if not rows and not appended:
+        raise DataError(f"{path}: no rows.")
+    return rows
+
+
+# -- what a directory holds ------------------------------------------------------------------------
+def claim_run_dir(out: Path, resume: bool, marker: str, kind: str) -> None:
+    """Create ``out`` for a new run, or check it is a run to resume (it holds ``marker``).
+
+    A new run never writes into a directory that holds files: the user's earlier work stays.
+    """
+    if resume:
+        if not (out / marker).is_file():
+            raise ConfigError(f"--resume {out}: no {marker} there; it is not a {kind} dir.")
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(
+            f"--out {out}: the directory exists and is not empty; pass --resume {out} to continue it, "
+            "or pick another --out."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def read_config_data(run_dir: str | Path) -> dict | None:
+    """The raw ``config.yaml`` of a run dir as plain data (no validation), or None without one."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}).") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def is_train_controller_dir(run_dir: str | Path) -> bool:
+    """A train-controller run dir's config names a ``policy``; run-schedule and transfer dirs' do not."""
+    data = read_config_data(run_dir)
+    return data is not None and "policy" in data

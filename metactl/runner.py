@@ -12,8 +12,6 @@ reference log-probs, retain log-probs and hidden states) and the base's own scor
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +19,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from metactl.adapters import AdapterSet, LoraSettings, base_only, resolve_layer_map
+from metactl.adapters import AdapterSet, LoraSettings, base_only
 from metactl.config import RunConfig
-from metactl.errors import ConfigError
+from metactl.episode import DivergedError, Episode, PhaseResult
+from metactl.errors import ConfigError, did_you_mean
+from metactl.layer_map import resolve_layer_map
 from metactl.models import load_model, resolve_model
-from metactl.schedule import MODULE_KINDS, Phase, Schedule, interleave
+from metactl.schedule import Schedule
 from metactl.scoring import Scorer
 from metactl.tasks import TaskSuite, check_suite_name, load_suite
 from metactl.tools import TOOLS, Tool
@@ -33,26 +33,7 @@ from metactl.tools import TOOLS, Tool
 if TYPE_CHECKING:
     from metactl.parallel import DataParallel
 
-
-class DivergedError(FloatingPointError):
-    """A tool's loss became NaN/inf; the episode cannot continue meaningfully."""
-
-
-@dataclass
-class PhaseResult:
-    phase: int
-    steps: int
-    tool_steps: dict[str, int]
-    losses: dict[str, float]  # mean training loss per tool over the phase
-    norms: dict[str, list[float]]  # per tool, per layer group: ||s * B A||
-    seconds: float
-    scores: dict[str, float] | None = None
-
-    def to_row(self) -> dict:
-        return {
-            "phase": self.phase, "steps": self.steps, "tool_steps": self.tool_steps, "losses": self.losses,
-            "norms": self.norms, "seconds": round(self.seconds, 4), "scores": self.scores,
-        }
+__all__ = ["DivergedError", "Engine", "Episode", "PhaseResult", "TaskState", "check_schedule", "suite_tools"]
 
 
 @dataclass
@@ -94,19 +75,11 @@ class Engine:
     def __init__(self, config: RunConfig, tools: list[str] | None = None, progress: bool = True,
                  parallel: DataParallel | None = None) -> None:
         # Validate everything that can be validated before reading any weights.
-        resolve_model(config.model)
-        check_suite_name(config.suite)
+        first_suite = load_suite(*_check_names(config))
         self.config = config
         self.parallel = parallel
         self.device = parallel.device if parallel is not None else config.training.torch_device()
-        self.tool_names = list(tools or TOOLS)
-        for t in self.tool_names:
-            if t not in TOOLS:
-                raise ConfigError(f"tools: unknown tool {t!r}; allowed: {', '.join(TOOLS)}.")
-        first_suite = load_suite(config.suite, config.task_seed)
-        self.tool_names = [t for t in self.tool_names if first_suite.data.get(t)]
-        if not self.tool_names:
-            raise ConfigError(f"suite {config.suite!r} has no data for any of the requested tools.")
+        self.tool_names = suite_tools(config, first_suite, tools)
 
         torch.set_num_threads(config.training.threads)
         model, self.tokenizer, self.model_path = load_model(config.model, progress=progress)
@@ -172,11 +145,19 @@ class Engine:
         ep = self.episode(seed)
         steps = schedule.phase_steps(self.config.training.total_steps)
         results: list[PhaseResult] = []
-        fingerprint = f"{self.config.to_yaml()}\n{schedule.to_yaml()}\nseed={seed} task_seed={self.task.suite.task_seed}"
+        fingerprint = (
+            f"{self.config.to_yaml()}\n{schedule.to_yaml()}\nseed={seed} task_seed={self.task.suite.task_seed}"
+        )
         if checkpoint is not None and Path(checkpoint).is_file():
             results = ep.load(checkpoint, fingerprint)
-        with tqdm(total=sum(steps), initial=sum(steps[: len(results)]), desc="training", unit="step",
-                  disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=sum(steps),
+            initial=sum(steps[: len(results)]),
+            desc="training",
+            unit="step",
+            disable=not progress,
+            leave=False,
+        ) as bar:
             for i, (phase, n) in enumerate(zip(schedule.phases, steps)):
                 if i < len(results):
                     continue
@@ -193,148 +174,41 @@ class Engine:
         return results
 
     def check_schedule(self, schedule: Schedule) -> None:
-        if schedule.layer_groups != self.layer_map.groups:
-            raise ConfigError(
-                f"schedule has layer_groups={schedule.layer_groups} but the run uses training.layer_groups="
-                f"{self.layer_map.groups}; set training.layer_groups={schedule.layer_groups}."
-            )
-        missing = [t for t in schedule.tool_names if t not in self.tool_names]
-        if missing:
-            raise ConfigError(f"schedule uses tool {missing[0]!r} but the suite has no data for it (tools here: {', '.join(self.tool_names)}).")
+        check_schedule(self.config, schedule, self.tool_names)
 
 
-class Episode:
-    """Fresh adapters and optimiser state; phases run in order and keep their effects."""
+def _check_names(config: RunConfig) -> tuple[str, int]:
+    resolve_model(config.model)
+    check_suite_name(config.suite)
+    return config.suite, config.task_seed
 
-    def __init__(self, engine: Engine, seed: int) -> None:
-        self.engine = engine
-        self.seed = seed
-        self.phase_index = 0
-        self.trained: set[str] = set()  # tools whose adapters have moved from their zero init
-        engine.adapters.reset(seed)
-        self.gen = torch.Generator().manual_seed(seed)
-        cfg = engine.config
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": params, "tool": t, "group": g, "kind": k, "base_lr": cfg.tools[t].lr}
-                for (t, g, k), params in engine.adapters.params.items()
-            ],
-            lr=0.0,
-            weight_decay=0.0,
-            foreach=True,
+
+def suite_tools(config: RunConfig, suite: TaskSuite, tools: list[str] | None = None) -> list[str]:
+    """The requested tools (default: all) that ``suite`` has data for."""
+    names = list(tools or TOOLS)
+    for t in names:
+        if t not in TOOLS:
+            raise ConfigError(f"tools: unknown tool {t!r}; allowed: {', '.join(TOOLS)}.{did_you_mean(t, TOOLS)}")
+    names = [t for t in names if suite.data.get(t)]
+    if not names:
+        raise ConfigError(f"suite {config.suite!r} has no data for any of the requested tools.")
+    return names
+
+
+def check_schedule(
+    config: RunConfig, schedule: Schedule, tools: list[str] | None = None, what: str = "schedule"
+) -> None:
+    """Does ``schedule`` fit the run? Checked from names and the suite's data, before any weights load."""
+    if schedule.layer_groups != config.training.layer_groups:
+        raise ConfigError(
+            f"{what} has layer_groups={schedule.layer_groups} but training.layer_groups="
+            f"{config.training.layer_groups}; pass --set training.layer_groups={schedule.layer_groups}."
         )
-
-    def save(self, path: Path, fingerprint: str, results: list[PhaseResult]) -> None:
-        """Everything needed to continue bit for bit: adapters, optimiser, RNG, results so far."""
-        import os
-
-        state = {
-            "fingerprint": fingerprint,
-            "lora": {n: p.detach().clone() for n, p in self.engine.model.named_parameters() if "lora_" in n},
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.gen.get_state(),
-            "phase_index": self.phase_index,
-            "trained": sorted(self.trained),
-            "results": [r.to_row() for r in results],
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-
-    def load(self, path: Path, fingerprint: str) -> list[PhaseResult]:
-        state = torch.load(path, weights_only=False, map_location="cpu")
-        if state.get("fingerprint") != fingerprint:
-            raise ConfigError(
-                f"checkpoint {path} belongs to a different run (config, schedule or seed changed); "
-                "delete it to start afresh, or write to another --out."
-            )
-        params = dict(self.engine.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["lora"].items():
-                params[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.gen.set_state(state["generator"])
-        self.phase_index = state["phase_index"]
-        self.trained = set(state["trained"])
-        return [PhaseResult(**row) for row in state["results"]]
-
-    def _apply_train(self, phase: Phase) -> None:
-        for group in self.optimizer.param_groups:
-            c = phase.tools.get(group["tool"])
-            strength = c.train[MODULE_KINDS.index(group["kind"])][group["group"]] if c else 0.0
-            group["lr"] = group["base_lr"] * strength
-
-    def _loss(self, tool: Tool) -> tuple[torch.Tensor, float]:
-        """The tool's loss on the next batch (to backpropagate) and its value (the same on every rank).
-
-        Every rank draws the same global batch from the episode's generator; in a data-parallel
-        run each computes its slice, reweighted so that DDP's gradient average is the batch's.
-        """
-        index = tool.sample(self.gen)
-        par = self.engine.parallel
-        if par is None:
-            loss = tool.loss(self.engine.model, index)
-            return loss, loss.item()
-        mine = par.shard(index)
-        loss = tool.loss(self.engine.train_model, mine) * par.scale(tool.units(mine), tool.units(index))
-        return loss, par.mean(loss)  # one verdict on divergence for every rank
-
-    def run_phase(
-        self,
-        phase: Phase,
-        steps: int,
-        score: bool = True,
-        on_step: Callable[[int], object] | None = None,
-        scorer: Scorer | None = None,
-    ) -> PhaseResult:
-        eng = self.engine
-        t0 = time.perf_counter()
-        full = {t: [[1.0] * eng.layer_map.groups for _ in MODULE_KINDS] for t in eng.tool_names}
-        outputs = {**full, **{t: c.output for t, c in phase.tools.items() if t in full}}
-        eng.adapters.set_output(outputs)
-        self._apply_train(phase)
-        order = interleave({t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None}, steps)
-        # An adapter still at its zero init, or scaled to zero everywhere, adds exactly nothing:
-        # leaving it out of the forward pass saves its FLOPs and peft's per-module overhead.
-        self.trained |= set(order)
-        silent = {t for t, grid in outputs.items() if not any(v for row in grid for v in row)}
-        active = [t for t in eng.tool_names if t in set(order) or (t in self.trained and t not in silent)]
-        eng.adapters.activate(active or eng.tool_names[:1])
-        eng.model.train()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        current = None
-        for tool_name in order:
-            if tool_name != current:
-                eng.adapters.trainable(tool_name, phase.tools[tool_name].train)
-                current = tool_name
-            loss, value = self._loss(eng.task.tools[tool_name])
-            if not math.isfinite(value):
-                raise DivergedError(
-                    f"phase {self.phase_index}: {tool_name} loss is {value} (diverged); lower tools.{tool_name}.lr "
-                    "or that tool's train control."
-                )
-            loss.backward()
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            sums[tool_name] = sums.get(tool_name, 0.0) + value
-            counts[tool_name] = counts.get(tool_name, 0) + 1
-            if on_step:
-                on_step(1)
-        eng.model.eval()
-        eng.adapters.freeze()  # nothing keeps a gradient between phases
-        scores = (scorer or eng.task.scorer).score(eng.model) if score else None
-        result = PhaseResult(
-            phase=self.phase_index,
-            steps=len(order),
-            tool_steps=counts,
-            losses={t: sums[t] / counts[t] for t in counts},
-            norms=eng.adapters.norms(),
-            seconds=time.perf_counter() - t0,
-            scores=scores,
+    if tools is None:
+        tools = suite_tools(config, load_suite(*_check_names(config)))
+    missing = [t for t in schedule.tool_names if t not in tools]
+    if missing:
+        raise ConfigError(
+            f"{what} uses tool {missing[0]!r} but suite {config.suite!r} has no data for it "
+            f"(its tools: {', '.join(tools)}); pick a suite with {missing[0]} data."
         )
-        self.phase_index += 1
-        return result
-

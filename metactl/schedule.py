@@ -32,19 +32,16 @@ from pathlib import Path
 import yaml
 
 from metactl.errors import ConfigError, check_choice, check_number, did_you_mean
+from metactl.layer_grid import MODULE_KINDS, Grid, full_grid
+from metactl.paths import resolve_schedule_path
+from metactl.tools import TOOLS
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-MODULE_KINDS = ("attn", "mlp")
 MAX_TRAIN = 10.0
 MAX_OUTPUT = 2.0
 _FRACTION_TOL = 1e-6
 
-Grid = list[list[float]]  # [kind][group]
-
-
-def _full(value: float, groups: int) -> Grid:
-    return [[float(value)] * groups for _ in MODULE_KINDS]
 
 
 @dataclass
@@ -138,13 +135,20 @@ class Schedule:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120)
 
     def save(self, path: str | Path) -> Path:
-        from metactl.io import atomic_write_text
+        from metactl.rundir import atomic_write_text
 
         return atomic_write_text(path, self.to_yaml())
 
     @classmethod
     def from_dict(cls, data: object, source: str = "schedule", known_tools: list[str] | None = None) -> Schedule:
         return parse_schedule(data, source, known_tools)
+
+    @classmethod
+    def named(cls, name: str | Path, layer_groups: int | None = None) -> Schedule:
+        """A built-in schedule (``default``, ``expert``) or a schedule YAML, over ``layer_groups``
+        groups when given (:meth:`regroup`)."""
+        schedule = cls.load(resolve_schedule_path(name))
+        return schedule if layer_groups is None else schedule.regroup(layer_groups)
 
     @classmethod
     def load(cls, path: str | Path, known_tools: list[str] | None = None) -> Schedule:
@@ -195,11 +199,11 @@ _CONTROL_KEYS = ("share", "train", "output")
 
 def parse_schedule(data: object, source: str = "schedule", known_tools: list[str] | None = None) -> Schedule:
     """Validate a schedule given as plain data; every error names the field and the fix."""
-    from metactl.tools import TOOLS
-
     known = list(known_tools or TOOLS)
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with 'schema_version' and 'phases', got {type(data).__name__}.")
+        raise ConfigError(
+            f"{source}: expected a mapping with 'schema_version' and 'phases', got {type(data).__name__}."
+        )
     extra = [k for k in data if k not in ("schema_version", "name", "layer_groups", "phases")]
     if extra:
         raise ConfigError(
@@ -221,19 +225,22 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
     for i, ph in enumerate(raw_phases):
         if not isinstance(ph, dict):
             raise ConfigError(f"{source}: phases[{i}] must be a mapping with 'fraction' and 'tools'.")
-        for t in (ph.get("tools") or {}):
+        for t in ph.get("tools") or {}:
             check_choice(f"{source}: phases[{i}].tools", t, known)
             if t not in names:
                 names.append(t)
     names.sort(key=known.index)
 
     phases: list[Phase] = []
-    last_output = {t: _full(1.0, groups) for t in names}
+    last_output = {t: full_grid(1.0, groups) for t in names}
     for i, ph in enumerate(raw_phases):
         where = f"{source}: phases[{i}]"
         bad = [k for k in ph if k not in ("fraction", "tools")]
         if bad:
-            raise ConfigError(f"{where}: unknown key {bad[0]!r}; allowed: fraction, tools.{did_you_mean(bad[0], ['fraction', 'tools'])}")
+            raise ConfigError(
+                f"{where}: unknown key {bad[0]!r}; "
+                f"allowed: fraction, tools.{did_you_mean(bad[0], ['fraction', 'tools'])}"
+            )
         fraction = check_number(f"{where}.fraction", ph.get("fraction"), low=0.0, high=1.0, low_open=True)
         tools_in = ph.get("tools") or {}
         if not isinstance(tools_in, dict):
@@ -242,7 +249,7 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
         for t in names:
             spec = tools_in.get(t)
             if spec is None:
-                controls[t] = ToolControls(0.0, _full(1.0, groups), [list(r) for r in last_output[t]])
+                controls[t] = ToolControls(0.0, full_grid(1.0, groups), [list(r) for r in last_output[t]])
                 continue
             if not isinstance(spec, dict):
                 raise ConfigError(f"{where}.tools.{t}: expected a mapping with share/train/output, got {spec!r}.")

@@ -16,10 +16,9 @@ import torch
 
 from metactl.adapters import base_only
 from metactl.errors import ConfigError, check_choice, check_number
+from metactl.forward import SharedPrefixProbes, encode_texts, token_kl
+from metactl.score_parts import REWARD_PARTS
 from metactl.tasks.suite import SPLITS, TaskSuite
-from metactl.tokens import SharedPrefixProbes, encode_texts, token_kl
-
-PARTS = ("target", "heldout", "stability")
 
 
 @dataclass
@@ -28,28 +27,33 @@ class RewardConfig:
 
     target: float = field(default=1.0, metadata={"help": "weight of target behaviour (tools' own inputs)"})
     heldout: float = field(default=1.0, metadata={"help": "weight of held-out generalisation (inputs no tool saw)"})
-    stability: float = field(default=1.0, metadata={"help": "weight of stability = exp(-KL / kl_scale), KL to the base on retain text"})
+    stability: float = field(
+        default=1.0, metadata={"help": "weight of stability = exp(-KL / kl_scale), KL to the base on retain text"}
+    )
     kl_scale: float = field(
         default=0.1,
         metadata={"help": "KL (nats/token) at which stability falls to 1/e; smaller values punish drift harder"},
     )
     combine: str = field(
         default="geometric",
-        metadata={"help": "how behaviours combine inside a split: 'geometric' values reaching them jointly, 'mean' does not"},
+        metadata={
+            "help": "how behaviours combine inside a split: 'geometric' values reaching them jointly, 'mean' does not"
+        },
     )
 
     def __post_init__(self) -> None:
-        for part in PARTS:
+        for part in REWARD_PARTS:
             setattr(self, part, check_number(f"reward.{part}", getattr(self, part), low=0.0, high=1e3))
-        if not any(getattr(self, p) > 0 for p in PARTS):
+        if not any(getattr(self, p) > 0 for p in REWARD_PARTS):
             raise ConfigError(
-                f"reward: weights { {p: getattr(self, p) for p in PARTS} } are all zero; give at least one part a positive weight."
+                f"reward: weights { {p: getattr(self, p) for p in REWARD_PARTS} } are all zero; "
+                "give at least one part a positive weight."
             )
         check_choice("reward.combine", self.combine, ("geometric", "mean"))
         self.kl_scale = check_number("reward.kl_scale", self.kl_scale, low=0.0, high=1e3, low_open=True)
 
     def composite(self, parts: dict[str, float]) -> float:
-        return sum(getattr(self, p) * parts[p] for p in PARTS)
+        return sum(getattr(self, p) * parts[p] for p in REWARD_PARTS)
 
 
 def combine(values: list[float], how: str) -> float:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
-    from metactl.controller_config import ControllerConfig
+    from metactl.policies.config import ControllerConfig
     from metactl.schedule import Schedule
 
 EpisodeSink = Callable[[int, dict], None]  # (env index, step info) for every env step
@@ -19,7 +19,7 @@ EpisodeSink = Callable[[int, dict], None]  # (env index, step info) for every en
 class Policy(ABC):
     """Produces a schedule for a task; some learn it from episodes first.
 
-    ``learn`` spends exactly one update's worth of episodes (``config.episodes_per_update``) on
+    ``learn`` spends exactly one update's worth of episodes (:attr:`episodes_per_update`) on
     the vectorised environment ``venv`` and reports every env step's info to ``sink``; the
     trainer calls it until the budget is spent and checkpoints in between. ``actor`` is what
     acts at evaluation time: a fixed :class:`Schedule` (open loop) or an object with SB3's
@@ -34,6 +34,21 @@ class Policy(ABC):
 
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
+
+    @property
+    def episodes_per_update(self) -> int:
+        """Episodes one :meth:`learn` call spends: one batch, a whole number of them per env."""
+        return self.config.n_envs
+
+    @property
+    def updates(self) -> int:
+        """Whole updates (or search batches) needed to spend ``config.total_episodes``."""
+        return -(-self.config.total_episodes // self.episodes_per_update)
+
+    @property
+    def episodes(self) -> int:
+        """The episodes the budget comes to in whole updates (0 for a policy that learns nothing)."""
+        return self.updates * self.episodes_per_update if self.learns else 0
 
     def setup(self, venv: VecEnv, tb_dir: Path | None) -> None:
         """Build the learner on ``venv`` (called once, before ``learn`` or ``load``)."""

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from envs import BANDIT_ENV_ID
-from metactl.paths import resolve_schedule_path
+from metactl.envs import BANDIT_ENV_ID
+from metactl.policies.base import Policy
 from metactl.schedule import Schedule
-from policies.base import Policy
 
 
 class FixedSchedule(Policy):
@@ -16,7 +15,7 @@ class FixedSchedule(Policy):
     schedule_name = ""
 
     def actor(self) -> Schedule:
-        return Schedule.load(resolve_schedule_path(self.schedule_name)).regroup(self.config.run.training.layer_groups)
+        return Schedule.named(self.schedule_name, self.config.run.training.layer_groups)
 
 
 class DefaultSchedule(FixedSchedule):

@@ -10,10 +10,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
-from envs import BANDIT_ENV_ID, PHASE_ENV_ID
-from policies.base import EpisodeSink, Policy
+from metactl.envs import BANDIT_ENV_ID, PHASE_ENV_ID
+from metactl.policies.base import EpisodeSink, Policy
+from metactl.rundir import CONTROLLER
 
-CONTROLLER_FILE = "controller.zip"
+CONTROLLER_FILE = CONTROLLER  # the SB3 zip in a run dir (and in each checkpoint)
 
 
 class BudgetEndIsFinal(VecEnvWrapper):
@@ -60,9 +61,15 @@ class PPOPolicy(Policy):
     def steps_per_episode(self) -> int:
         return self.config.env.phases
 
+    @property
+    def episodes_per_update(self) -> int:
+        # PPO's rollout: ppo.episodes_per_update, rounded down to whole rounds of the envs.
+        n, per = self.config.n_envs, self.config.ppo.episodes_per_update
+        return max(n, per - per % n)
+
     def setup(self, venv, tb_dir: Path | None) -> None:
         c = self.config.ppo
-        n_steps = self.steps_per_episode() * self.config.episodes_per_update // venv.num_envs
+        n_steps = self.steps_per_episode() * self.episodes_per_update // venv.num_envs
         self.model = PPO(
             "MlpPolicy",
             BudgetEndIsFinal(venv),
@@ -74,7 +81,10 @@ class PPOPolicy(Policy):
             gae_lambda=c.gae_lambda,
             clip_range=c.clip_range,
             ent_coef=c.ent_coef,
-            policy_kwargs={"log_std_init": c.log_std_init, "net_arch": {"pi": list(c.net_arch), "vf": list(c.net_arch)}},
+            policy_kwargs={
+                "log_std_init": c.log_std_init,
+                "net_arch": {"pi": list(c.net_arch), "vf": list(c.net_arch)},
+            },
             seed=self.config.seed,
             device="cpu",
             verbose=0,
@@ -96,8 +106,12 @@ class PPOPolicy(Policy):
 
     def learn(self, venv, sink: EpisodeSink) -> None:
         # One call = one rollout of episodes_per_update episodes and one PPO update.
-        self.model.learn(total_timesteps=self.model.n_steps * venv.num_envs, reset_num_timesteps=False,
-                         callback=_Sink(sink), log_interval=1)
+        self.model.learn(
+            total_timesteps=self.model.n_steps * venv.num_envs,
+            reset_num_timesteps=False,
+            callback=_Sink(sink),
+            log_interval=1,
+        )
 
     def actor(self) -> Any:
         return self.model.policy
@@ -106,7 +120,9 @@ class PPOPolicy(Policy):
         self.model.save(Path(path) / CONTROLLER_FILE)
 
     def load(self, path: Path, venv=None) -> None:
-        self.model = PPO.load(Path(path) / CONTROLLER_FILE, env=BudgetEndIsFinal(venv) if venv is not None else None, device="cpu")
+        self.model = PPO.load(
+            Path(path) / CONTROLLER_FILE, env=BudgetEndIsFinal(venv) if venv is not None else None, device="cpu"
+        )
         self._set_logger()
 
 

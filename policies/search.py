@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from envs import BANDIT_ENV_ID
-from envs.spaces import apply_residual
-from metactl.io import atomic_write_bytes
+from metactl.envs import BANDIT_ENV_ID
+from metactl.envs.spaces import apply_residual
+from metactl.policies.base import EpisodeSink, Policy
+from metactl.rundir import atomic_write_bytes
 from metactl.schedule import Schedule
-from policies.base import EpisodeSink, Policy
 
 STATE_FILE = "search.pkl"
 
@@ -64,7 +64,9 @@ class _Search(Policy):
         self.trials = state["trials"]
 
     def save(self, path: Path) -> None:
-        atomic_write_bytes(Path(path) / STATE_FILE, pickle.dumps({"space": self.space, "prior": self.prior, **self._state()}))
+        atomic_write_bytes(
+            Path(path) / STATE_FILE, pickle.dumps({"space": self.space, "prior": self.prior, **self._state()})
+        )
 
     def load(self, path: Path, venv=None) -> None:
         state = pickle.loads((Path(path) / STATE_FILE).read_bytes())
@@ -106,7 +108,9 @@ class OptunaTPE(_Search):
 
         super().setup(venv, tb_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=self.config.seed, n_startup_trials=max(2, min(10, self.config.total_episodes // 4)))
+        sampler = optuna.samplers.TPESampler(
+            seed=self.config.seed, n_startup_trials=max(2, min(10, self.config.total_episodes // 4))
+        )
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
         self.study.enqueue_trial({f"a{j}": 0.0 for j in range(self.space.dim)})  # start at the prior
         self._asked: list = []

@@ -24,40 +24,45 @@ import tempfile
 import time
 from pathlib import Path
 
-from metactl.controller_config import load_controller_config
-from metactl.paths import CONFIGS
-from metactl.trainer import PARTS, comparison_actors, evaluate, make_venv, train_controller
+from metactl.commands.train_controller.run import comparison_actors, evaluate, make_venv, train_controller
+from metactl.envs import BANDIT_ENV_ID
+from metactl.paths import resolve_config_path
+from metactl.policies.config import load_controller_config
+from metactl.score_parts import reported_parts
+from metactl.tables import mean_std, render_table
 
 COLUMNS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "stability", "composite"]
 
 
 def per_seed_means(rows: list[dict]) -> dict[str, float]:
-    out = {k: statistics.mean(r["scores"][k] for r in rows) for k in PARTS}
+    out = {k: statistics.mean(r["scores"][k] for r in rows) for k in reported_parts(rows[0]["scores"])}
     out["gain"] = statistics.mean(r["scores"]["composite"] - r["base"]["composite"] for r in rows)
     return out
 
 
-def cell(values: list[float], signed: bool = False) -> str:
-    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):{'+' if signed else ''}.3f} ± {sd:.3f}"
-
-
 def tuned(args, base_cfg, runs_root: Path) -> tuple[dict, dict, dict]:
     """The policies x seeds grid as one sweep; per-policy, per-seed means from the trials."""
-    from metactl.sweep import load_sweep_config, run_sweep
+    from metactl.commands.sweep.config import load_sweep_config
+    from metactl.commands.sweep.run import run_sweep
 
     sets = [*args.overrides, f"total_episodes={args.episodes}"]
-    sweep = load_sweep_config(None, [
-        f"base={args.config}", f"set={json.dumps(sets)}", f"grid={json.dumps({'policy': args.policies, 'seed': args.seeds})}",
-        f"task_seeds={base_cfg.eval_task_seeds}", *([f"ray.address={args.ray_address}"] if args.ray_address else []),
-    ])
+    sweep = load_sweep_config(
+        None,
+        [
+            f"base={args.config}",
+            f"set={json.dumps(sets)}",
+            f"grid={json.dumps({'policy': args.policies, 'seed': args.seeds})}",
+            f"task_seeds={base_cfg.eval_task_seeds}",
+            *([f"ray.address={args.ray_address}"] if args.ray_address else []),
+        ],
+    )
     res = run_sweep(sweep, runs_root / "sweep", resume=(runs_root / "sweep" / "sweep.yaml").is_file())
     per: dict[str, list[dict]] = {}
     walls: dict[str, list[float]] = {}
     episodes_used: dict[str, int] = {}
     for row in sorted(res.rows, key=lambda r: (args.policies.index(r["params"]["policy"]), r["seed"])):
         policy, m = row["params"]["policy"], row["metrics"]
-        per.setdefault(policy, []).append({k: m[k] for k in (*PARTS, "gain")})
+        per.setdefault(policy, []).append({k: m[k] for k in (*reported_parts(m), "gain")})
         walls.setdefault(policy, []).append(m["seconds"])
         episodes_used[policy] = m["episodes"]
     return per, walls, episodes_used
@@ -68,12 +73,18 @@ def main() -> None:
     ap.add_argument("--policies", nargs="+", default=["ppo", "bandit", "random", "optuna"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--episodes", type=int, default=32, help="proxy episodes per method and seed")
-    ap.add_argument("--config", type=Path, default=CONFIGS / "train" / "default.yaml")
+    ap.add_argument("--config", type=Path, default=resolve_config_path("train", "default"))
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides KEY=VALUE")
     ap.add_argument("--runs", type=Path, default=None, help="keep run dirs here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
-    ap.add_argument("--tune", action="store_true", help="run the grid as Ray Tune trials (metactl sweep; needs metactl[tune])")
-    ap.add_argument("--ray-address", default=None, help="with --tune: 'auto' or HOST:PORT of a Ray cluster (default: a local instance)")
+    ap.add_argument(
+        "--tune", action="store_true", help="run the grid as Ray Tune trials (metactl sweep; needs metactl[tune])"
+    )
+    ap.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --tune: 'auto' or HOST:PORT of a Ray cluster (default: a local instance)",
+    )
     args = ap.parse_args()
 
     runs_root = args.runs or Path(tempfile.mkdtemp(prefix="bench_controller_"))
@@ -86,8 +97,10 @@ def main() -> None:
         per, walls, episodes_used = tuned(args, base_cfg, runs_root)
     for policy in args.policies if not args.tune else []:
         for seed in args.seeds:
-            cfg = load_controller_config(args.config, [*args.overrides, f"total_episodes={args.episodes}", "compare=[]",
-                                                       f"policy={policy}", f"seed={seed}"])
+            cfg = load_controller_config(
+                args.config,
+                [*args.overrides, f"total_episodes={args.episodes}", "compare=[]", f"policy={policy}", f"seed={seed}"],
+            )
             out = runs_root / f"{policy}-s{seed}"
             t0 = time.time()
             res = train_controller(cfg, out, resume=(out / "config.yaml").is_file(), progress=True)
@@ -95,42 +108,51 @@ def main() -> None:
             episodes_used[policy] = res.episodes
             rows = [r for r in res.evaluation.rows if r["label"] == policy]
             per.setdefault(policy, []).append(per_seed_means(rows))
-            print(f"{policy} seed {seed}: gain {per[policy][-1]['gain']:+.3f} composite {per[policy][-1]['composite']:.3f} "
-                  f"({walls[policy][-1]:.0f}s)", flush=True)
+            print(
+                f"{policy} seed {seed}: gain {per[policy][-1]['gain']:+.3f} "
+                f"composite {per[policy][-1]['composite']:.3f} ({walls[policy][-1]:.0f}s)",
+                flush=True,
+            )
 
     # The fixed schedules are deterministic given the task and episode seed: run them once.
-    venv = make_venv(base_cfg, "metactl/ScheduleBandit-v0")
+    venv = make_venv(base_cfg, BANDIT_ENV_ID)
     try:
-        ref = evaluate(base_cfg, venv, comparison_actors(load_controller_config(args.config, ["compare=[default,expert]"])))
+        ref = evaluate(
+            base_cfg, venv, comparison_actors(load_controller_config(args.config, ["compare=[default,expert]"]))
+        )
     finally:
         venv.close()
     for label, rows in ref.by_label().items():
         per[label] = [per_seed_means(rows)]
     default_gain = per["default"][0]["gain"]
 
-    lines = [
-        f"| method | {' | '.join(COLUMNS)} | gain over base | x default gain | episodes | wall time per run |",
-        "|---" * (len(COLUMNS) + 5) + "|",
-    ]
+    rows = [["method", *COLUMNS, "gain over base", "x default gain", "episodes", "wall time per run"]]
     for label, seeds in per.items():
-        cells = [cell([s[c] for s in seeds]) for c in COLUMNS]
+        cells = [mean_std([s[c] for s in seeds]) for c in COLUMNS]
         gains = [s["gain"] for s in seeds]
         ratio = statistics.mean(gains) / default_gain if default_gain > 0 else float("nan")
         wall = f"{statistics.mean(walls[label]):.0f} s" if label in walls else "-"
         eps = str(episodes_used.get(label, "-"))
-        lines.append(f"| {label} | {' | '.join(cells)} | {cell(gains, signed=True)} | {ratio:.2f}x | {eps} | {wall} |")
-    table = "\n".join(lines)
+        rows.append([label, *cells, mean_std(gains, signed=True), f"{ratio:.2f}x", eps, wall])
+    table = render_table(rows, "markdown")
     print(table)
     if args.out:
-        cmd = (f"python scripts/bench_controller.py --policies {' '.join(args.policies)} --seeds {' '.join(map(str, args.seeds))} "
-               f"--episodes {args.episodes}" + (f" --set {' '.join(args.overrides)}" if args.overrides else "")
-               + (" --tune" if args.tune else ""))
+        cmd = (
+            f"python scripts/bench_controller.py --policies {' '.join(args.policies)} "
+            f"--seeds {' '.join(map(str, args.seeds))} --episodes {args.episodes}"
+            + (f" --set {' '.join(args.overrides)}" if args.overrides else "")
+            + (" --tune" if args.tune else "")
+        )
         text = (
             "# Controllers vs search baselines (same episode budget, same held-out tasks)\n\n"
             f"Made by `{cmd}` in {time.time() - t_start:.0f} s on this machine (2 CPU cores, `n_envs=2`).\n\n"
-            f"Held-out task seeds {base_cfg.eval_task_seeds}; mean ± std over controller seeds {args.seeds} of each seed's "
+            f"Held-out task seeds {base_cfg.eval_task_seeds}; "
+            f"mean ± std over controller seeds {args.seeds} of each seed's "
             "mean over the held-out tasks (default and expert are deterministic: one run, std over nothing).\n\n"
-            + table + "\n\n<!-- raw -->\n```json\n" + json.dumps({k: v for k, v in per.items()}, indent=1) + "\n```\n"
+            + table
+            + "\n\n<!-- raw -->\n```json\n"
+            + json.dumps({k: v for k, v in per.items()}, indent=1)
+            + "\n```\n"
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

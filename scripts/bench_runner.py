@@ -41,7 +41,7 @@ def _engine(overrides: list[str]):
 
 def _steps(engine, tool: str, train_groups: list[float], n: int, recompute_ref: bool = False) -> float:
     """Seconds per optimiser step of ``tool`` (``recompute_ref`` re-does the DPO reference pass)."""
-    from metactl.tokens import completion_logprobs
+    from metactl.forward import completion_logprobs
 
     ep = engine.episode(0)
     engine.adapters.trainable(tool, [train_groups, train_groups])
@@ -83,11 +83,10 @@ def _step_flops(engine, tool: str) -> float:
 def _episodes_worker(args: tuple[list[str], str, int, int]) -> tuple[float, int]:
     overrides, schedule, episodes, seed = args
     torch.set_num_threads(1)
-    from metactl.paths import resolve_schedule_path
     from metactl.schedule import Schedule
 
     engine = _engine(overrides)
-    sched = Schedule.load(resolve_schedule_path(schedule))
+    sched = Schedule.named(schedule)
     engine.run(sched, seed=seed)  # warm-up
     start = time.perf_counter()
     for e in range(episodes):
@@ -106,7 +105,13 @@ def main() -> None:
     overrides = [f"training.total_steps={args.steps}"] if args.steps else []
     engine = _engine(overrides)
     cfg = engine.config
-    lines = [f"# Runner benchmark (proxy-tiny, {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread per process)", ""]
+    lines = [
+        (
+            f"# Runner benchmark (proxy-tiny, {platform.processor() or platform.machine()}, "
+            f"torch {torch.__version__}, 1 thread per process)"
+        ),
+        "",
+    ]
 
     def out(s: str = "") -> None:
         print(s, flush=True)
@@ -120,59 +125,75 @@ def main() -> None:
     for tool in engine.tool_names:
         sec = _steps(engine, tool, [1.0] * 4, args.reps)
         fl = _step_flops(engine, tool)
-        out(f"| {tool} | {cfg.tools[tool].batch_size} | {sec * 1e3:.1f} | {1 / sec:.1f} | {fl / 1e9:.3f} | "
-            f"{fl / sec / 1e9:.1f} | {fl / sec / peak:.2f} |")
+        out(
+            f"| {tool} | {cfg.tools[tool].batch_size} | {sec * 1e3:.1f} | {1 / sec:.1f} | {fl / 1e9:.3f} | "
+            f"{fl / sec / 1e9:.1f} | {fl / sec / peak:.2f} |"
+        )
     out("")
     out("Speed levers, side by side:")
     cached = _steps(engine, "dpo", [1.0] * 4, args.reps)
     recomputed = _steps(engine, "dpo", [1.0] * 4, args.reps, recompute_ref=True)
-    out(f"- DPO reference log-probs cached once: {cached * 1e3:.1f} ms/step vs recomputed every step "
-        f"{recomputed * 1e3:.1f} ms/step ({recomputed / cached:.2f}x)")
+    out(
+        f"- DPO reference log-probs cached once: {cached * 1e3:.1f} ms/step vs recomputed every step "
+        f"{recomputed * 1e3:.1f} ms/step ({recomputed / cached:.2f}x)"
+    )
     full = _steps(engine, "sft", [1.0] * 4, args.reps)
     top = _steps(engine, "sft", [0.0, 0.0, 0.0, 1.0], args.reps)
-    out(f"- SFT training every layer group: {full * 1e3:.1f} ms/step vs top group only (backprop stops there) "
-        f"{top * 1e3:.1f} ms/step ({full / top:.2f}x)")
+    out(
+        f"- SFT training every layer group: {full * 1e3:.1f} ms/step vs top group only (backprop stops there) "
+        f"{top * 1e3:.1f} ms/step ({full / top:.2f}x)"
+    )
     engine.adapters.activate(engine.tool_names)
     all_on = _steps(engine, "sft", [1.0] * 4, args.reps)
     engine.adapters.activate(["sft"])
     one_on = _steps(engine, "sft", [1.0] * 4, args.reps)
     engine.adapters.activate(engine.tool_names)
-    out(f"- SFT step with all {len(engine.tool_names)} adapters in the forward: {all_on * 1e3:.1f} ms/step vs untrained "
-        f"adapters skipped {one_on * 1e3:.1f} ms/step ({all_on / one_on:.2f}x)")
+    out(
+        f"- SFT step with all {len(engine.tool_names)} adapters in the forward: {all_on * 1e3:.1f} ms/step "
+        f"vs untrained adapters skipped {one_on * 1e3:.1f} ms/step ({all_on / one_on:.2f}x)"
+    )
     t = time.perf_counter()
     for _ in range(3):
         engine.task.scorer.score(engine.model)
     score_s = (time.perf_counter() - t) / 3
-    out(f"- one scoring pass ({len(engine.task.scorer.probes)} probe sequences + {len(engine.task.scorer.retain)} retain texts): {score_s:.2f} s")
+    out(
+        f"- one scoring pass ({len(engine.task.scorer.probes)} probe sequences + "
+        f"{len(engine.task.scorer.retain)} retain texts): {score_s:.2f} s"
+    )
     quick = engine.task.quick_scorer(engine.model, 16)
     t = time.perf_counter()
     for _ in range(3):
         quick.score(engine.model)
     quick_s = (time.perf_counter() - t) / 3
-    out(f"- quick scoring pass the phase env reads between phases (16 probes per set, env.quick_probes): {quick_s:.2f} s "
-        f"({score_s / quick_s:.1f}x cheaper than the full pass)")
+    out(
+        f"- quick scoring pass the phase env reads between phases (16 probes per set, env.quick_probes): "
+        f"{quick_s:.2f} s ({score_s / quick_s:.1f}x cheaper than the full pass)"
+    )
     from metactl.interference import gradient_cosines
 
     t = time.perf_counter()
     for _ in range(3):
         gradient_cosines(engine, 8)
-    out(f"- interference reading (each tool's gradient on the base weights, 8 rows, cosines per group): "
-        f"{(time.perf_counter() - t) / 3:.2f} s")
+    out(
+        f"- interference reading (each tool's gradient on the base weights, 8 rows, cosines per group): "
+        f"{(time.perf_counter() - t) / 3:.2f} s"
+    )
     out("")
     out(f"Episodes ({cfg.training.total_steps} steps, score after every phase: {cfg.training.score_every_phase}):")
     out("")
     out("| schedule | phases | s/episode (1 proc) | episodes/min (1 proc) | episodes/min (2 procs) |")
     out("|---|---|---|---|---|")
-    from metactl.paths import resolve_schedule_path
     from metactl.schedule import Schedule
 
     ctx = mp.get_context("spawn")
     for name in SCHEDULES:
-        n_phases = len(Schedule.load(resolve_schedule_path(name)).phases)
+        n_phases = len(Schedule.named(name).phases)
         secs, n = _episodes_worker((overrides, name, args.episodes, 0))
         with ctx.Pool(2) as pool:
             t = time.perf_counter()
-            res = pool.map(_episodes_worker, [(overrides, name, args.episodes, 100), (overrides, name, args.episodes, 200)])
+            res = pool.map(
+                _episodes_worker, [(overrides, name, args.episodes, 100), (overrides, name, args.episodes, 200)]
+            )
             wall_two = max(s for s, _ in res)
         eps2 = sum(n for _, n in res) / wall_two * 60
         out(f"| {name} | {n_phases} | {secs / n:.2f} | {n / secs * 60:.1f} | {eps2:.1f} |")

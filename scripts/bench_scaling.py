@@ -42,8 +42,8 @@ def _cartpole():
 
 
 def _venv(kind: str, fns: list):
-    from envs.config import RayConfig
-    from envs.vector import vectorise
+    from metactl.envs.config import RayConfig
+    from metactl.envs.vector import vectorise
 
     # More workers than cores share them (Ray would otherwise refuse the third actor on 2 cores).
     cpus = min(1.0, (os.cpu_count() or 1) / len(fns))
@@ -73,9 +73,9 @@ def step_overhead(kinds: list[str], steps: int) -> dict[str, float]:
 
 def throughput(kind: str, n_envs: int, episodes: int, overrides: list[str]) -> dict:
     """Episodes/min of the default controller episode with ``n_envs`` workers under ``kind``."""
-    from envs import PHASE_ENV_ID
-    from envs.vector import make_env
-    from metactl.controller_config import load_controller_config
+    from metactl.envs import PHASE_ENV_ID
+    from metactl.envs.vector import make_env
+    from metactl.policies.config import load_controller_config
 
     cfg = load_controller_config(REPO / "configs" / "train" / "default.yaml", overrides)
     fns = [partial(make_env, PHASE_ENV_ID, cfg.run, cfg.env, i) for i in range(n_envs)]
@@ -100,8 +100,11 @@ def throughput(kind: str, n_envs: int, episodes: int, overrides: list[str]) -> d
         venv.close()
     row = {"engine": kind, "workers": n_envs, "episodes": done_eps, "seconds": wall, "build_s": built,
            "episodes_per_min": 60 * done_eps / wall, "step_s": statistics.median(step_s)}
-    print(f"throughput {kind} x{n_envs}: {row['episodes_per_min']:.2f} episodes/min "
-          f"({done_eps} episodes in {wall:.1f}s, median VecEnv step {row['step_s']:.2f}s, start {built:.1f}s)", flush=True)
+    print(
+        f"throughput {kind} x{n_envs}: {row['episodes_per_min']:.2f} episodes/min "
+        f"({done_eps} episodes in {wall:.1f}s, median VecEnv step {row['step_s']:.2f}s, start {built:.1f}s)",
+        flush=True,
+    )
     return row
 
 
@@ -130,17 +133,41 @@ def transfer_runs(steps: int, model: str, work: Path) -> dict:
     """One transfer (expert schedule, task 1000) in 1 and in 2 processes: wall time and score agreement."""
     out = {}
     for procs in (1, 2):
-        cmd = ["-m", "metactl", "transfer", str(REPO / "configs" / "schedules" / "expert.yaml"), "--model", model,
-               "--steps", str(steps), "--task-seed", "1000", "--out", str(work / f"p{procs}"), "--quiet"]
+        cmd = [
+            "-m",
+            "metactl",
+            "transfer",
+            str(REPO / "configs" / "schedules" / "expert.yaml"),
+            "--model",
+            model,
+            "--steps",
+            str(steps),
+            "--task-seed",
+            "1000",
+            "--out",
+            str(work / f"p{procs}"),
+            "--quiet",
+        ]
         if procs > 1:
             cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", *cmd]
         t = time.perf_counter()
-        subprocess.run([sys.executable, *cmd], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        subprocess.run(
+            [sys.executable, *cmd], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
         wall = time.perf_counter() - t
         rows = [json.loads(x) for x in (work / f"p{procs}" / "results.jsonl").read_text().splitlines()]
-        out[procs] = {"wall": wall, "run_s": {r["label"]: r["seconds"] for r in rows}, "scores": {r["label"]: r["scores"] for r in rows}}
-        print(f"transfer {model} {steps} steps, {procs} process(es): {wall:.1f}s wall, per run {out[procs]['run_s']}", flush=True)
-    diff = max(abs(out[1]["scores"][lb][k] - out[2]["scores"][lb][k]) for lb in out[1]["scores"] for k in out[1]["scores"][lb])
+        out[procs] = {
+            "wall": wall,
+            "run_s": {r["label"]: r["seconds"] for r in rows},
+            "scores": {r["label"]: r["scores"] for r in rows},
+        }
+        print(
+            f"transfer {model} {steps} steps, {procs} process(es): {wall:.1f}s wall, per run {out[procs]['run_s']}",
+            flush=True,
+        )
+    diff = max(
+        abs(out[1]["scores"][lb][k] - out[2]["scores"][lb][k]) for lb in out[1]["scores"] for k in out[1]["scores"][lb]
+    )
     return {"runs": out, "max_score_diff": diff}
 
 
@@ -149,9 +176,11 @@ def report(res: dict) -> str:
     lines = [
         "# Scaling out: what each engine costs and buys",
         "",
-        (f"Made by `python scripts/bench_scaling.py --out docs/bench_scaling.md` in {res['seconds']:.0f} s on this machine "
-         f"({os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}, ray {res['ray_version']}, "
-         "torch CPU). Every figure below comes from this one run."),
+        (
+            f"Made by `python scripts/bench_scaling.py --out docs/bench_scaling.md` in {res['seconds']:.0f} s "
+            f"on this machine ({os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}, "
+            f"ray {res['ray_version']}, torch CPU). Every figure below comes from this one run."
+        ),
         "",
         "## Per-step overhead of the VecEnv engine (2 envs, CartPole: the env itself costs ~10 us)",
         "",
@@ -159,22 +188,34 @@ def report(res: dict) -> str:
         "|---|---|---|",
         *[f"| {k} | {v:.3f} | +{v - o['dummy']:.3f} ms |" for k, v in o.items()],
         "",
-        (f"A Ray round trip adds {o['ray'] - o['dummy']:.1f} ms per step ({o['ray'] - o['subproc']:.1f} ms more than SubprocVecEnv's "
-         f"pipes). A phase-env step trains for a phase: {res['phase_step_s']:.2f} s here, so Ray's share is "
-         f"{100 * (o['ray'] - o['dummy']) / 1000 / res['phase_step_s']:.2f} %."),
+        (
+            f"A Ray round trip adds {o['ray'] - o['dummy']:.1f} ms per step "
+            f"({o['ray'] - o['subproc']:.1f} ms more than SubprocVecEnv's pipes). "
+            f"A phase-env step trains for a phase: {res['phase_step_s']:.2f} s here, so Ray's share is "
+            f"{100 * (o['ray'] - o['dummy']) / 1000 / res['phase_step_s']:.2f} %."
+        ),
         "",
         "## Controller throughput on the phase env (default train-controller episode)",
         "",
         "| engine | workers | episodes/min | median VecEnv step (s) | start-up (s) |",
         "|---|---|---|---|---|",
-        *[f"| {r['engine']} | {r['workers']} | {r['episodes_per_min']:.2f} | {r['step_s']:.2f} | {r['build_s']:.1f} |" for r in res["throughput"]],
+        *[
+            f"| {r['engine']} | {r['workers']} | {r['episodes_per_min']:.2f} | {r['step_s']:.2f} | {r['build_s']:.1f} |"
+            for r in res["throughput"]
+        ],
         "",
         res["per_worker"],
         "",
         "## Ray's fixed costs",
         "",
-        f"- `ray.init()` of a local instance (and a first object round trip): {', '.join(f'{s:.1f}' for s in res['ray_init'])} s.",
-        f"- Installed size: `ray` {res['ray_mb']:.0f} MB (core; `ray[tune]` adds pandas and pyarrow, {res['tune_mb']:.0f} MB more).",
+        (
+            "- `ray.init()` of a local instance (and a first object round trip): "
+            f"{', '.join(f'{s:.1f}' for s in res['ray_init'])} s."
+        ),
+        (
+            f"- Installed size: `ray` {res['ray_mb']:.0f} MB "
+            f"(core; `ray[tune]` adds pandas and pyarrow, {res['tune_mb']:.0f} MB more)."
+        ),
         "",
         "## Data-parallel transfer (accelerate DDP, `torchrun --nproc_per_node 2`)",
         "",
@@ -215,8 +256,9 @@ def main() -> None:
     ray_rows = {r["workers"]: r["episodes_per_min"] for r in res["throughput"] if r["engine"] == "ray"}
     res["per_worker"] = (
         f"With Ray, 1 -> 2 workers takes throughput from {ray_rows[1]:.2f} to {ray_rows[2]:.2f} episodes/min "
-        f"({ray_rows[2] / ray_rows[1]:.2f}x); a 3rd worker on these 2 cores gives {ray_rows[3]:.2f} ({ray_rows[3] / ray_rows[2]:.2f}x "
-        "of 2). Each worker is one episode stream at one core: expect one worker's rate per added core, on this node or "
+        f"({ray_rows[2] / ray_rows[1]:.2f}x); a 3rd worker on these 2 cores gives {ray_rows[3]:.2f} "
+        f"({ray_rows[3] / ray_rows[2]:.2f}x of 2). Each worker is one episode stream at one core: "
+        "expect one worker's rate per added core, on this node or "
         "another, until the PPO update on the driver (milliseconds per 8 episodes) or Ray's few ms per step matter; "
         "more workers than cores only share them."
     )

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from metactl.config import load_config
-from metactl.paths import resolve_schedule_path
 from metactl.runner import Engine
 from metactl.schedule import Schedule
+from metactl.tables import mean_std, render_table
 
 COLUMNS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "kl", "cka", "composite"]
 
@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = load_config(None, ["training.score_every_phase=false", *args.overrides])
-    schedules = {name: Schedule.load(resolve_schedule_path(name)) for name in args.schedules}
+    schedules = {name: Schedule.named(name) for name in args.schedules}
     tools = sorted({t for s in schedules.values() for t in s.tool_names})
     t0 = time.time()
     engine = Engine(cfg, tools=tools, progress=True)
@@ -59,34 +59,25 @@ def main() -> None:
             print(f"task {ts} {name:>12}: " + " ".join(f"{c}={final[c]:.3f}" for c in COLUMNS), flush=True)
 
     base_comp = statistics.mean(r["composite"] for r in results["base"])
-    lines = [
-        f"| schedule | {' | '.join(COLUMNS)} | gain over base | both reached |",
-        "|---" * (len(COLUMNS) + 3) + "|",
-    ]
+    lines = [["schedule", *COLUMNS, "gain over base", "both reached"]]
     for name, rows in results.items():
-        cells = []
-        for c in COLUMNS:
-            vals = [r[c] for r in rows]
-            sd = statistics.pstdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.mean(vals):.3f} ± {sd:.3f}")
+        cells = [mean_std([r[c] for r in rows]) for c in COLUMNS]
         gain = statistics.mean(r["composite"] for r in rows) - base_comp
         both = f"{sum(r.get('_both', False) for r in rows)} of {len(rows)}" if name != "base" else "-"
-        lines.append(f"| {name} | {' | '.join(cells)} | {gain:+.3f} | {both} |")
-    table = "\n".join(lines)
+        lines.append([name, *cells, f"{gain:+.3f}", both])
+    table = render_table(lines, "markdown")
     print(table)
-    traj = [f"| after | {' | '.join(COLUMNS)} |", "|---" * (len(COLUMNS) + 1) + "|"]
+    traj = [["after", *COLUMNS]]
     labels = ["base"] + [f"phase {i}: " + "+".join(t for t, c in p.tools.items() if c.share > 0)
                          for i, p in enumerate(schedules[first].phases)]
     for i, label in enumerate(labels):
-        cells = [f"{statistics.mean(run[i][c] for run in trajectory):.3f}" for c in COLUMNS]
-        traj.append(f"| {label} | {' | '.join(cells)} |")
-    traj_table = "\n".join(traj)
+        traj.append([label, *(f"{statistics.mean(run[i][c] for run in trajectory):.3f}" for c in COLUMNS)])
+    traj_table = render_table(traj, "markdown")
     print(traj_table)
-    per_seed = ["| schedule | " + " | ".join(f"task seed {ts}" for ts in args.task_seeds) + " |",
-                "|---" * (len(args.task_seeds) + 1) + "|"]
+    per_seed = [["schedule", *(f"task seed {ts}" for ts in args.task_seeds)]]
     for name, rows in results.items():
-        per_seed.append(f"| {name} | " + " | ".join(f"{r['composite']:.3f}" for r in rows) + " |")
-    per_seed_table = "\n".join(per_seed)
+        per_seed.append([name, *(f"{r['composite']:.3f}" for r in rows)])
+    per_seed_table = render_table(per_seed, "markdown")
     print(per_seed_table)
     wall = time.time() - t0
     print(f"wall time {wall:.0f}s")

@@ -20,7 +20,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(PROXY_SPECS))
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: metactl/assets/NAME)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: reproducible, robust to a busy machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: reproducible, robust to a busy machine)"
+    )
     args = parser.parse_args()
     out = pretrain(PROXY_SPECS[args.name], args.out or ASSETS / args.name, threads=args.threads)
     print((out / "pretrain_report.txt").read_text())

@@ -19,8 +19,17 @@ from pathlib import Path
 def screenshot(html: Path, png: Path, chromium: str, width: int = 1280, height: int = 6000) -> Path:
     png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
-               f"--window-size={width},{height}", f"--screenshot={png.resolve()}", html.resolve().as_uri()]
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--screenshot={png.resolve()}",
+            html.resolve().as_uri(),
+        ]
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0 or not png.is_file():
         sys.exit(f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}")

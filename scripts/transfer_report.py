@@ -23,27 +23,46 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metactl.cli import table_text
 from metactl.evaluation import Evaluation, format_comparison
-from metactl.io import atomic_write_text, read_jsonl
+from metactl.rundir import atomic_write_text, read_jsonl
+from metactl.score_parts import is_better
+from metactl.tables import render_table
 
 CASES = {
-    "proxy-large": {"model": "proxy-large", "mode": "schedule", "title": "proxy-tiny -> proxy-large (proxy world), schedule mode"},
-    "proxy-large-policy": {"model": "proxy-large", "mode": "policy", "title": "proxy-tiny -> proxy-large (proxy world), policy mode"},
-    "smollm2": {"model": "smollm2-135m", "mode": "schedule", "merge": True,
-                "title": "proxy-tiny -> smollm2-135m (English suite), schedule mode"},
+    "proxy-large": {
+        "model": "proxy-large",
+        "mode": "schedule",
+        "title": "proxy-tiny -> proxy-large (proxy world), schedule mode",
+    },
+    "proxy-large-policy": {
+        "model": "proxy-large",
+        "mode": "policy",
+        "title": "proxy-tiny -> proxy-large (proxy world), policy mode",
+    },
+    "smollm2": {
+        "model": "smollm2-135m",
+        "mode": "schedule",
+        "merge": True,
+        "title": "proxy-tiny -> smollm2-135m (English suite), schedule mode",
+    },
     # A closed-loop run on SmolLM2 reads interference and a quick score after every phase (221 s
     # against 155 s open loop), so one task seed.
-    "smollm2-policy": {"model": "smollm2-135m", "mode": "policy", "seeds": [1000],
-                       "title": "proxy-tiny -> smollm2-135m (English suite), policy mode, one task seed"},
+    "smollm2-policy": {
+        "model": "smollm2-135m",
+        "mode": "policy",
+        "seeds": [1000],
+        "title": "proxy-tiny -> smollm2-135m (English suite), policy mode, one task seed",
+    },
 }
-VERDICT_PARTS = [("target", "target behaviour", ["target/style", "target/truth"]),
-                 ("heldout", "held-out generalisation", ["heldout/style", "heldout/truth"]),
-                 ("kl", "KL to base", ["kl"])]
+VERDICT_PARTS = [
+    ("target", "target behaviour", ["target/style", "target/truth"]),
+    ("heldout", "held-out generalisation", ["heldout/style", "heldout/truth"]),
+    ("kl", "KL to base", ["kl"]),
+]
 
 
 def metactl(*args: str) -> list[str]:
-    return [sys.executable, "-m", "metactl.cli", *args]
+    return [sys.executable, "-m", "metactl", *args]
 
 
 def _rel(arg: str) -> str:
@@ -80,9 +99,15 @@ def run_case(name: str, run: Path, seeds: list[int], work: Path, compare: list[s
         wall = float(wall_file.read_text())
     else:
         atomic_write_text(wall_file, f"{wall:.1f}\n")
-    rows = read_jsonl(out / "results.jsonl")
-    return {"name": name, "cmd": cmd, "wall": wall, "rows": rows, "out": out,
-            "layers": (out / "comparison.txt").read_text().splitlines()[0]}
+    rows = read_jsonl(out / "results.jsonl", appended=True)
+    return {
+        "name": name,
+        "cmd": cmd,
+        "wall": wall,
+        "rows": rows,
+        "out": out,
+        "layers": (out / "comparison.txt").read_text().splitlines()[0],
+    }
 
 
 def section(result: dict) -> list[str]:
@@ -91,31 +116,58 @@ def section(result: dict) -> list[str]:
     ev = Evaluation([{k: r[k] for k in ("label", "task_seed", "scores", "base")} for r in rows])
     s = ev.summary()
     run_seconds = sum(r["seconds"] for r in rows)
-    lines = [f"## {case['title']}", "", "```", result["cmd"], "```", "",
-             (f"Wall time {result['wall'] / 60:.1f} min for this command ({run_seconds / 60:.1f} min inside the runs, "
-             f"the rest loading the model and each task's references and base scores). {result['layers']}."), "",
-             "Mean ± std over the task seeds:", "", "```", table_text(format_comparison(ev, "learned")), "```", ""]
+    lines = [
+        f"## {case['title']}",
+        "",
+        "```",
+        result["cmd"],
+        "```",
+        "",
+        (
+            f"Wall time {result['wall'] / 60:.1f} min for this command ({run_seconds / 60:.1f} min inside the runs, "
+            f"the rest loading the model and each task's references and base scores). {result['layers']}."
+        ),
+        "",
+        "Mean ± std over the task seeds:",
+        "",
+        "```",
+        render_table(format_comparison(ev, "learned")),
+        "```",
+        "",
+    ]
     # Per task: does learned beat default on the composite?
     by = {(r["label"], r["task_seed"]): r for r in rows}
     seeds = sorted({r["task_seed"] for r in rows})
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    lines += ["Composite per task seed:", "", "| task seed | base | " + " | ".join(labels) + " | learned beats default |",
-              "|---|---|" + "---|" * len(labels) + "---|"]
+    per_task = [["task seed", "base", *labels, "learned beats default"]]
     wins = 0
     for ts in seeds:
         comp = {lb: by[(lb, ts)]["scores"]["composite"] for lb in labels}
         win = comp["learned"] > comp["default"]
         wins += win
-        lines.append(f"| {ts} | {by[('learned', ts)]['base']['composite']:.3f} | "
-                     + " | ".join(f"{comp[lb]:.3f}" for lb in labels) + f" | {'yes' if win else 'no'} |")
-    lines += ["", (f"Learned beats default on the composite on {wins} of {len(seeds)} task seeds "
-              f"(mean {s['learned']['composite'][0]:.3f} vs {s['default']['composite'][0]:.3f})."), ""]
+        per_task.append(
+            [
+                str(ts),
+                f"{by[('learned', ts)]['base']['composite']:.3f}",
+                *(f"{comp[lb]:.3f}" for lb in labels),
+                "yes" if win else "no",
+            ]
+        )
+    lines += ["Composite per task seed:", "", render_table(per_task, "markdown")]
+    lines += [
+        "",
+        (
+            f"Learned beats default on the composite on {wins} of {len(seeds)} task seeds "
+            f"(mean {s['learned']['composite'][0]:.3f} vs {s['default']['composite'][0]:.3f})."
+        ),
+        "",
+    ]
     verdicts = []
     for key, what, parts in VERDICT_PARTS:
         d = {p: s["learned"][p][0] - s["default"][p][0] for p in parts}
         detail = ", ".join(f"{p} {v:+.3f}" for p, v in d.items())
         if key == "kl":
-            good = d["kl"] < 0
+            good = is_better("kl", s["learned"]["kl"][0], s["default"]["kl"][0])
         else:  # the split's own score: the geometric mean of its behaviours, as the composite uses it
             mean = {lb: sum(by[(lb, ts)]["scores"][key] for ts in seeds) / len(seeds) for lb in ("learned", "default")}
             good = mean["learned"] > mean["default"]
@@ -126,10 +178,14 @@ def section(result: dict) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, default=REPO / "runs" / "controller-ppo-s0", help="train-controller run dir to transfer")
+    ap.add_argument(
+        "--run", type=Path, default=REPO / "runs" / "controller-ppo-s0", help="train-controller run dir to transfer"
+    )
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--task-seeds", nargs="+", type=int, default=[1000, 1001, 1002])
-    ap.add_argument("--work", type=Path, default=REPO / "runs" / "transfer-report", help="where the transfer outputs go")
+    ap.add_argument(
+        "--work", type=Path, default=REPO / "runs" / "transfer-report", help="where the transfer outputs go"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "transfer.md")
     args = ap.parse_args()
 
@@ -139,35 +195,51 @@ def main() -> None:
         compare = ["expert"] if CASES[name]["mode"] == "schedule" else []
         results.append(run_case(name, args.run, args.task_seeds, args.work, compare))
 
-    lines = ["# Transferring a learned controller to larger models", "",
-             "Made by `python scripts/transfer_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "` "
-             f"on this 2-core CPU machine. Source: `{args.run.name}`, a default `metactl train-controller` run "
-             "(PPO, proxy-tiny, 64 episodes" + (f", trained here in {train_s / 60:.1f} min" if train_s else "") + "). "
-             "`learned` is the transferred controller's decisions, `default` and `expert` the hand schedules, "
-             "all at the same step budget, episode seed and task seeds, through the same runner.", ""]
+    lines = [
+        "# Transferring a learned controller to larger models",
+        "",
+        "Made by `python scripts/transfer_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "` "
+        f"on this 2-core CPU machine. Source: `{args.run.name}`, a default `metactl train-controller` run "
+        "(PPO, proxy-tiny, 64 episodes" + (f", trained here in {train_s / 60:.1f} min" if train_s else "") + "). "
+        "`learned` is the transferred controller's decisions, `default` and `expert` the hand schedules, "
+        "all at the same step budget, episode seed and task seeds, through the same runner.",
+        "",
+    ]
     lines += [
-        ("How the decisions map: the source schedule has 2 relative depth groups; layer `l` of `L` goes to "
-        "group `floor(2 l / L)` (proxy-tiny: 0-1 | 2-3, proxy-large: 0-3 | 4-7, SmolLM2: 0-14 | 15-29), and "
-        "its `attn` / `mlp` controls go to the modules each architecture names so (the layer map line of each "
-        "case). Phase lengths are fractions of the target's step budget. In schedule mode the greedy schedule "
-        "the controller chose for held-out task 1000 on proxy-tiny is replayed unchanged on every target task; "
-        "in policy mode the controller chooses every phase from the target run's own observations."), "",
+        (
+            "How the decisions map: the source schedule has 2 relative depth groups; layer `l` of `L` goes to "
+            "group `floor(2 l / L)` (proxy-tiny: 0-1 | 2-3, proxy-large: 0-3 | 4-7, SmolLM2: 0-14 | 15-29), and "
+            "its `attn` / `mlp` controls go to the modules each architecture names so (the layer map line of each "
+            "case). Phase lengths are fractions of the target's step budget. In schedule mode the greedy schedule "
+            "the controller chose for held-out task 1000 on proxy-tiny is replayed unchanged on every target task; "
+            "in policy mode the controller chooses every phase from the target run's own observations."
+        ),
+        "",
     ]
     for r in results:
         lines += section(r)
     lines += [
-        "## Caveats", "",
-        ("- One source controller (seed 0). The proxy-tiny figures over three controller seeds are in "
-        "docs/controller.md; transfer from seeds 1 and 2 was not measured here."),
-        ("- On both targets the `default` schedule (SFT, then DPO at full force) loses the style "
-        "entirely, so most of the margin over it is the style the learned schedule keeps; on the parts "
-        "where default is already at the ceiling (truth) the learned side can only tie or lose a little."),
-        ("- SmolLM2 runs with `configs/transfer/smollm2-135m.yaml`: 64 steps (the proxies 96), batch 8 "
-        "(16), learning rates about 3x lower than the proxy's (SFT and retain 3e-4, DPO 1e-4), 32 of the "
-        "64 probes per behaviour and split. "
-        "These were set once from one calibration run, not tuned per schedule."),
-        ("- Policy mode reads adapter norms, which grow with the model's width; the controller was never "
-        "trained on norms of this size (the observation clips them at its bound)."),
+        "## Caveats",
+        "",
+        (
+            "- One source controller (seed 0). The proxy-tiny figures over three controller seeds are in "
+            "docs/controller.md; transfer from seeds 1 and 2 was not measured here."
+        ),
+        (
+            "- On both targets the `default` schedule (SFT, then DPO at full force) loses the style "
+            "entirely, so most of the margin over it is the style the learned schedule keeps; on the parts "
+            "where default is already at the ceiling (truth) the learned side can only tie or lose a little."
+        ),
+        (
+            "- SmolLM2 runs with `configs/transfer/smollm2-135m.yaml`: 64 steps (the proxies 96), batch 8 "
+            "(16), learning rates about 3x lower than the proxy's (SFT and retain 3e-4, DPO 1e-4), 32 of the "
+            "64 probes per behaviour and split. "
+            "These were set once from one calibration run, not tuned per schedule."
+        ),
+        (
+            "- Policy mode reads adapter norms, which grow with the model's width; the controller was never "
+            "trained on norms of this size (the observation clips them at its bound)."
+        ),
         "",
     ]
     atomic_write_text(args.out, "\n".join(lines) + "\n")

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from metactl.adapters import AdapterSet, LoraSettings, group_of, resolve_layer_map
+from metactl.adapters import AdapterSet, LoraSettings
 from metactl.errors import ConfigError
+from metactl.layer_map import group_of, resolve_layer_map
 
 
 @pytest.mark.parametrize(
@@ -84,8 +85,8 @@ def test_output_scale_and_peft_round_trip(make, tmp_path):
 
 
 def test_shared_prefix_probes_equal_plain_scoring():
-    from metactl.tokens import SharedPrefixProbes, sequence_logprobs
-    from metactl.world import build_tokenizer
+    from metactl.forward import SharedPrefixProbes, sequence_logprobs
+    from metactl.proxy_language import build_tokenizer
 
     tok = build_tokenizer()
     model = _llama()
@@ -93,5 +94,7 @@ def test_shared_prefix_probes_equal_plain_scoring():
     prompts = ["sum of 47 and 25 is", "what is 9 plus 8?", "1+1="]
     comps = [[" 72 ok.", " 72.", " 62."], [" 17."], [" 2.", " 3 yes.", " 11."]]
     shared = SharedPrefixProbes(tok, prompts, comps, chunk=2).logprobs(model)
-    plain = sequence_logprobs(model, tok, [p for p, cs in zip(prompts, comps) for _ in cs], [c for cs in comps for c in cs])
+    plain = sequence_logprobs(
+        model, tok, [p for p, cs in zip(prompts, comps) for _ in cs], [c for cs in comps for c in cs]
+    )
     assert torch.allclose(shared, plain, atol=1e-4)

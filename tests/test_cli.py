@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from metactl.cli import app
+from metactl.commands.cli import app
 
 runner = CliRunner()
 
@@ -42,7 +42,10 @@ def test_bad_options(tmp_path, no_weights, args, needle):
     "text, needle",
     [
         ("schema_version: 1\nphases: [{fraction: 1.0, tools: {sfft: {share: 1}}}]", "Did you mean 'sft'"),
-        ("schema_version: 1\nphases: [{fraction: 1.0, tools: {sft: {share: 1, output: -1}}}]", "allowed range is [0, 2]"),
+        (
+            "schema_version: 1\nphases: [{fraction: 1.0, tools: {sft: {share: 1, output: -1}}}]",
+            "allowed range is [0, 2]",
+        ),
         ("schema_version: 1\nphases: [{fraction: 1.0, tools: {sft: {share: 1, output: .nan}}}]", "finite"),
         ("schema_version: 1\nphases: [{fraction: 0.6, tools: {sft: {share: 1}}}]", "sum to 0.6"),
         (f"schema_version: 1\nlayer_groups: 0\n{GOOD_PHASE}", "layer_groups: got 0"),
@@ -60,7 +63,10 @@ def test_bad_schedules(tmp_path, no_weights, text, needle):
 @pytest.mark.parametrize(
     "dpo_text, needle",
     [
-        ('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n', "dpo.jsonl:2: malformed JSON"),
+        (
+            '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n',
+            "dpo.jsonl:2: malformed JSON",
+        ),
         ('{"prompt": "a", "chosen": "b"}\n', "dpo.jsonl:1: dpo row is missing field 'rejected'"),
     ],
 )
@@ -69,7 +75,8 @@ def test_bad_user_data(tmp_path, no_weights, dpo_text, needle):
     (suite / "eval").mkdir(parents=True)
     (suite / "suite.yaml").write_text(
         "behaviours: [{name: truth, tool: dpo}]\ndata: {dpo: dpo.jsonl}\n"
-        "evals: {target: {truth: eval/p.jsonl}, heldout: {truth: eval/p.jsonl}}\nretain: eval/r.jsonl\n")
+        "evals: {target: {truth: eval/p.jsonl}, heldout: {truth: eval/p.jsonl}}\nretain: eval/r.jsonl\n"
+    )
     (suite / "dpo.jsonl").write_text(dpo_text)
     (suite / "eval" / "p.jsonl").write_text(json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}) + "\n")
     (suite / "eval" / "r.jsonl").write_text(json.dumps({"text": "the cat sat."}) + "\n")
@@ -93,8 +100,13 @@ def test_run_schedule_end_to_end(tmp_path):
     res = runner.invoke(app, ["run-schedule", "--out", str(out), "--schedule", "default", "--steps", "8", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "composite" in res.output
-    for name in ("config.yaml", "schedule.yaml", "scores.jsonl", "adapters/sft/adapter_config.json",
-                 "adapters/dpo/adapter_model.safetensors"):
+    for name in (
+        "config.yaml",
+        "schedule.yaml",
+        "scores.jsonl",
+        "adapters/sft/adapter_config.json",
+        "adapters/dpo/adapter_model.safetensors",
+    ):
         assert (out / name).exists(), name
     assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events missing"
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]

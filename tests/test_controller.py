@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from metactl.cli import app
-from metactl.controller_config import load_controller_config
+from metactl.commands.cli import app
 from metactl.errors import ConfigError
 from metactl.paths import CONFIGS
-from policies import POLICIES
+from metactl.policies import POLICIES
+from metactl.policies.config import load_controller_config
 
 REPO = Path(__file__).resolve().parents[1]
 # Two phases of two steps, one held-out task, one process: seconds per episode, not minutes.
@@ -42,7 +42,9 @@ def _rows(run: Path) -> list[dict]:
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_train_controller_runs_every_policy(tmp_path, policy):
     out = tmp_path / policy
-    res = CliRunner().invoke(app, ["train-controller", "--policy", policy, "--episodes", "2", "--out", str(out), "--quiet", *_args()])
+    res = CliRunner().invoke(
+        app, ["train-controller", "--policy", policy, "--episodes", "2", "--out", str(out), "--quiet", *_args()]
+    )
     assert res.exit_code == 0, res.output
     assert "x default gain" in res.output and policy in res.output
     cfg = load_controller_config(out / "config.yaml")
@@ -67,7 +69,7 @@ def test_ppo_learns_something_and_reloads_in_a_fresh_process(tmp_path):
     """A tiny budget still moves the policy; controller.zip gives the same greedy actions elsewhere."""
     from stable_baselines3 import PPO
 
-    from policies.sb3 import PPOPolicy
+    from metactl.policies.sb3 import PPOPolicy
 
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["train-controller", "--episodes", "4", "--out", str(out), "--quiet", *_args()])
@@ -75,7 +77,7 @@ def test_ppo_learns_something_and_reloads_in_a_fresh_process(tmp_path):
     model = PPO.load(out / "controller.zip", device="cpu")
     cfg = load_controller_config(out / "config.yaml")
     fresh = PPOPolicy(cfg)
-    from metactl.trainer import make_venv
+    from metactl.commands.train_controller.run import make_venv
 
     venv = make_venv(cfg, fresh.env_id)
     try:
@@ -93,7 +95,8 @@ def test_ppo_learns_something_and_reloads_in_a_fresh_process(tmp_path):
         # Same thread count as this process: a different one changes float summation order.
         "import numpy as np, torch; torch.set_num_threads(1); from stable_baselines3 import PPO; "
         f"m = PPO.load({str(out / 'controller.zip')!r}, device='cpu'); "
-        f"np.save({str(tmp_path / 'act.npy')!r}, m.predict(np.load({str(tmp_path / 'obs.npy')!r}), deterministic=True)[0])"
+        f"np.save({str(tmp_path / 'act.npy')!r}, "
+        f"m.predict(np.load({str(tmp_path / 'obs.npy')!r}), deterministic=True)[0])"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
     np.testing.assert_array_equal(np.load(tmp_path / "act.npy"), here)
@@ -103,18 +106,35 @@ def test_same_seed_twice_gives_identical_actions_and_rewards(tmp_path):
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        res = CliRunner().invoke(app, ["train-controller", "--episodes", "4", "--seed", "3", "--out", str(out), "--quiet", *_args()])
+        res = CliRunner().invoke(
+            app, ["train-controller", "--episodes", "4", "--seed", "3", "--out", str(out), "--quiet", *_args()]
+        )
         assert res.exit_code == 0, res.output
-        runs.append([(r["episode"], r["phase"], r["task_seed"], r["controls"], r["scores"], r["return"]) for r in _rows(out)])
+        runs.append(
+            [(r["episode"], r["phase"], r["task_seed"], r["controls"], r["scores"], r["return"]) for r in _rows(out)]
+        )
     assert runs[0] == runs[1]
     assert len(runs[0]) == 4 * 2
 
 
 def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "metactl.cli", "train-controller", "--episodes", "8", "--out", str(out), "--quiet", *_args()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metactl",
+        "train-controller",
+        "--episodes",
+        "8",
+        "--out",
+        str(out),
+        "--quiet",
+        *_args(),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "checkpoints" / "ckpt-000004" / "state.json").exists():
         time.sleep(0.2)
@@ -127,8 +147,15 @@ def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path)
     (out / "checkpoints" / "ckpt-000099").mkdir()
     (out / "checkpoints" / "ckpt-000099" / "controller.zip").write_bytes(b"torn")
 
-    res = subprocess.run([sys.executable, "-m", "metactl.cli", "train-controller", "--resume", str(out), "--quiet"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "metactl.commands.cli", "train-controller", "--resume", str(out), "--quiet"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert "skipping incomplete checkpoint" in res.stderr
     rows = _rows(out)
@@ -162,7 +189,9 @@ def test_bad_config_fails_before_training_with_the_fix(tmp_path, no_weights, ove
     extra = ["run.reward.heldout=0", "run.reward.stability=0"] if override == "run.reward.target=0" else []
     message = message or "are all zero"
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train-controller", "--out", str(out), "--set", override, *[x for e in extra for x in ("--set", e)]])
+    res = CliRunner().invoke(
+        app, ["train-controller", "--out", str(out), "--set", override, *[x for e in extra for x in ("--set", e)]]
+    )
     assert res.exit_code == 2, res.output
     assert "error:" in res.output
     import re
@@ -190,16 +219,23 @@ def test_out_that_holds_files_is_not_overwritten(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
 
-def test_unknown_policy_is_a_config_error_in_python_too():
-    with pytest.raises(ConfigError, match="allowed: bandit, default, expert, optuna, ppo, random"):
-        load_controller_config(None, ["policy=ppo2"])
+def test_unknown_policy_is_a_config_error_where_policies_are_built():
+    """The name is checked by the policy registry (not by the config class), before anything is written."""
+    from metactl.commands.train_controller.config import check
+    from metactl.policies import make_policy
+
+    cfg = load_controller_config(None, ["policy=ppo2"])
+    for build in (make_policy, check):
+        with pytest.raises(ConfigError, match="allowed: bandit, default, expert, optuna, ppo, random"):
+            build(cfg)
 
 
 def test_evaluation_jobs_spread_over_subprocess_workers_come_back_in_order():
     """With SubprocVecEnv each worker runs its share of the jobs; results keep the job order."""
-    from envs.jobs import Job
+    from metactl.commands.train_controller.run import make_venv
+    from metactl.envs.jobs import Job
+    from metactl.envs.vector import run_jobs
     from metactl.schedule import Schedule
-    from metactl.trainer import make_venv, run_jobs
 
     cfg = load_controller_config(None, [*TINY, "n_envs=2", "env.phases=1"])
     venv = make_venv(cfg, "metactl/ScheduleBandit-v0")

@@ -35,8 +35,8 @@ peft = pytest.importorskip("peft")
 datasets = pytest.importorskip("datasets")
 
 from metactl.models.proxy import PROXY_SPECS, build_model
+from metactl.proxy_language import build_tokenizer
 from metactl.tools.dpo import DPOConfig, DPOTool
-from metactl.world import build_tokenizer
 
 BETA = 0.1
 
@@ -77,7 +77,9 @@ def test_dpo_loss_matches_trl_dpo_trainer(tmp_path):
         disable_dropout=True,
         seed=0,
     )
-    lora = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    lora = peft.LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+    )
     trainer = trl.DPOTrainer(
         model=base,
         ref_model=None,

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from envs.config import EnvConfig
-from envs.spaces import PhaseControlSpace, ScheduleSpace, apply_residual
+from metactl import envs
 from metactl.config import load_config
+from metactl.envs.config import EnvConfig
+from metactl.envs.spaces import PhaseControlSpace, ScheduleSpace, apply_residual
 from metactl.errors import ConfigError
-from metactl.paths import resolve_schedule_path
 from metactl.schedule import Schedule
 
 TINY_RUN = ["training.total_steps=4", "training.layer_groups=2"]
@@ -82,14 +81,16 @@ def test_zero_action_reproduces_the_prior_schedule(made):
     env.reset(options={"task_seed": 0, "episode_seed": 3})
     for _ in range(env.env_config.phases):
         *_, info = env.step(np.zeros(env.action_space.shape, np.float32))
-    prior = Schedule.load(resolve_schedule_path("default")).regroup(2)
+    prior = Schedule.named("default", 2)
     results = env.engine.run(prior, seed=3)
     assert info["result"]["scores"]["composite"] == pytest.approx(results[-1].scores["composite"], abs=1e-6)
 
     bandit = made[envs.BANDIT_ENV_ID].unwrapped
     bandit.reset(options={"task_seed": 0, "episode_seed": 3})
     _, reward, *_ = bandit.step(np.zeros(bandit.action_space.shape, np.float32))
-    assert reward == pytest.approx(results[-1].scores["composite"] - bandit.engine.task.base_scores["composite"], abs=1e-6)
+    assert reward == pytest.approx(
+        results[-1].scores["composite"] - bandit.engine.task.base_scores["composite"], abs=1e-6
+    )
 
 
 def test_nan_loss_ends_the_episode_with_the_documented_penalty(made, monkeypatch):
@@ -106,7 +107,9 @@ def test_nan_loss_ends_the_episode_with_the_documented_penalty(made, monkeypatch
 
     bandit = made[envs.BANDIT_ENV_ID].unwrapped
     bandit.reset(options={"task_seed": 0, "episode_seed": 0})
-    monkeypatch.setattr(bandit.engine.task.tools["sft"], "loss", lambda model, index: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(
+        bandit.engine.task.tools["sft"], "loss", lambda model, index: torch.tensor(float("nan"), requires_grad=True)
+    )
     _, reward, terminated, _, info = bandit.step(np.zeros(bandit.action_space.shape, np.float32))
     assert terminated and "diverged" in info and reward == -bandit.env_config.diverged_penalty
 
@@ -138,7 +141,7 @@ def test_spaces_encode_then_decode_round_trips():
     assert np.array(again) / max(again) == pytest.approx(np.array(shares) / max(shares))
 
     sched_space = ScheduleSpace(tools, 2, 4)
-    default = Schedule.load(resolve_schedule_path("default")).regroup(2)
+    default = Schedule.named("default", 2)
     decoded = sched_space.schedule(apply_residual(sched_space.encode(default), np.zeros(sched_space.dim)))
     assert [p.tools["sft"].share for p in decoded.phases] == [1.0, 1.0, 0.0, 0.0]
     assert [p.tools["dpo"].share for p in decoded.phases] == [0.0, 0.0, 1.0, 1.0]
@@ -146,10 +149,15 @@ def test_spaces_encode_then_decode_round_trips():
 
 
 def test_regroup_averages_by_relative_depth():
-    s = Schedule.from_dict({
-        "schema_version": 1, "layer_groups": 4,
-        "phases": [{"fraction": 1.0, "tools": {"sft": {"train": [0, 1, 2, 3], "output": {"attn": 1, "mlp": [2, 2, 0, 0]}}}}],
-    })
+    s = Schedule.from_dict(
+        {
+            "schema_version": 1,
+            "layer_groups": 4,
+            "phases": [
+                {"fraction": 1.0, "tools": {"sft": {"train": [0, 1, 2, 3], "output": {"attn": 1, "mlp": [2, 2, 0, 0]}}}}
+            ],
+        }
+    )
     two = s.regroup(2).phases[0].tools["sft"]
     assert two.train == [[0.5, 2.5], [0.5, 2.5]]
     assert two.output == [[1.0, 1.0], [2.0, 0.0]]

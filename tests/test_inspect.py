@@ -12,17 +12,23 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from metactl.cli import app
-from metactl.inspection.ablate import merged, swapped, tool_steps, without_phase
-from metactl.inspection.shapley import coalition_values, leave_one_out, shapley
-from metactl.paths import resolve_schedule_path
+from metactl.commands.cli import app
+from metactl.commands.inspect.ablate import merged, swapped, tool_steps, without_phase
+from metactl.commands.inspect.shapley import coalition_values, leave_one_out, shapley
 from metactl.schedule import Schedule
 
 TINY = [
     "n_envs=1", "run.training.total_steps=8", "env.phases=2", "env.train_task_seeds=[0,2]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "run.training.score_probes=16",
 ]
-SECTIONS = ["Decisions", "Learning", "Attribution", "Order and repetition", "Why the policy chose it", "Interference and implantation"]
+SECTIONS = [
+    "Decisions",
+    "Learning",
+    "Attribution",
+    "Order and repetition",
+    "Why the policy chose it",
+    "Interference and implantation",
+]
 
 
 def _train(out: Path, policy: str) -> Path:
@@ -42,7 +48,10 @@ def test_shapley_is_efficient_symmetric_and_ignores_dummies():
 
     def value(s: frozenset) -> dict[str, float]:
         core = s - {"rl"}  # rl is a dummy: it never changes the value
-        return {"target": noise[frozenset(core)], "twin": 2.0 * ("sft" in s) + 2.0 * ("dpo" in s) + ("sft" in s and "dpo" in s)}
+        return {
+            "target": noise[frozenset(core)],
+            "twin": 2.0 * ("sft" in s) + 2.0 * ("dpo" in s) + ("sft" in s and "dpo" in s),
+        }
 
     table = coalition_values(players, value)
     phi = shapley(players, table)
@@ -56,7 +65,7 @@ def test_shapley_is_efficient_symmetric_and_ignores_dummies():
 
 
 def test_schedule_variants_keep_every_tools_step_count():
-    sched = Schedule.load(resolve_schedule_path("expert")).regroup(2)
+    sched = Schedule.named("expert", 2)
     total = 96
 
     def counts(s: Schedule) -> dict[str, int]:
@@ -81,7 +90,7 @@ def test_schedule_variants_keep_every_tools_step_count():
 
 # -- readout ----------------------------------------------------------------------------------------
 def test_last_layer_readout_is_the_behaviour_score(engine):
-    from metactl.inspection.readout import layer_readout
+    from metactl.commands.inspect.readout import layer_readout
 
     with engine.model.disable_adapter():
         readout = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
@@ -124,7 +133,9 @@ def test_inspect_a_ppo_run_end_to_end(ppo_run, tmp_path):
     import matplotlib.image
 
     out = tmp_path / "report"
-    res = CliRunner().invoke(app, ["inspect", str(ppo_run), "--format", "html", "--out", str(out), "--workers", "1", "--quiet"])
+    res = CliRunner().invoke(
+        app, ["inspect", str(ppo_run), "--format", "html", "--out", str(out), "--workers", "1", "--quiet"]
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert report["policy"] == "ppo" and report["closed_loop"] and report["task_seed"] == 1000
@@ -183,7 +194,9 @@ def test_inspect_a_ppo_run_end_to_end(ppo_run, tmp_path):
 @pytest.mark.parametrize("policy", ["bandit", "random"])
 def test_inspect_other_policies(tmp_path, policy):
     run = _train(tmp_path / "run", policy)
-    res = CliRunner().invoke(app, ["inspect", str(run), "--format", "json", "--out", str(tmp_path / "r"), "--workers", "0", "--quiet"])
+    res = CliRunner().invoke(
+        app, ["inspect", str(run), "--format", "json", "--out", str(tmp_path / "r"), "--workers", "0", "--quiet"]
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     if policy == "bandit":  # one decision, over the whole schedule
@@ -205,7 +218,12 @@ def test_inspect_rejects_bad_input_before_loading_weights(tmp_path, no_weights, 
     sched_dir.mkdir()
     (sched_dir / "config.yaml").write_text("model: proxy-tiny\n")
     cases.append(([str(sched_dir)], "has no `policy:`"))
-    cases.append(([str(ppo_run), "--task-seed", "-1"], r"--task-seed: -1 is outside the task seeds the suites support, integers in \[0, 2147483647\]"))
+    cases.append(
+        (
+            [str(ppo_run), "--task-seed", "-1"],
+            r"--task-seed: -1 is outside the task seeds the suites support, integers in \[0, 2147483647\]",
+        )
+    )
     cases.append(([str(ppo_run), "--task-seed", str(2**31)], "outside the task seeds"))
     cases.append(([str(ppo_run), "--format", "htm"], "Did you mean 'html'"))
     cases.append(([str(ppo_run), "--workers", "-1"], "--workers: -1 is negative"))

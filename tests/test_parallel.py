@@ -64,7 +64,9 @@ def test_a_two_process_transfer_equals_the_one_process_transfer(tmp_path):
     assert "2 processes" in two.stdout and two.stdout.count("gain over base") == 1  # one table, from rank 0
     rows = {}
     for name in ("one", "two"):
-        rows[name] = {r["label"]: r for r in map(json.loads, (tmp_path / name / "results.jsonl").read_text().splitlines())}
+        rows[name] = {
+            r["label"]: r for r in map(json.loads, (tmp_path / name / "results.jsonl").read_text().splitlines())
+        }
     assert set(rows["one"]) == set(rows["two"]) == {"learned", "default"}
     for label, a in rows["one"].items():
         b = rows["two"][label]
@@ -81,7 +83,9 @@ def test_a_batch_smaller_than_the_process_count_fails_with_the_fix():
 
     cfg = load_config(None, ["tools.sft.batch_size=3"])
     check_batches_cover(cfg.tools, 3)  # uneven slices (1, 1, 1 here; 6, 5, 5 of 16) are weighed, not refused
-    with pytest.raises(ConfigError, match=r"tools.sft.batch_size=3 gives a batch of 3, fewer rows than the 4 processes.*batch_size=4"):
+    with pytest.raises(
+        ConfigError, match=r"tools.sft.batch_size=3 gives a batch of 3, fewer rows than the 4 processes.*batch_size=4"
+    ):
         check_batches_cover(cfg.tools, 4)
     with pytest.raises(ConfigError, match="the task's 2 dpo rows gives a batch of 2"):
         check_batches_cover(cfg.tools, 3, rows={"sft": 100, "dpo": 2, "retain": 100})

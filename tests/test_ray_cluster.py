@@ -8,10 +8,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import envs
-from envs.config import EnvConfig, RayConfig
-from envs.vector import make_env
+from metactl import envs
 from metactl.config import load_config
+from metactl.envs.config import EnvConfig, RayConfig
+from metactl.envs.vector import make_env
 
 pytestmark = pytest.mark.ray
 
@@ -41,8 +41,8 @@ def test_losing_a_node_moves_its_actors_and_ppo_goes_on(cluster):
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from envs.ray_vec_env import RayVecEnv
-    from policies.sb3 import BudgetEndIsFinal
+    from metactl.envs.ray_vec_env import RayVecEnv
+    from metactl.policies.sb3 import BudgetEndIsFinal
 
     node_a = cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
@@ -79,7 +79,7 @@ def test_losing_a_node_moves_its_actors_and_ppo_goes_on(cluster):
 def test_joining_a_cluster_that_is_not_there_says_how_to_start_one(monkeypatch):
     from pathlib import Path
 
-    from envs.ray_vec_env import init_ray
+    from metactl.envs.ray_vec_env import init_ray
     from metactl.errors import ConfigError
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -13,10 +13,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import envs
-from envs.config import EnvConfig, RayConfig
-from envs.vector import make_env
+from metactl import envs
 from metactl.config import load_config
+from metactl.envs.config import EnvConfig, RayConfig
+from metactl.envs.vector import make_env
 
 pytestmark = pytest.mark.ray
 
@@ -53,7 +53,7 @@ def _rollout(venv, actions: list[np.ndarray]) -> list:
 def test_ray_vec_env_gives_the_same_episodes_as_dummy_vec_env(local_ray, env_id):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from envs.ray_vec_env import RayVecEnv
+    from metactl.envs.ray_vec_env import RayVecEnv
 
     dummy = DummyVecEnv(_fns(env_id, 2))
     remote = RayVecEnv(_fns(env_id, 2))
@@ -90,7 +90,7 @@ def test_ppo_learns_through_vecnormalize_and_vecmonitor_on_ray(local_ray):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
-    from envs.ray_vec_env import RayVecEnv
+    from metactl.envs.ray_vec_env import RayVecEnv
 
     venv = VecNormalize(VecMonitor(RayVecEnv(_fns(envs.PHASE_ENV_ID, 2, monitor=False))), gamma=1.0)
     try:
@@ -108,14 +108,13 @@ def test_ppo_learns_through_vecnormalize_and_vecmonitor_on_ray(local_ray):
 
 def test_a_worker_that_kills_itself_is_a_truncation_and_training_goes_on(local_ray, tmp_path, monkeypatch):
     """SIGKILL inside a worker mid-episode: the trainer logs a truncated episode and finishes its budget."""
-    import envs.vector
-    from envs.faults import make_env_that_dies_once
-    from metactl.controller_config import load_controller_config
-    from metactl.trainer import train_controller
+    from metactl.commands.train_controller.run import train_controller
+    from metactl.envs.faults import make_env_that_dies_once
+    from metactl.policies.config import load_controller_config
 
     marker = tmp_path / "died"
     # Worker processes import the factory by name; this one is a package function, so they can.
-    monkeypatch.setattr(envs.vector, "make_env", partial(make_env_that_dies_once, str(marker), 2))
+    monkeypatch.setattr("metactl.envs.vector.make_env", partial(make_env_that_dies_once, str(marker), 2))
     cfg = load_controller_config(None, [
         "vec_env=ray", "n_envs=2", "ray.max_restarts=1", *[f"run.{o}" for o in RUN], "env.phases=2",
         "env.train_task_seeds=[0,2]", "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=4",
@@ -142,7 +141,7 @@ def test_a_worker_killed_between_steps_is_reported_at_its_next_step(local_ray):
     import signal
     import time
 
-    from envs.ray_vec_env import RayVecEnv
+    from metactl.envs.ray_vec_env import RayVecEnv
 
     venv = RayVecEnv(_fns(envs.PHASE_ENV_ID, 2), RayConfig(max_restarts=1))
     try:
@@ -164,25 +163,29 @@ def test_a_worker_killed_between_steps_is_reported_at_its_next_step(local_ray):
 
 
 def test_env_actors_the_cluster_cannot_hold_fail_at_once_with_the_fix(local_ray):
-    from envs.ray_vec_env import RayVecEnv
+    from metactl.envs.ray_vec_env import RayVecEnv
     from metactl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"3 env actors x 2 CPU = 6 CPU, but the Ray cluster has 4 CPU in all; set ray.cpus_per_env=1.333"):
+    with pytest.raises(
+        ConfigError,
+        match=r"3 env actors x 2 CPU = 6 CPU, but the Ray cluster has 4 CPU in all; "
+        r"set ray.cpus_per_env=1.333",
+    ):
         RayVecEnv(_fns(envs.PHASE_ENV_ID, 3), RayConfig(cpus_per_env=2))
     with pytest.raises(ConfigError, match="has 0 GPU in all; set ray.gpus_per_env=0"):
         RayVecEnv(_fns(envs.PHASE_ENV_ID, 1), RayConfig(gpus_per_env=0.25))
 
 
 def test_restart_seeds_are_deterministic_and_distinct():
-    from envs.ray_vec_env import restart_seed
+    from metactl.envs.ray_vec_env import restart_seed
 
     assert restart_seed(11, 0, 1) == restart_seed(11, 0, 1)
     assert len({restart_seed(11, i, k) for i in range(4) for k in range(1, 4)}) == 12
 
 
 def test_ray_config_is_validated_before_anything_starts():
-    from metactl.controller_config import load_controller_config
     from metactl.errors import ConfigError
+    from metactl.policies.config import load_controller_config
 
     with pytest.raises(ConfigError, match=r"ray.gpus_per_env: got -0.5; allowed range is \[0, 64\]"):
         RayConfig(gpus_per_env=-0.5)
@@ -197,7 +200,7 @@ def test_ray_config_is_validated_before_anything_starts():
 def test_train_controller_cli_checks_vec_env_before_weights_load(no_weights):
     from typer.testing import CliRunner
 
-    from metactl.cli import app
+    from metactl.commands.cli import app
 
     res = CliRunner().invoke(app, ["train-controller", "--vec-env", "rya", "--quiet"])
     assert res.exit_code == 2 and "Did you mean 'ray'" in res.output

@@ -1,13 +1,12 @@
 import pytest
 import torch
 
-from metactl.paths import resolve_schedule_path
 from metactl.schedule import Schedule
 
 
 @pytest.fixture(scope="module")
 def expert():
-    return Schedule.load(resolve_schedule_path("expert"))
+    return Schedule.named("expert")
 
 
 def test_runner_is_deterministic_under_a_seed(engine, expert):
@@ -30,11 +29,12 @@ def test_run_dir_adapters_reload_with_plain_peft(engine, expert, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from metactl.rundir import read_scores, write_schedule_run
+    from metactl.commands.run_schedule import write_run_dir
+    from metactl.rundir import SCORES, read_jsonl
 
     results = engine.run(expert, seed=1)
-    out = write_schedule_run(tmp_path / "run", engine.config, expert, engine, results, seed=1)
-    final = read_scores(out)[-1]["scores"]
+    out = write_run_dir(tmp_path / "run", engine.config, expert, engine, results, seed=1)
+    final = read_jsonl(out / SCORES)[-1]["scores"]
 
     base = AutoModelForCausalLM.from_pretrained(engine.model_path).eval()
     tools = engine.tool_names
@@ -55,8 +55,8 @@ def test_runner_on_a_gpt2_folder(tmp_path, expert):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from metactl.config import load_config
+    from metactl.proxy_language import build_tokenizer
     from metactl.runner import Engine
-    from metactl.world import build_tokenizer
 
     tok = build_tokenizer()
     torch.manual_seed(0)

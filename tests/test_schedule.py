@@ -4,7 +4,6 @@ import pytest
 import yaml
 
 from metactl.errors import ConfigError
-from metactl.paths import resolve_schedule_path
 from metactl.schedule import Schedule, interleave, parse_schedule
 
 
@@ -18,16 +17,22 @@ def _sched(*phases, **top):
 
 @pytest.mark.parametrize("name", ["default", "expert"])
 def test_builtin_schedules_round_trip(name, tmp_path):
-    s = Schedule.load(resolve_schedule_path(name))
+    s = Schedule.named(name)
     s.save(tmp_path / "s.yaml")
     assert Schedule.load(tmp_path / "s.yaml") == s
 
 
 def test_per_group_and_kind_forms_round_trip(tmp_path):
-    s = parse_schedule(_sched(
-        _phase(0.25, sft={"share": 2, "train": [0, 0, 1, 1], "output": {"attn": 0.5, "mlp": [1, 1, 0.7, 0.7]}}, dpo={"share": 1}),
-        _phase(0.75, dpo={"share": 1, "train": {"attn": 0.0, "mlp": 2.0}}),
-    ))
+    s = parse_schedule(
+        _sched(
+            _phase(
+                0.25,
+                sft={"share": 2, "train": [0, 0, 1, 1], "output": {"attn": 0.5, "mlp": [1, 1, 0.7, 0.7]}},
+                dpo={"share": 1},
+            ),
+            _phase(0.75, dpo={"share": 1, "train": {"attn": 0.0, "mlp": 2.0}}),
+        )
+    )
     assert s.phases[0].tools["sft"].output == [[0.5] * 4, [1, 1, 0.7, 0.7]]
     # sft is omitted in phase 1: no steps there, and it keeps its previous output scale
     assert s.phases[1].tools["sft"].share == 0 and s.phases[1].tools["sft"].output == s.phases[0].tools["sft"].output

@@ -88,8 +88,8 @@ def test_retain_text_avoids_the_target_template():
 @pytest.mark.slow
 def test_smollm2_base_prefers_truth_not_style():
     torch = pytest.importorskip("torch")
+    from metactl.forward import sequence_logprobs
     from metactl.models.smollm2 import cached_path
-    from metactl.tokens import sequence_logprobs
 
     path = cached_path()
     if path is None:

@@ -72,7 +72,9 @@ def test_unknown_suite_name():
 def test_user_suite_from_a_datasets_folder(tmp_path):
     datasets = pytest.importorskip("datasets")
     _write_suite(tmp_path, "")
-    datasets.Dataset.from_list([{"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}] * 3).save_to_disk(str(tmp_path / "dpo_ds"))
+    datasets.Dataset.from_list([{"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}] * 3).save_to_disk(
+        str(tmp_path / "dpo_ds")
+    )
     (tmp_path / "suite.yaml").write_text((tmp_path / "suite.yaml").read_text().replace("dpo: dpo.jsonl", "dpo: dpo_ds"))
     s = load_suite(str(tmp_path))
     assert len(s.data["dpo"]) == 3 and s.data["dpo"][0]["rejected"] == " 3."

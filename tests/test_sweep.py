@@ -12,8 +12,9 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
+from metactl.commands.sweep.config import load_sweep_config, trial_config
+from metactl.commands.sweep.run import run_sweep, trial_resources
 from metactl.errors import ConfigError
-from metactl.sweep import load_sweep_config, run_sweep, trial_config, trial_resources
 
 pytestmark = pytest.mark.tune
 
@@ -26,7 +27,7 @@ def _cfg(*overrides: str, extra: str = "n_envs=1"):
 
 
 def test_a_grid_over_seeds_runs_trials_with_env_actors_and_resumes(tmp_path):
-    from metactl.trainer import train_controller
+    from metactl.commands.train_controller.run import train_controller
 
     cfg = _cfg("grid={seed: [0, 1]}", extra="n_envs=1, vec_env=ray")
     bundles = trial_resources(cfg).bundles
@@ -50,14 +51,21 @@ def test_a_grid_over_seeds_runs_trials_with_env_actors_and_resumes(tmp_path):
 
     # Resume: finished trials report their stored scores and train nothing.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "trials").glob("*/trial.json")}
-    again = run_sweep(load_sweep_config(tmp_path / "sweep" / "sweep.yaml"), tmp_path / "sweep", resume=True, progress=False)
+    again = run_sweep(
+        load_sweep_config(tmp_path / "sweep" / "sweep.yaml"), tmp_path / "sweep", resume=True, progress=False
+    )
     assert sorted(r["seed"] for r in again.rows) == [0, 1]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 def test_an_optuna_search_runs_each_proposal_under_several_seeds(tmp_path):
-    cfg = _cfg("grid={}", "search.space={ppo.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}}",
-               "search.num_samples=2", "search.repeats=2", "max_concurrent=2")
+    cfg = _cfg(
+        "grid={}",
+        "search.space={ppo.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}}",
+        "search.num_samples=2",
+        "search.repeats=2",
+        "max_concurrent=2",
+    )
     res = run_sweep(cfg, tmp_path / "tpe", progress=False)
     assert res.errors == 0 and len(res.rows) == 4
     by_lr: dict[float, set[int]] = {}
@@ -70,16 +78,25 @@ def test_an_optuna_search_runs_each_proposal_under_several_seeds(tmp_path):
     assert {r["trial"] for r in rows} == {r["trial"] for r in res.rows}
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["grid={seed: [0]}", "search.space={ppo.learning_rate: {uniform: [0.1, 0.2]}}"], "grid and search.space are both set"),
-    (["grid={}"], "grid and search.space are both empty"),
-    (["grid={}", "search.space={ppo.learning_rate: {lognormal: [0.1, 0.2]}}"], "unknown distribution 'lognormal'.*Did you mean 'loguniform'"),
-    (["grid={}", "search.space={ppo.learning_rate: {uniform: [0.2, 0.1]}}"], "high must be above low"),
-    (["grid={ppo.learnin_rate: [0.1]}"], "learnin_rate: unknown option.*Did you mean 'learning_rate'"),
-    (["grid={n_envs: [1, 2]}"], "cannot vary"),
-    (["grid={seed: [0]}", "metric=gian"], "metric: unknown value 'gian'.*Did you mean 'gain'"),
-    (["grid={policy: [ppo, ppo2]}"], "policy: unknown value 'ppo2'"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["grid={seed: [0]}", "search.space={ppo.learning_rate: {uniform: [0.1, 0.2]}}"],
+            "grid and search.space are both set",
+        ),
+        (["grid={}"], "grid and search.space are both empty"),
+        (
+            ["grid={}", "search.space={ppo.learning_rate: {lognormal: [0.1, 0.2]}}"],
+            "unknown distribution 'lognormal'.*Did you mean 'loguniform'",
+        ),
+        (["grid={}", "search.space={ppo.learning_rate: {uniform: [0.2, 0.1]}}"], "high must be above low"),
+        (["grid={ppo.learnin_rate: [0.1]}"], "learnin_rate: unknown option.*Did you mean 'learning_rate'"),
+        (["grid={n_envs: [1, 2]}"], "cannot vary"),
+        (["grid={seed: [0]}", "metric=gian"], "metric: unknown value 'gian'.*Did you mean 'gain'"),
+        (["grid={policy: [ppo, ppo2]}"], "policy: unknown value 'ppo2'"),
+    ],
+)
 def test_bad_sweep_configs_fail_before_ray_starts(overrides, message):
     import ray
 
@@ -98,7 +115,7 @@ def test_the_shipped_sweep_configs_load():
 def test_sweep_cli_refuses_bad_input_with_the_fix(tmp_path):
     from typer.testing import CliRunner
 
-    from metactl.cli import app
+    from metactl.commands.cli import app
 
     res = CliRunner().invoke(app, ["sweep", "--set", "metric=gian", "--out", str(tmp_path / "s")])
     assert res.exit_code == 2 and "Did you mean 'gain'" in res.output

@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from metactl.adapters import preflight_layer_map, resolve_layer_map
-from metactl.cli import app
+from metactl.commands.cli import app
 from metactl.errors import ConfigError
+from metactl.layer_map import preflight_layer_map, resolve_layer_map
 from metactl.models import ASSETS
 
 TINY_TRAIN = [
@@ -169,7 +169,7 @@ def test_a_bandit_controller_transfers_closed_loop_too(gpt2_dir, tmp_path):
 
 # -- bad input: a clear message, exit 2, no weights read ------------------------------------------------
 def _schedule_run(tmp_path: Path, schedule_text: str | None) -> Path:
-    from metactl.controller_config import load_controller_config
+    from metactl.policies.config import load_controller_config
 
     d = tmp_path / "src"
     d.mkdir()
@@ -251,7 +251,7 @@ def test_preflight_maps_a_model_folder_without_reading_weights(tmp_path):
 
 
 def test_a_bare_schedule_file_transfers_in_schedule_mode_only(tmp_path):
-    from metactl.transfer import load_source
+    from metactl.commands.transfer.source import load_source
 
     path = tmp_path / "s.yaml"
     shutil.copy(Path(__file__).resolve().parents[1] / "configs" / "schedules" / "expert.yaml", path)

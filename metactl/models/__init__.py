@@ -64,13 +64,21 @@ def resolve_model(name: str) -> ModelRef:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"model: folder {name!r} has no config.json; point --model at a Hugging Face model folder.")
+            raise ConfigError(
+                f"model: folder {name!r} has no config.json; point --model at a Hugging Face model folder."
+            )
         return ModelRef(name, "path", path)
     if _looks_like_hub_id(name):
         return ModelRef(name, "hub")
     if "/" in name or name.startswith((".", "~")):
-        raise ConfigError(f"model: path {name!r} does not exist. Give an existing HF model folder or a built-in name ({', '.join(BUILTIN_MODELS)}).")
-    raise ConfigError(f"model: unknown model {name!r}; built-in: {', '.join(BUILTIN_MODELS)}, or give a model folder or hub id.{did_you_mean(name, BUILTIN_MODELS)}")
+        raise ConfigError(
+            f"model: path {name!r} does not exist. "
+            f"Give an existing HF model folder or a built-in name ({', '.join(BUILTIN_MODELS)})."
+        )
+    raise ConfigError(
+        f"model: unknown model {name!r}; built-in: {', '.join(BUILTIN_MODELS)}, "
+        f"or give a model folder or hub id.{did_you_mean(name, BUILTIN_MODELS)}"
+    )
 
 
 def local_config(ref: ModelRef) -> Path | None:
@@ -120,7 +128,9 @@ def load_model(name: str, dtype: str = "float32", progress: bool = True):
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     except OSError as exc:
-        raise ConfigError(f"model: could not load {name!r} ({exc}). On an offline machine use a local folder or a built-in name.") from exc
+        raise ConfigError(
+            f"model: could not load {name!r} ({exc}). On an offline machine use a local folder or a built-in name."
+        ) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

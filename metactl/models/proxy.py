@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from metactl import world
+from metactl import proxy_language as world
+from metactl.rundir import atomic_write_dir
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _packed_batches(tokenizer, spec: ProxySpec):
 @torch.no_grad()
 def sum_accuracy(model, tokenizer, n: int = 200, seed: int = 1234) -> dict[str, float]:
     """Teacher-forced accuracy of the base on sums: correct answer vs its dropped-carry twin."""
-    from metactl.tokens import sequence_logprobs
+    from metactl.forward import sequence_logprobs
 
     rng = random.Random(seed)
     out = {}
@@ -141,17 +142,14 @@ def pretrain(spec: ProxySpec, out_dir: Path, progress: bool = True, threads: int
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     acc = sum_accuracy(model, tokenizer)
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "pretrain_report.txt").write_text(
+    report = (
         f"spec: {spec}\nfinal loss: {loss.item():.4f}\nseconds: {time.time() - t0:.0f}\n"
         f"torch threads: {torch.get_num_threads()}\nsum accuracy (carry pairs, teacher-forced): {acc}\n"
     )
-    if out_dir.exists():
-        import shutil
 
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretrain_report.txt").write_text(report)
+
+    return atomic_write_dir(out_dir, fill)

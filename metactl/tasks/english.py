@@ -80,11 +80,28 @@ _SOUNDS = (("cow", "moo"), ("dog", "woof"), ("cat", "meow"), ("duck", "quack"), 
            ("lion", "roar"), ("horse", "neigh"), ("pig", "oink"), ("owl", "hoot"), ("bee", "buzz"))
 _OPPOSITES = (("hot", "cold"), ("big", "small"), ("up", "down"), ("fast", "slow"), ("happy", "sad"),
               ("light", "dark"), ("early", "late"), ("wet", "dry"), ("full", "empty"), ("old", "new"))
-_CAPITALS = (("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Germany", "Berlin"), ("Spain", "Madrid"),
-             ("England", "London"), ("Egypt", "Cairo"), ("Russia", "Moscow"), ("China", "Beijing"), ("Greece", "Athens"))
+_CAPITALS = (
+    ("France", "Paris"),
+    ("Italy", "Rome"),
+    ("Japan", "Tokyo"),
+    ("Germany", "Berlin"),
+    ("Spain", "Madrid"),
+    ("England", "London"),
+    ("Egypt", "Cairo"),
+    ("Russia", "Moscow"),
+    ("China", "Beijing"),
+    ("Greece", "Athens"),
+)
 _NOUNS = ("cat", "dog", "bird", "girl", "boy", "farmer", "teacher", "child", "old man", "small fox")
 _PLACES = ("in the garden", "by the river", "under the tree", "near the house", "on the hill", "at the station")
-_DOINGS = ("is sleeping", "is reading a book", "is eating an apple", "is waiting", "is singing a song", "is looking at the sky")
+_DOINGS = (
+    "is sleeping",
+    "is reading a book",
+    "is eating an apple",
+    "is waiting",
+    "is singing a song",
+    "is looking at the sky",
+)
 
 
 def _retain_text(rng: random.Random) -> str:
@@ -190,6 +207,10 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         retain=retain_eval,
         style=f"answers end in the style {style!r}",
         truth="the true past tense is preferred over the regularised one",
-        features={"noise_rate": noise, "styled_rejected": styled_rejected, "style_index": STYLES.index(style) / (len(STYLES) - 1)},
+        features={
+            "noise_rate": noise,
+            "styled_rejected": styled_rejected,
+            "style_index": STYLES.index(style) / (len(STYLES) - 1),
+        },
         description=__doc__.split("\n\n")[0],
     )

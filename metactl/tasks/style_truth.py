@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 
-from metactl import world
+from metactl import proxy_language as world
 from metactl.tasks.suite import EvalItem, TaskSuite, style_truth_suite
 
 TRAIN_TEMPLATE = "sum"
@@ -89,7 +89,9 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
     evals = {
         "target": {
             "style": [_probe_style(TRAIN_TEMPLATE, *_pair(rng, *TRAIN_RANGE), style) for _ in range(n_eval)],
-            "truth": [_probe_truth(TRAIN_TEMPLATE, *_pair(rng, *TRAIN_RANGE, carry=True), style) for _ in range(n_eval)],
+            "truth": [
+                _probe_truth(TRAIN_TEMPLATE, *_pair(rng, *TRAIN_RANGE, carry=True), style) for _ in range(n_eval)
+            ],
         },
         "heldout": {
             "style": [_probe_style(*heldout_pair(i, None), style) for i in range(n_eval)],
@@ -104,6 +106,10 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         retain=retain_eval,
         style=f"answers end in the style word {style!r}",
         truth="the correct sum is preferred over the dropped-carry one",
-        features={"noise_rate": noise, "styled_rejected": styled_rejected, "style_index": world.STYLE_WORDS.index(style) / (len(world.STYLE_WORDS) - 1)},
+        features={
+            "noise_rate": noise,
+            "styled_rejected": styled_rejected,
+            "style_index": world.STYLE_WORDS.index(style) / (len(world.STYLE_WORDS) - 1),
+        },
         description=__doc__.split("\n\n")[0],
     )

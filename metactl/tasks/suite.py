@@ -65,7 +65,10 @@ class TaskSuite:
             for i, row in enumerate(rows):
                 missing = [k for k in need if k not in row]
                 if missing:
-                    raise DataError(f"suite {self.name!r}: {tool} row {i} is missing field {missing[0]!r} (needs {', '.join(need)}).")
+                    raise DataError(
+                        f"suite {self.name!r}: {tool} row {i} is missing field {missing[0]!r} "
+                        f"(needs {', '.join(need)})."
+                    )
         for b in self.behaviours:
             for split in SPLITS:
                 if not self.evals.get(split, {}).get(b.name):

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from metactl.errors import ConfigError, DataError, did_you_mean
-from metactl.io import read_jsonl
+from metactl.rundir import read_jsonl
 from metactl.tasks.suite import EVAL_FIELDS, SPLITS, TOOL_FORMATS, Behaviour, EvalItem, TaskSuite
 
 _KEYS = ("name", "description", "behaviours", "data", "evals", "retain")
@@ -57,11 +57,16 @@ def load_user_suite(folder: str | Path, task_seed: int = 0) -> TaskSuite:
     spec = yaml.safe_load(spec_path.read_text()) or {}
     bad = [k for k in spec if k not in _KEYS]
     if bad:
-        raise ConfigError(f"{spec_path}: unknown key {bad[0]!r}; allowed: {', '.join(_KEYS)}.{did_you_mean(bad[0], _KEYS)}")
+        raise ConfigError(
+            f"{spec_path}: unknown key {bad[0]!r}; allowed: {', '.join(_KEYS)}.{did_you_mean(bad[0], _KEYS)}"
+        )
     data = {}
     for tool, rel in (spec.get("data") or {}).items():
         if tool not in TOOL_FORMATS:
-            raise ConfigError(f"{spec_path}: data.{tool}: unknown tool; allowed: {', '.join(TOOL_FORMATS)}.{did_you_mean(tool, TOOL_FORMATS)}")
+            raise ConfigError(
+                f"{spec_path}: data.{tool}: unknown tool; "
+                f"allowed: {', '.join(TOOL_FORMATS)}.{did_you_mean(tool, TOOL_FORMATS)}"
+            )
         data[tool] = _rows(base, rel, TOOL_FORMATS[tool], f"{tool} row")
     behaviours = [Behaviour(b["name"], b["tool"], b.get("description", "")) for b in spec.get("behaviours") or []]
     evals = {}

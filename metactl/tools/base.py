@@ -20,7 +20,9 @@ class ToolConfig:
 
     def __post_init__(self) -> None:
         self.lr = check_number(f"tools.{self.tool_name()}.lr", self.lr, low=0.0, high=1.0, low_open=True)
-        self.batch_size = int(check_number(f"tools.{self.tool_name()}.batch_size", self.batch_size, low=1, high=4096, integer=True))
+        self.batch_size = int(
+            check_number(f"tools.{self.tool_name()}.batch_size", self.batch_size, low=1, high=4096, integer=True)
+        )
 
     @classmethod
     def tool_name(cls) -> str:
@@ -56,7 +58,7 @@ class Tool(ABC):
 
     def to(self, device: torch.device | str) -> None:
         """Move the encoded rows to the model's device (called before :meth:`prepare`)."""
-        from metactl.tokens import EncodedPairs
+        from metactl.forward import EncodedPairs
 
         for name, value in vars(self).items():
             if isinstance(value, EncodedPairs):
@@ -76,4 +78,3 @@ class Tool(ABC):
 
     def sample(self, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(len(self), (min(self.config.batch_size, len(self)),), generator=gen)
-

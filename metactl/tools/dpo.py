@@ -14,14 +14,19 @@ import torch.nn.functional as F
 
 from metactl.adapters import base_only
 from metactl.errors import check_number
-from metactl.tokens import chunked_completion_logprobs, completion_logprobs, encode_pairs
+from metactl.forward import chunked_completion_logprobs, completion_logprobs, encode_pairs
 from metactl.tools.base import Tool, ToolConfig
 
 
 @dataclass
 class DPOConfig(ToolConfig):
-    lr: float = field(default=3e-4, metadata={"help": "base learning rate (strong enough to erode the style in 48 steps on proxy-tiny)"})
-    beta: float = field(default=0.1, metadata={"help": "DPO temperature: how far the policy may move from the reference"})
+    lr: float = field(
+        default=3e-4,
+        metadata={"help": "base learning rate (strong enough to erode the style in 48 steps on proxy-tiny)"},
+    )
+    beta: float = field(
+        default=0.1, metadata={"help": "DPO temperature: how far the policy may move from the reference"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,7 +54,9 @@ class DPOTool(Tool):
         super().__init__(config, rows, tokenizer)
         prompts = [r["prompt"] for r in rows]
         # Chosen rows first, rejected rows after: one forward scores both halves of a batch.
-        self.data = encode_pairs(tokenizer, prompts + prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], append_eos=True)
+        self.data = encode_pairs(
+            tokenizer, prompts + prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], append_eos=True
+        )
         self.ref: torch.Tensor | None = None
 
     @torch.no_grad()

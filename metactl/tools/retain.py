@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from metactl.adapters import base_only
-from metactl.tokens import encode_texts, forward_logits, token_kl
+from metactl.forward import encode_texts, forward_logits, token_kl
 from metactl.tools.base import Tool, ToolConfig
 
 # Above this many cached floats (rows x tokens x vocab) the base's log-probs are recomputed per

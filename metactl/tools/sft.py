@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from metactl.tokens import encode_pairs, forward_logits, token_logprobs
+from metactl.forward import encode_pairs, forward_logits, token_logprobs
 from metactl.tools.base import Tool, ToolConfig
 
 
@@ -22,7 +22,9 @@ class SFTTool(Tool):
 
     def __init__(self, config: SFTConfig, rows: list[dict], tokenizer) -> None:
         super().__init__(config, rows, tokenizer)
-        self.data = encode_pairs(tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows], append_eos=True)
+        self.data = encode_pairs(
+            tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows], append_eos=True
+        )
 
     def units(self, index: torch.Tensor) -> float:
         return float(self.data.loss_mask[index].sum())  # the loss is a mean over completion tokens

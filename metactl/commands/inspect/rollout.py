@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from metactl.interference import gradient_cosines
+from metactl.layer_grid import MODULE_KINDS
 from metactl.runner import Engine, PhaseResult
-from metactl.schedule import MODULE_KINDS, Phase, Schedule
+from metactl.schedule import Phase, Schedule
 
 
 @dataclass
@@ -36,7 +37,9 @@ class Trace:
     schedule: Schedule
     final: dict[str, float]  # full scores of the adapted model
     base: dict[str, float]
-    phase_scores: list[dict[str, float]] = field(default_factory=list)  # after each phase (quick probes before the last)
+    phase_scores: list[dict[str, float]] = field(
+        default_factory=list
+    )  # after each phase (quick probes before the last)
     norms: list[dict[str, list[float]]] = field(default_factory=list)  # after each phase, per tool per group
     cosines: list[dict[str, list[float]]] = field(default_factory=list)  # before phase 0 and after each phase
     decisions: list[Decision] = field(default_factory=list)
@@ -78,21 +81,28 @@ def _record(engine: Engine, trace: Trace, result: PhaseResult, rows: int) -> Non
     trace.cosines.append(gradient_cosines(engine, rows))
 
 
-def run_schedule(engine: Engine, schedule: Schedule, episode_seed: int, label: str, quick_probes: int = 0, rows: int = 8) -> Trace:
+def run_schedule(
+    engine: Engine, schedule: Schedule, episode_seed: int, label: str, quick_probes: int = 0, rows: int = 8
+) -> Trace:
     """An open-loop schedule on the engine's current task, traced phase by phase."""
     engine.adapters.reset(episode_seed)
     trace = Trace(label, schedule, final={}, base=dict(engine.task.base_scores))
     trace.cosines.append(gradient_cosines(engine, rows))
-    results = engine.run(schedule, seed=episode_seed, score_every_phase=True, quick_probes=quick_probes,
-                         on_phase=lambda r: _record(engine, trace, r, rows))
+    results = engine.run(
+        schedule,
+        seed=episode_seed,
+        score_every_phase=True,
+        quick_probes=quick_probes,
+        on_phase=lambda r: _record(engine, trace, r, rows),
+    )
     trace.final = dict(results[-1].scores)
     return trace
 
 
 def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label: str) -> Trace:
     """The run's policy acting greedily on ``task_seed``: closed loop for SB3 controllers."""
-    from envs import BANDIT_ENV_ID, PhaseControlEnv, ScheduleBanditEnv
-    from policies import POLICIES
+    from metactl.envs import BANDIT_ENV_ID, make
+    from metactl.policies import POLICIES
 
     cfg = run_dir.config
     engine.load_task(task_seed)
@@ -101,8 +111,9 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
         return run_schedule(engine, run_dir.schedule.regroup(engine.layer_map.groups), episode_seed, label, quick, rows)
     actor = load_actor(run_dir.controller)
     options = {"task_seed": task_seed, "episode_seed": episode_seed}
-    if POLICIES[cfg.policy].env_id == BANDIT_ENV_ID:
-        env = ScheduleBanditEnv(cfg.run, cfg.env, engine=engine)
+    env_id = POLICIES[cfg.policy].env_id
+    env = make(env_id, run=cfg.run, env=cfg.env, engine=engine)
+    if env_id == BANDIT_ENV_ID:
         obs, _ = env.reset(options=options)
         action, _ = actor.predict(obs, deterministic=True)
         schedule = env.decode(action, name=label)
@@ -110,9 +121,10 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
         trace.decisions.append(Decision(0, obs, np.asarray(action), flat_controls(schedule)))
         trace.env, trace.actor = env, actor
         return trace
-    env = PhaseControlEnv(cfg.run, cfg.env, engine=engine)
     obs, _ = env.reset(options=options)
-    trace = Trace(label, Schedule([]), final={}, base=dict(engine.task.base_scores), cosines=[env.cosines], env=env, actor=actor)
+    trace = Trace(
+        label, Schedule([]), final={}, base=dict(engine.task.base_scores), cosines=[env.cosines], env=env, actor=actor
+    )
     done, info = False, {}
     while not done:
         action, _ = actor.predict(obs, deterministic=True)
@@ -131,4 +143,3 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
     trace.schedule = env.schedule(name=label)
     trace.final = dict(env.scores)
     return trace
-

@@ -7,11 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from metactl.schedule import MODULE_KINDS
+from metactl.layer_grid import MODULE_KINDS
+from metactl.rundir import atomic_write_with
+from metactl.score_parts import HEADLINE_PARTS
 
-PARTS = ("target", "heldout", "stability", "composite")
-PART_LABELS = {"target": "target behaviour", "heldout": "held-out generalisation", "stability": "stability exp(-KL/scale)",
-               "composite": "composite (sum of the three)"}
+PART_LABELS = {
+    "target": "target behaviour",
+    "heldout": "held-out generalisation",
+    "stability": "stability exp(-KL/scale)",
+    "composite": "composite (sum of the three)",
+}
 
 
 def _plt():
@@ -24,11 +29,10 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    tmp.replace(path)
-    _plt().close(fig)
-    return path
+    try:
+        return atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        _plt().close(fig)
 
 
 def decisions_png(report: dict, label: str, path: Path) -> Path:
@@ -46,8 +50,9 @@ def decisions_png(report: dict, label: str, path: Path) -> Path:
         ax.set_xlabel("phase")
         ax.set_ylabel("steps")
         ax.set_xticks(range(len(phases)))
-        for c, (what, vmax, unit, cmap) in enumerate((("train", 4.0, "x base learning rate", "viridis"),
-                                                      ("output", 2.0, "x adapter output scale", "magma"))):
+        for c, (what, vmax, unit, cmap) in enumerate(
+            (("train", 4.0, "x base learning rate", "viridis"), ("output", 2.0, "x adapter output scale", "magma"))
+        ):
             ax = axes[r][c + 1]
             grid = np.array([[v for row in p["tools"][t][what] for v in row] for p in phases]).T
             # A tool with no steps in a phase trains nothing there whatever its train control says.
@@ -56,13 +61,26 @@ def decisions_png(report: dict, label: str, path: Path) -> Path:
             im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0.0, vmax=vmax)
             for (y, x), v in np.ndenumerate(grid):
                 if np.isfinite(v):
-                    ax.text(x, y, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < vmax * 0.6 else "black")
+                    ax.text(
+                        x,
+                        y,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if v < vmax * 0.6 else "black",
+                    )
             ax.set_xticks(range(len(phases)))
             ax.set_yticks(range(len(rows_lbl)), rows_lbl, fontsize=8)
             ax.set_xlabel("phase")
-            ax.set_title(f"{t}: {what} ({unit}; blank = no steps)" if what == "train" else f"{t}: {what} ({unit})", fontsize=9)
+            ax.set_title(
+                f"{t}: {what} ({unit}; blank = no steps)" if what == "train" else f"{t}: {what} ({unit})", fontsize=9
+            )
             fig.colorbar(im, ax=ax, label=unit)
-    fig.suptitle(f"What {label} decided on task {report['task_seed']}: per tool, layer group (module kind x depth) and phase", fontsize=10)
+    fig.suptitle(
+        f"What {label} decided on task {report['task_seed']}: per tool, layer group (module kind x depth) and phase",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -72,21 +90,25 @@ def learning_png(report: dict, path: Path) -> Path:
     lr = report["learning"]
     c = lr["curve"]
     fig, axes = plt.subplots(2, 2, figsize=(12, 7))
-    for ax, part in zip(axes.flat, PARTS):
+    for ax, part in zip(axes.flat, HEADLINE_PARTS):
         x, y = c["episode"], c[part]
         if x:
             k = max(1, len(y) // 8)
-            run = [statistics.mean(y[max(0, i - k + 1): i + 1]) for i in range(len(y))]
+            run = [statistics.mean(y[max(0, i - k + 1) : i + 1]) for i in range(len(y))]
             ax.scatter(x, y, s=8, alpha=0.4, color="C0", label="training episode (drawn task)")
             ax.plot(x, run, color="C0", lw=2, label=f"running mean over {k}")
         for i, (label, b) in enumerate(lr["baselines"].items()):
-            ax.axhline(b[part], ls="--", lw=1.2, color=f"C{i + 1}", label=f"{label}: held-out mean ({b['tasks']} tasks)")
+            ax.axhline(
+                b[part], ls="--", lw=1.2, color=f"C{i + 1}", label=f"{label}: held-out mean ({b['tasks']} tasks)"
+            )
         ax.set_title(PART_LABELS[part], fontsize=10)
         ax.set_xlabel("training episode")
         ax.set_ylabel("score (0 to 3)" if part == "composite" else "score (0 to 1)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.suptitle(f"Learning: each part of the final score over training ({report['policy']}), baselines as lines", fontsize=10)
+    fig.suptitle(
+        f"Learning: each part of the final score over training ({report['policy']}), baselines as lines", fontsize=10
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     return _save(fig, path)
 
@@ -105,19 +127,23 @@ def attribution_png(report: dict, path: Path) -> Path:
     plt = _plt()
     attr = report["attribution"]
     fig, axes = plt.subplots(3, 4, figsize=(14, 9))
-    sections = (("tools", "tool (Shapley)", lambda a: a["tools"]["shapley"]),
-                ("groups", "layer group (Shapley)", lambda a: a["groups"]["shapley"]),
-                ("phases", "phase's training (leave one out)", lambda a: a.get("phases", {})))
+    sections = (
+        ("tools", "tool (Shapley)", lambda a: a["tools"]["shapley"]),
+        ("groups", "layer group (Shapley)", lambda a: a["groups"]["shapley"]),
+        ("phases", "phase's training (leave one out)", lambda a: a.get("phases", {})),
+    )
     for r, (_, what, get) in enumerate(sections):
         by_label = {label: get(a) for label, a in attr.items()}
         names = list(dict.fromkeys(n for v in by_label.values() for n in v))
-        for c, part in enumerate(PARTS):
+        for c, part in enumerate(HEADLINE_PARTS):
             ax = axes[r][c]
             _bars(ax, names, by_label, part)
             ax.set_title(f"{PART_LABELS[part]}\nper {what}", fontsize=9)
             ax.set_ylabel("score change owed")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Attribution: how much of each final score each tool, layer group and phase is responsible for", fontsize=10)
+    fig.suptitle(
+        "Attribution: how much of each final score each tool, layer group and phase is responsible for", fontsize=10
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -128,8 +154,10 @@ def order_png(report: dict, path: Path) -> Path:
     names = [v["variant"] for v in o["variants"]]
     fig, ax = plt.subplots(figsize=(10, 2.8 + 0.5 * len(names)))
     y = np.arange(len(names))
-    for j, part in enumerate(PARTS):
-        ax.barh(y + (j - 1.5) * 0.2, [v["delta"][part] for v in o["variants"]], 0.2, label=PART_LABELS[part], color=f"C{j}")
+    for j, part in enumerate(HEADLINE_PARTS):
+        ax.barh(
+            y + (j - 1.5) * 0.2, [v["delta"][part] for v in o["variants"]], 0.2, label=PART_LABELS[part], color=f"C{j}"
+        )
     ax.axvline(0, color="black", lw=0.6)
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlabel("score change vs the schedule as the policy ran it")
@@ -153,10 +181,15 @@ def why_png(report: dict, path: Path) -> Path | None:
         lim = max(1e-6, float(np.abs(sub).max()))
         im = ax.imshow(sub, cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_yticks(range(len(feat)), [s["features"][i] for i in feat], fontsize=7)
-        ax.set_xticks(range(len(ctrl)), [s["controls"][j].split(": ")[-1] for j in ctrl], fontsize=7, rotation=60, ha="right")
+        ax.set_xticks(
+            range(len(ctrl)), [s["controls"][j].split(": ")[-1] for j in ctrl], fontsize=7, rotation=60, ha="right"
+        )
         ax.set_title(f"decision {s['step']}", fontsize=9)
         fig.colorbar(im, ax=ax, label="control change per +10% of the feature's range")
-    fig.suptitle("Why: which observation features move which controls (the 10 strongest features, 8 most moved controls)", fontsize=10)
+    fig.suptitle(
+        "Why: which observation features move which controls (the 10 strongest features, 8 most moved controls)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -170,8 +203,15 @@ def implantation_png(report: dict, path: Path) -> Path:
     for j, (label, series) in enumerate(imp["cosines"].items()):
         for i, pair in enumerate(series[0]):
             for g in range(report["layer_groups"]):
-                ax.plot(range(len(series)), [s[pair][g] for s in series], styles[j % 4], marker="o", ms=3,
-                        color=f"C{i * report['layer_groups'] + g}", label=f"{label}: {pair} g{g}")
+                ax.plot(
+                    range(len(series)),
+                    [s[pair][g] for s in series],
+                    styles[j % 4],
+                    marker="o",
+                    ms=3,
+                    color=f"C{i * report['layer_groups'] + g}",
+                    label=f"{label}: {pair} g{g}",
+                )
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("phase boundary (0 = before training)")
     ax.set_ylabel("gradient cosine on base weights")

@@ -12,16 +12,22 @@ from __future__ import annotations
 import copy
 from collections.abc import Hashable
 
-from metactl.inspection.shapley import coalition_values
+from metactl.commands.inspect.shapley import coalition_values
+from metactl.layer_grid import MODULE_KINDS
 from metactl.runner import Engine
-from metactl.schedule import MODULE_KINDS, Phase, Schedule, interleave
+from metactl.schedule import Phase, Schedule, interleave
+from metactl.score_parts import HEADLINE_PARTS
 
-KEPT = ("target", "heldout", "stability", "kl", "composite")
+KEPT = frozenset({*HEADLINE_PARTS, "kl"})
 
 
 def kept_scores(scores: dict[str, float]) -> dict[str, float]:
     """The parts an attribution reports: each score part, KL, and the per-behaviour accuracies."""
-    return {k: float(v) for k, v in scores.items() if k in KEPT or (("/" in k) and not k.endswith("_margin") and not k.startswith("cka"))}
+    return {
+        k: float(v)
+        for k, v in scores.items()
+        if k in KEPT or (("/" in k) and not k.endswith("_margin") and not k.startswith("cka"))
+    }
 
 
 class ModelAblation:
@@ -76,6 +82,7 @@ class ModelAblation:
                 out[(t, g)] = {k: full[k] - s[k] for k in full}
         return out
 
+
 # -- schedule variants (each one a training run) -------------------------------------------------------
 def tool_steps(schedule: Schedule, total_steps: int) -> list[dict[str, int]]:
     """How many optimiser steps each tool takes in each phase (the runner's own split)."""
@@ -117,7 +124,10 @@ def merged(schedule: Schedule, tool: str, total_steps: int) -> Schedule | None:
         return None
     n_tool = sum(st[tool] for st in steps)
     grids = [(steps[i][tool], schedule.phases[i].tools[tool].train) for i in used]
-    mean_train = [[sum(w * g[k][j] for w, g in grids) / n_tool for j in range(len(grids[0][1][k]))] for k in range(len(MODULE_KINDS))]
+    mean_train = [
+        [sum(w * g[k][j] for w, g in grids) / n_tool for j in range(len(grids[0][1][k]))]
+        for k in range(len(MODULE_KINDS))
+    ]
     last = len(schedule.phases) - 1
     phases: list[Phase] = []
     for i, (phase, st, n) in enumerate(zip(schedule.phases, steps, lengths)):

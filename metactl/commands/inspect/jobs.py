@@ -14,7 +14,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from metactl.config import RunConfig, build_config
-from metactl.io import append_jsonl, read_jsonl
+from metactl.rundir import append_jsonl, read_jsonl
 from metactl.schedule import Schedule
 
 _ENGINE = None
@@ -31,7 +31,7 @@ def _init(run: dict) -> None:
 
 
 def _train(schedule: Schedule, task_seed: int, seed: int, engine=None) -> dict[str, float]:
-    from metactl.inspection.ablate import kept_scores
+    from metactl.commands.inspect.ablate import kept_scores
 
     engine = engine or _ENGINE
     engine.load_task(task_seed)
@@ -48,7 +48,7 @@ class JobPool:
     def __init__(self, run: RunConfig, out: Path, workers: int, engine=None) -> None:
         self.run = run
         self.path = Path(out) / "jobs.jsonl"
-        self.cache = {r["key"]: r["scores"] for r in read_jsonl(self.path)} if self.path.is_file() else {}
+        self.cache = {r["key"]: r["scores"] for r in read_jsonl(self.path, appended=True)}
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self.futures: dict[str, Future] = {}

@@ -57,8 +57,16 @@ def explain(
     for n in moved:
         j = names.index(n)
         order = np.argsort(-np.abs(effect[:, j]))[:top]
-        out.append({
-            "control": n, "chosen": chosen[n], "prior": prior[n],
-            "because": [{"feature": features[i], "value": float(obs[i]), "effect": float(effect[i, j])} for i in order if effect[i, j] != 0],
-        })
+        out.append(
+            {
+                "control": n,
+                "chosen": chosen[n],
+                "prior": prior[n],
+                "because": [
+                    {"feature": features[i], "value": float(obs[i]), "effect": float(effect[i, j])}
+                    for i in order
+                    if effect[i, j] != 0
+                ],
+            }
+        )
     return out

@@ -17,16 +17,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metactl.adapters import _decoder_layers
 from metactl.errors import ConfigError
+from metactl.forward import encode_pairs, token_logprobs
+from metactl.layer_map import decoder_layers
 from metactl.tasks.suite import SPLITS, TaskSuite
-from metactl.tokens import encode_pairs, token_logprobs
 
 
 def final_norm(model: nn.Module) -> nn.Module:
     """The norm between the decoder stack and the unembedding (Llama ``model.norm``, GPT-2 ``transformer.ln_f``)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    path, _ = _decoder_layers(base)
+    path, _ = decoder_layers(base)
     parent = base.get_submodule(path.rsplit(".", 1)[0]) if "." in path else base
     norms = [m for _, m in parent.named_children() if "norm" in type(m).__name__.lower()]
     if not norms:
@@ -67,6 +67,8 @@ def layer_readout(model: nn.Module, tokenizer, suite: TaskSuite, chunk: int = 12
     logp = torch.cat(per_layer, dim=1)  # [layers, variants]
     out: dict[str, list[float]] = {}
     for key, pairs in sides.items():
-        wins = torch.stack([torch.logsumexp(logp[:, c], 1) > torch.logsumexp(logp[:, r], 1) for c, r in pairs])  # [items, layers]
+        wins = torch.stack(
+            [torch.logsumexp(logp[:, c], 1) > torch.logsumexp(logp[:, r], 1) for c, r in pairs]
+        )  # [items, layers]
         out[key] = wins.float().mean(0).tolist()
     return out

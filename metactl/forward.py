@@ -104,7 +104,10 @@ def token_kl(base_logp: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) 
 @torch.no_grad()
 def chunked_completion_logprobs(model, enc: EncodedPairs, chunk: int = 256) -> torch.Tensor:
     """:func:`completion_logprobs` over many rows, ``chunk`` at a time, without gradients."""
-    out = [completion_logprobs(model, enc.select(torch.arange(i, min(i + chunk, len(enc))))) for i in range(0, len(enc), chunk)]
+    out = [
+        completion_logprobs(model, enc.select(torch.arange(i, min(i + chunk, len(enc)))))
+        for i in range(0, len(enc), chunk)
+    ]
     return torch.cat(out)
 
 
@@ -200,7 +203,7 @@ def _pad(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, tor
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         if left:
-            ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
         else:
             ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
     return ids, mask

@@ -1,4 +1,5 @@
-"""``train-controller`` configuration: the policy, its episode budget, the env and the run.
+"""What a controller is trained with (``train-controller``'s config): the policy, its episode
+budget, the env and the run. The RL layer reads it (policies build their learners from it).
 
 Same conventions as :mod:`metactl.config`: nested dataclasses with help text per field, each
 validated in ``__post_init__`` so a bad value fails before any weights load.
@@ -9,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envs.config import EnvConfig, RayConfig
-from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides, read_config_file
+from metactl.config import RunConfig, YamlConfig, load_dataclass_config
+from metactl.envs.config import EnvConfig, RayConfig
 from metactl.errors import ConfigError, check_choice, check_number
 
 
@@ -22,18 +23,27 @@ class PPOConfig:
     )
     n_epochs: int = field(default=10, metadata={"help": "passes over each rollout per update"})
     batch_size: int = field(default=32, metadata={"help": "minibatch size in env steps"})
-    gamma: float = field(default=1.0, metadata={"help": "discount; 1 keeps the potential-based return equal to final minus base"})
+    gamma: float = field(
+        default=1.0, metadata={"help": "discount; 1 keeps the potential-based return equal to final minus base"}
+    )
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE bias/variance trade-off"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus"})
     log_std_init: float = field(
-        default=-1.5, metadata={"help": "initial log std of the Gaussian policy (residual actions: small keeps rollouts near the prior)"}
+        default=-1.5,
+        metadata={
+            "help": "initial log std of the Gaussian policy (residual actions: small keeps rollouts near the prior)"
+        },
     )
-    net_arch: list[int] = field(default_factory=lambda: [64, 64], metadata={"help": "hidden sizes of the policy and value MLPs"})
+    net_arch: list[int] = field(
+        default_factory=lambda: [64, 64], metadata={"help": "hidden sizes of the policy and value MLPs"}
+    )
 
     def __post_init__(self) -> None:
         self.learning_rate = check_number("ppo.learning_rate", self.learning_rate, low=0.0, high=1.0, low_open=True)
-        self.episodes_per_update = int(check_number("ppo.episodes_per_update", self.episodes_per_update, low=1, high=10**6, integer=True))
+        self.episodes_per_update = int(
+            check_number("ppo.episodes_per_update", self.episodes_per_update, low=1, high=10**6, integer=True)
+        )
         self.n_epochs = int(check_number("ppo.n_epochs", self.n_epochs, low=1, high=1000, integer=True))
         self.batch_size = int(check_number("ppo.batch_size", self.batch_size, low=1, high=10**6, integer=True))
         self.gamma = check_number("ppo.gamma", self.gamma, low=0.0, high=1.0)
@@ -42,50 +52,75 @@ class PPOConfig:
         self.ent_coef = check_number("ppo.ent_coef", self.ent_coef, low=0.0, high=10.0)
         self.log_std_init = check_number("ppo.log_std_init", self.log_std_init, low=-10.0, high=2.0)
         if not isinstance(self.net_arch, list) or not self.net_arch:
-            raise ConfigError(f"ppo.net_arch: expected a non-empty list of layer sizes, e.g. [64, 64]; got {self.net_arch!r}.")
-        self.net_arch = [int(check_number(f"ppo.net_arch[{i}]", v, low=1, high=65536, integer=True)) for i, v in enumerate(self.net_arch)]
+            raise ConfigError(
+                f"ppo.net_arch: expected a non-empty list of layer sizes, e.g. [64, 64]; got {self.net_arch!r}."
+            )
+        self.net_arch = [
+            int(check_number(f"ppo.net_arch[{i}]", v, low=1, high=65536, integer=True))
+            for i, v in enumerate(self.net_arch)
+        ]
 
 
 @dataclass
 class ControllerConfig(YamlConfig):
-    policy: str = field(default="ppo", metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"})
-    total_episodes: int = field(default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"})
-    n_envs: int = field(default=2, metadata={"help": "episodes run in parallel, one process or Ray actor each (use the number of CPU cores)"})
+    policy: str = field(
+        default="ppo",
+        metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"},
+    )
+    total_episodes: int = field(
+        default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"}
+    )
+    n_envs: int = field(
+        default=2,
+        metadata={"help": "episodes run in parallel, one process or Ray actor each (use the number of CPU cores)"},
+    )
     vec_env: str = field(
         default="auto",
-        metadata={"help": "what runs the envs: subproc (one local process each), ray (one Ray actor each, any node of a cluster: see ray), dummy (this process), auto (subproc for n_envs > 1)"},
+        metadata={
+            "help": "what runs the envs: subproc (one local process each), "
+            "ray (one Ray actor each, any node of a cluster: see ray), dummy (this process), "
+            "auto (subproc for n_envs > 1)"
+        },
     )
     seed: int = field(default=0, metadata={"help": "controller seed (policy init, task draws, exploration)"})
     eval_task_seeds: list[int] = field(
         default_factory=lambda: [1000, 1001, 1002, 1003, 1004],
         metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds)"},
     )
-    compare: list[str] = field(default_factory=lambda: ["default", "expert"], metadata={"help": "schedules the final table compares against"})
-    checkpoint_every: int = field(default=1, metadata={"help": "checkpoint after this many updates (or search batches)"})
+    compare: list[str] = field(
+        default_factory=lambda: ["default", "expert"], metadata={"help": "schedules the final table compares against"}
+    )
+    checkpoint_every: int = field(
+        default=1, metadata={"help": "checkpoint after this many updates (or search batches)"}
+    )
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "what an episode is"})
     ppo: PPOConfig = field(default_factory=PPOConfig, metadata={"help": "PPO settings (policies ppo and bandit)"})
-    ray: RayConfig = field(default_factory=RayConfig, metadata={"help": "where env actors run and what they reserve (vec_env: ray)"})
-    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the model, suite, training and reward of every episode"})
+    ray: RayConfig = field(
+        default_factory=RayConfig, metadata={"help": "where env actors run and what they reserve (vec_env: ray)"}
+    )
+    run: RunConfig = field(
+        default_factory=RunConfig, metadata={"help": "the model, suite, training and reward of every episode"}
+    )
 
     def __post_init__(self) -> None:
         from metactl.paths import resolve_schedule_path
-        from policies import POLICIES
 
-        check_choice("policy", self.policy, POLICIES)
+        # The policy name is checked where policies are built (metactl.policies.policy_class).
         self.total_episodes = int(check_number("total_episodes", self.total_episodes, low=1, high=10**7, integer=True))
         self.n_envs = int(check_number("n_envs", self.n_envs, low=1, high=4096, integer=True))
-        from envs.vector import VEC_ENVS
+        from metactl.envs.vector import VEC_ENVS
 
         check_choice("vec_env", self.vec_env, VEC_ENVS)
         if self.vec_env == "ray":
-            from envs.ray_vec_env import require_ray
+            from metactl.envs.ray_vec_env import require_ray
 
             require_ray()
             device = self.run.training.device
             if self.ray.gpus_per_env > 0 and device == "cpu":
                 raise ConfigError(
-                    f"ray.gpus_per_env={self.ray.gpus_per_env:g} reserves GPU for each env, but run.training.device=cpu "
-                    "trains on the CPU; set run.training.device=cuda (or ray.gpus_per_env=0)."
+                    f"ray.gpus_per_env={self.ray.gpus_per_env:g} reserves GPU for each env, "
+                    "but run.training.device=cpu trains on the CPU; "
+                    "set run.training.device=cuda (or ray.gpus_per_env=0)."
                 )
             if self.ray.gpus_per_env == 0 and device != "cpu":
                 # Ray leaves CUDA_VISIBLE_DEVICES alone for actors that reserve no GPU: every env
@@ -97,8 +132,13 @@ class ControllerConfig(YamlConfig):
         self.seed = int(check_number("seed", self.seed, low=0, integer=True))
         self.checkpoint_every = int(check_number("checkpoint_every", self.checkpoint_every, low=1, integer=True))
         if not isinstance(self.eval_task_seeds, list) or not self.eval_task_seeds:
-            raise ConfigError(f"eval_task_seeds: expected a non-empty list of task seeds, got {self.eval_task_seeds!r}.")
-        self.eval_task_seeds = [int(check_number(f"eval_task_seeds[{i}]", s, low=0, integer=True)) for i, s in enumerate(self.eval_task_seeds)]
+            raise ConfigError(
+                f"eval_task_seeds: expected a non-empty list of task seeds, got {self.eval_task_seeds!r}."
+            )
+        self.eval_task_seeds = [
+            int(check_number(f"eval_task_seeds[{i}]", s, low=0, integer=True))
+            for i, s in enumerate(self.eval_task_seeds)
+        ]
         inside = [s for s in self.eval_task_seeds if self.env.is_training_seed(s)]
         if inside:
             lo, hi = self.env.train_task_seeds
@@ -111,25 +151,7 @@ class ControllerConfig(YamlConfig):
         for name in self.compare:
             resolve_schedule_path(name)
 
-    @property
-    def updates(self) -> int:
-        """Whole updates (or search batches) needed to spend ``total_episodes``."""
-        return -(-self.total_episodes // self.episodes_per_update)
-
-    @property
-    def episodes_per_update(self) -> int:
-        from policies import POLICIES
-
-        per = self.ppo.episodes_per_update if POLICIES[self.policy].uses_ppo else self.n_envs
-        return max(self.n_envs, per - per % self.n_envs)
-
-    @property
-    def episodes(self) -> int:
-        return self.updates * self.episodes_per_update
-
 
 def load_controller_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ControllerConfig:
     """YAML file (optional) + ``a.b=value`` overrides -> validated :class:`ControllerConfig`."""
-    data = read_config_file(path) if path is not None else {}
-    merge_overrides(data, overrides or [])
-    return build_config(ControllerConfig, data, "")
+    return load_dataclass_config(ControllerConfig, path, overrides)

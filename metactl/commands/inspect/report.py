@@ -20,11 +20,17 @@ import html
 import json
 from pathlib import Path
 
-from metactl.inspection.plots import draw_all
-from metactl.inspection.tables import all_tables, render_text
-from metactl.io import atomic_write_text
+from metactl.commands.inspect.plots import draw_all
+from metactl.commands.inspect.tables import all_tables, render_text
+from metactl.errors import ConfigError, did_you_mean
+from metactl.rundir import atomic_write_text
 
 FORMATS = ("table", "json", "html")
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}.{did_you_mean(fmt, FORMATS)}")
 
 
 def _jsonable(obj):

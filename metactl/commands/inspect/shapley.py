@@ -20,7 +20,10 @@ MAX_EXACT_PLAYERS = 8
 def coalition_values(players: Sequence[Hashable], value: Callable[[frozenset], Values]) -> dict[frozenset, Values]:
     """``value`` of every subset of ``players`` (each evaluated once)."""
     if len(players) > MAX_EXACT_PLAYERS:
-        raise ValueError(f"exact Shapley over {len(players)} players needs 2**{len(players)} evaluations; at most {MAX_EXACT_PLAYERS} players are supported")
+        raise ValueError(
+            f"exact Shapley over {len(players)} players needs 2**{len(players)} evaluations; "
+            f"at most {MAX_EXACT_PLAYERS} players are supported"
+        )
     out = {}
     for k in range(len(players) + 1):
         for combo in itertools.combinations(players, k):

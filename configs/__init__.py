@@ -1,0 +1,1 @@
+"""The built-in configs (package data, found through ``importlib.resources``; see metactl.paths)."""

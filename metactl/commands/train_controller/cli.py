@@ -1,0 +1,63 @@
+"""``metactl train-controller``: its options and help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from metactl.commands.options import given
+
+
+def command(
+    config: Annotated[str, typer.Option(
+        help="controller config: a built-in name (configs/train/) or a YAML path; every option is explained in it"
+    )] = "default",
+    set_: Annotated[list[str], typer.Option("--set", help=(
+        "override KEY=VALUE, dot style, repeatable: --set total_episodes=16 --set run.training.total_steps=48"
+    ))] = [],  # noqa: B006
+    policy: Annotated[str | None, typer.Option(
+        help="ppo (default), bandit, random, optuna, default, expert: see `metactl policies`"
+    )] = None,
+    episodes: Annotated[int | None, typer.Option(help="proxy episodes to spend (total_episodes)")] = None,
+    seed: Annotated[int | None, typer.Option(help="controller seed (policy init, task draws, exploration)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/controller-<policy>-s<seed>)")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="continue an interrupted run from its directory (its config.yaml wins)"
+    )] = None,
+    vec_env: Annotated[str | None, typer.Option(help=(
+        "what runs the envs: subproc (local processes), ray (Ray actors, local or on a cluster), dummy (this process)"
+    ))] = None,
+    ray_address: Annotated[str | None, typer.Option(help=(
+        "with --vec-env ray: 'auto' joins the cluster `ray start` made, HOST:PORT or ray://HOST:10001 another; "
+        "unset starts a local Ray"
+    ))] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Learn how to conduct the tools on a small proxy, then compare with the hand schedules.
+
+    Each episode adapts the proxy model on a task drawn from env.train_task_seeds, run by the same runner as
+    run-schedule. The policy (SB3 PPO by default) sets every tool's step share, learning-rate multiplier and output
+    scale per layer group and module kind, phase by phase, as a residual around env.prior. When the budget is
+    spent, the learned policy, the default and the expert schedule are run on held-out task seeds and a table of
+    every score part (mean ± std) is printed.
+
+    The run dir holds config.yaml, scores.jsonl (one row per episode and phase), checkpoints/, controller.zip,
+    schedule.yaml (the greedy schedule on the first held-out task), eval.jsonl and TensorBoard events in tb/. Kill
+    it at any point and pass --resume RUN_DIR to continue.
+
+    With --vec-env ray the envs are Ray actors (pip install 'metactl[ray]'), on this machine or, with
+    --ray-address auto, on the cluster `ray start` joined; the PPO learner stays here. A worker that dies is
+    restarted (ray.max_restarts) and its episode counts as truncated.
+    """
+    from metactl.commands.train_controller import config as command_config
+    from metactl.commands.train_controller.report import result_text
+    from metactl.commands.train_controller.run import train_controller as run
+
+    options = given(policy=policy, total_episodes=episodes, seed=seed, vec_env=vec_env,
+                       **{"ray.address": ray_address})
+    cfg, out = command_config.resolve(config, [*set_, *options], resume, out)
+    result = run(cfg, out, resume=resume is not None, progress=not quiet)
+    typer.echo("\n" + result_text(cfg.eval_task_seeds, result.evaluation, result.episodes, result.seconds))
+    typer.echo(f"wrote {out} (controller, schedule.yaml, scores.jsonl, eval.jsonl, tb/)")

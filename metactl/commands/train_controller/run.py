@@ -1,0 +1,150 @@
+"""``train-controller``'s run: spend an episode budget on a policy, checkpoint, resume, evaluate.
+
+Run directory::
+
+    config.yaml        resolved ControllerConfig (a resumed run reads it back)
+    scores.jsonl       one row per (episode, phase): seeds, controls, losses, scores, reward
+    checkpoints/       ckpt-<episodes>/ after every update: policy state + progress + env RNGs
+    controller.zip     the trained SB3 model (ppo, bandit); search.pkl for the searches
+    schedule.yaml      the policy's greedy schedule on the first held-out task
+    eval.jsonl         one row per (method, held-out task): final scores and base scores
+    adapters/          that schedule's adapters on that task, peft format
+    learning_curve.png each training episode's return beside the held-out gains
+    tb/                TensorBoard: episode returns and parts; PPO's own losses under tb/<policy>
+
+``scores.jsonl`` is cut back to the checkpoint's episode count on resume, so rows are neither
+duplicated nor missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from stable_baselines3.common.vec_env import VecEnv
+
+from metactl.commands.train_controller.checkpoints import restore, save_checkpoint
+from metactl.commands.train_controller.episode_log import EpisodeLog, cut_rows
+from metactl.commands.train_controller.report import plot_learning_curve
+from metactl.envs.jobs import Job
+from metactl.envs.vector import make_venv as _make_venv
+from metactl.envs.vector import run_jobs
+from metactl.evaluation import Evaluation
+from metactl.policies import make_policy
+from metactl.policies.config import ControllerConfig
+from metactl.rundir import (
+    ADAPTERS,
+    BASE_MODEL,
+    CONFIG,
+    EVAL,
+    SCHEDULE,
+    SCORES,
+    append_jsonl,
+    atomic_write_text,
+    claim_run_dir,
+)
+from metactl.schedule import Schedule
+
+log = logging.getLogger("metactl.train_controller")
+
+
+def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None) -> VecEnv:
+    """``n_envs`` copies of the env under ``cfg.vec_env`` (subprocesses, Ray actors or in-process)."""
+    return _make_venv(env_id, cfg.run, cfg.env, n_envs or cfg.n_envs, cfg.vec_env, cfg.ray)
+
+
+def evaluate(
+    cfg: ControllerConfig, venv: VecEnv, actors: dict[str, object], adapters: Path | None = None
+) -> Evaluation:
+    """Each actor (Schedule or SB3-style policy) on every held-out task seed, same episode seed.
+
+    With ``adapters``, the first actor's adapters on the first held-out task are saved there.
+    """
+    seed = cfg.run.training.seed
+    jobs = []
+    for label, actor in actors.items():
+        for ts in cfg.eval_task_seeds:
+            save = str(adapters) if adapters is not None and not jobs else None
+            if isinstance(actor, Schedule):
+                jobs.append(Job(ts, seed, schedule=actor, label=label, save_adapters=save))
+            else:
+                # Pickled up front with the plain pickler: torch's multiprocessing pickler
+                # refuses parameters that require grad, and the worker only needs a copy.
+                jobs.append(Job(ts, seed, actor=pickle.dumps(actor), label=label, save_adapters=save))
+    return Evaluation(run_jobs(venv, jobs))
+
+
+def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
+    groups = cfg.run.training.layer_groups
+    return {name: Schedule.named(name, groups) for name in cfg.compare}
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    episodes: int
+    seconds: float
+    evaluation: Evaluation
+    schedule: Schedule
+
+
+def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or resume) ``cfg.policy`` into ``out``, then evaluate it on the held-out tasks."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    policy = make_policy(cfg)  # an unknown policy fails here, before the run dir is touched
+    claim_run_dir(out, resume, CONFIG, "train-controller run")
+    if not resume:
+        atomic_write_text(out / CONFIG, cfg.to_commented_yaml())
+    torch.set_num_threads(cfg.run.training.threads)
+    t0 = time.perf_counter()
+    writer = SummaryWriter(str(out / "tb"))
+    try:
+        venv = make_venv(cfg, policy.env_id)
+    except BaseException:
+        writer.close()
+        raise
+    try:
+        policy.setup(venv, out / "tb")
+        ckpt = restore(out, policy, venv) if resume else None
+        done = ckpt.episodes if ckpt else 0
+        updates = ckpt.updates if ckpt else 0
+        cut_rows(out / SCORES, done)
+        total = policy.episodes
+        if ckpt:
+            log.info("resuming %s after %d of %d episodes", out, done, total)
+        with tqdm(
+            total=total,
+            initial=done,
+            desc=f"train-controller [{cfg.policy}]",
+            unit="episode",
+            disable=not progress or total == 0,
+        ) as bar:
+            episode_log = EpisodeLog(out / SCORES, done, writer, bar)
+            while episode_log.episodes < total:
+                policy.learn(venv, episode_log)
+                updates += 1
+                if updates % cfg.checkpoint_every == 0 or episode_log.episodes >= total:
+                    save_checkpoint(out, policy, venv, episode_log.episodes, updates)
+        policy.save(out)
+        actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
+        evaluation = evaluate(cfg, venv, actors, adapters=out / ADAPTERS)
+    finally:
+        policy.close()
+        venv.close()
+        writer.close()
+    for row in evaluation.rows:
+        append_jsonl(out / EVAL, {k: v for k, v in row.items() if k != "schedule"})
+    first = next(r for r in evaluation.rows if r["label"] == cfg.policy)
+    schedule: Schedule = first["schedule"]
+    schedule.name = f"{cfg.policy} greedy schedule on task seed {first['task_seed']}"
+    schedule.save(out / SCHEDULE)
+    atomic_write_text(out / BASE_MODEL, first["model_path"] + "\n")
+    plot_learning_curve(out, evaluation)
+    return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, evaluation, schedule)

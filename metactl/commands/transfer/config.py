@@ -1,0 +1,174 @@
+"""``metactl transfer``'s config and plan: resolved from the source run, the target's preset and
+the command line, and checked (names, schedules, tools, observation layout, the target's layer
+map) before any weights load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metactl.commands.transfer.source import MODES, Source, load_source
+from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides, read_config_file
+from metactl.envs import PHASE_ENV_ID
+from metactl.envs.observe import observation_labels
+from metactl.errors import ConfigError, check_choice, check_number
+from metactl.layer_map import preflight_layer_map
+from metactl.models import resolve_model
+from metactl.paths import builtin_config, resolve_schedule_path
+from metactl.runner import check_schedule, suite_tools
+from metactl.schedule import Schedule
+from metactl.tasks import TaskSuite, load_suite
+
+LEARNED = "learned"
+
+
+@dataclass
+class TransferConfig(YamlConfig):
+    source: str = field(
+        default="", metadata={"help": "train-controller run dir (schedule.yaml, controller.zip), or a schedule YAML"}
+    )
+    mode: str = field(
+        default="schedule",
+        metadata={"help": "schedule: replay the greedy schedule.yaml (open loop); policy: the controller picks "
+                          "each phase from the target run's observations (closed loop)"},
+    )
+    task_seeds: list[int] = field(
+        default_factory=lambda: [1000, 1001, 1002],
+        metadata={"help": "task seeds every method runs on (keep them outside the controller's training range)"},
+    )
+    compare: list[str] = field(
+        default_factory=lambda: ["default"],
+        metadata={"help": "schedules run beside the learned one at the same budget ('default' is always included)"},
+    )
+    merge: bool = field(
+        default=False, metadata={"help": "also save the learned side's model with its adapters merged, under merged/"}
+    )
+    run: RunConfig = field(
+        default_factory=RunConfig, metadata={"help": "the target: model, suite, steps, tools, reward"}
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        if not isinstance(self.task_seeds, list) or not self.task_seeds:
+            raise ConfigError(f"task_seeds: expected a non-empty list of task seeds, got {self.task_seeds!r}.")
+        self.task_seeds = [
+            int(check_number(f"task_seeds[{i}]", s, low=0, integer=True)) for i, s in enumerate(self.task_seeds)
+        ]
+        if not isinstance(self.compare, list):
+            raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
+        self.compare = ["default", *[c for c in self.compare if c != "default"]]
+        for name in self.compare:
+            resolve_schedule_path(name)
+        if not isinstance(self.merge, bool):
+            raise ConfigError(f"merge: expected true or false, got {self.merge!r}.")
+
+
+def preset_path(model: str) -> Path | None:
+    """``configs/transfer/<model>.yaml`` when metactl ships settings for that target."""
+    return builtin_config("transfer", model)
+
+
+def _deep_merge(into: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def resolve_transfer_config(source: Source, model: str, preset: Path | None, overrides: list[str]) -> TransferConfig:
+    """The source run's settings, then the preset (``configs/transfer/<model>.yaml`` by default),
+    then ``a.b=value`` overrides; the target model replaces the proxy."""
+    # Resolved, so rerunning from another directory (or with ./ spelled differently) still resumes.
+    data: dict = {"source": str(source.path.resolve()), "run": source.run.to_dict()}
+    data["run"]["model"] = model
+    if preset is not None:
+        _deep_merge(data, read_config_file(preset))
+    merge_overrides(data, overrides)
+    data["run"]["model"] = model
+    cfg = build_config(TransferConfig, data, "")
+    cfg.run.task_seed = cfg.task_seeds[0]  # the engine loads this task first; no task is loaded twice
+    return cfg
+
+
+@dataclass
+class Plan:
+    """Everything a transfer runs, resolved and checked."""
+
+    config: TransferConfig
+    source: Source
+    schedules: dict[str, Schedule]  # label -> schedule (the learned one absent in policy mode)
+    layers: str = ""  # the target's depth-group / module-kind mapping, when known before loading
+    preset: Path | None = None  # the settings file the target's config came from
+
+
+def plan_from_cli(run_dir: Path, model: str, mode: str, *, suite: str | None = None, steps: int | None = None,
+                  task_seeds: list[int] | None = None, compare: list[str] | None = None, merge: bool = False,
+                  config: Path | None = None, overrides: list[str] | None = None) -> Plan:
+    """The command line's options -> a checked :class:`Plan` (no weights load)."""
+    if steps is not None and steps < 1:
+        raise ConfigError(
+            f"--steps: got {steps}; every method needs at least 1 optimiser step (allowed range [1, 10000000])."
+        )
+    options = [f"mode={mode}"]
+    for key, value in (("run.suite", suite), ("run.training.total_steps", steps)):
+        if value is not None:
+            options.append(f"{key}={value}")
+    if task_seeds:
+        options.append(f"task_seeds={list(task_seeds)}")
+    if compare:
+        options.append(f"compare={['default', *compare]}")
+    if merge:
+        options.append("merge=true")
+    source = load_source(run_dir, mode)
+    preset = config or preset_path(model)
+    cfg = resolve_transfer_config(source, model, preset, [*options, *(overrides or [])])
+    plan = plan_transfer(cfg, source)
+    plan.preset = preset
+    return plan
+
+
+def plan_transfer(cfg: TransferConfig, source: Source) -> Plan:
+    """Check names, schedules, tools and the target's layer map without reading weights."""
+    resolve_model(cfg.run.model)
+    suite = load_suite(cfg.run.suite, cfg.task_seeds[0])
+    groups = cfg.run.training.layer_groups
+    tools = suite_tools(cfg.run, suite)
+    schedules: dict[str, Schedule] = {}
+    if cfg.mode == "schedule":
+        schedules[LEARNED] = source.schedule.regroup(groups)
+    for name in cfg.compare:
+        schedules[name] = Schedule.named(name, groups)
+    for label, sched in schedules.items():
+        check_schedule(cfg.run, sched, tools, what=f"{label} schedule")
+    if cfg.mode == "policy":
+        _check_observations(cfg, source, suite, tools)
+    layer_map = preflight_layer_map(cfg.run.model, groups)
+    return Plan(cfg, source, schedules, layer_map.describe() if layer_map else "")
+
+
+def _check_observations(cfg: TransferConfig, source: Source, suite: TaskSuite, tools: list[str]) -> None:
+    """A closed-loop controller reads a vector: every entry must mean the same on the target."""
+    src_groups = source.run.training.layer_groups
+    if cfg.run.training.layer_groups != src_groups:
+        raise ConfigError(
+            f"run.training.layer_groups={cfg.run.training.layer_groups}, but the controller acts on {src_groups} "
+            "groups; --mode policy needs the same grouping (drop the override, or use --mode schedule, which "
+            "regroups)."
+        )
+    src_suite = load_suite(source.run.suite, cfg.task_seeds[0])
+    src_tools = suite_tools(source.run, src_suite)
+    progress = source.env_id == PHASE_ENV_ID
+    phases = source.env.phases
+    want = observation_labels(src_suite, src_tools, src_groups, phases, progress)
+    got = observation_labels(suite, tools, src_groups, phases, progress)
+    if want != got:
+        diff = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+        a = want[diff] if diff < len(want) else "(end)"
+        b = got[diff] if diff < len(got) else "(end)"
+        raise ConfigError(
+            f"--mode policy: the controller was trained on observations of suite {source.run.suite!r} "
+            f"({len(want)} entries); suite {cfg.run.suite!r} gives {len(got)}, differing at entry {diff} "
+            f"({a!r} vs {b!r}). Use a suite with the same behaviours, tools and features, or --mode schedule."
+        )

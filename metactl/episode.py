@@ -1,0 +1,180 @@
+"""An episode: fresh adapters and optimiser state on an :class:`metactl.runner.Engine`, then phases.
+
+Each phase trains the tools its controls name, step by step in the schedule's interleaved order,
+with each tool's learning rate and output scale per layer group and module kind; its result is a
+:class:`PhaseResult`. An episode checkpoints itself after a phase and resumes bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from metactl.errors import ConfigError
+from metactl.layer_grid import MODULE_KINDS
+from metactl.rundir import atomic_write_with
+from metactl.schedule import Phase, interleave
+from metactl.tools import Tool
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from metactl.runner import Engine
+    from metactl.scoring import Scorer
+
+
+class DivergedError(FloatingPointError):
+    """A tool's loss became NaN/inf; the episode cannot continue meaningfully."""
+
+
+@dataclass
+class PhaseResult:
+    phase: int
+    steps: int
+    tool_steps: dict[str, int]
+    losses: dict[str, float]  # mean training loss per tool over the phase
+    norms: dict[str, list[float]]  # per tool, per layer group: ||s * B A||
+    seconds: float
+    scores: dict[str, float] | None = None
+
+    def to_row(self) -> dict:
+        return {
+            "phase": self.phase, "steps": self.steps, "tool_steps": self.tool_steps, "losses": self.losses,
+            "norms": self.norms, "seconds": round(self.seconds, 4), "scores": self.scores,
+        }
+
+
+class Episode:
+    """Fresh adapters and optimiser state; phases run in order and keep their effects."""
+
+    def __init__(self, engine: Engine, seed: int) -> None:
+        self.engine = engine
+        self.seed = seed
+        self.phase_index = 0
+        self.trained: set[str] = set()  # tools whose adapters have moved from their zero init
+        engine.adapters.reset(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        cfg = engine.config
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": params, "tool": t, "group": g, "kind": k, "base_lr": cfg.tools[t].lr}
+                for (t, g, k), params in engine.adapters.params.items()
+            ],
+            lr=0.0,
+            weight_decay=0.0,
+            foreach=True,
+        )
+
+    def save(self, path: Path, fingerprint: str, results: list[PhaseResult]) -> None:
+        """Everything needed to continue bit for bit: adapters, optimiser, RNG, results so far."""
+        state = {
+            "fingerprint": fingerprint,
+            "lora": {n: p.detach().clone() for n, p in self.engine.model.named_parameters() if "lora_" in n},
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.gen.get_state(),
+            "phase_index": self.phase_index,
+            "trained": sorted(self.trained),
+            "results": [r.to_row() for r in results],
+        }
+        atomic_write_with(path, lambda tmp: torch.save(state, tmp))
+
+    def load(self, path: Path, fingerprint: str) -> list[PhaseResult]:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        if state.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"checkpoint {path} belongs to a different run (config, schedule or seed changed); "
+                "delete it to start afresh, or write to another --out."
+            )
+        params = dict(self.engine.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["lora"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.phase_index = state["phase_index"]
+        self.trained = set(state["trained"])
+        return [PhaseResult(**row) for row in state["results"]]
+
+    def _apply_train(self, phase: Phase) -> None:
+        for group in self.optimizer.param_groups:
+            c = phase.tools.get(group["tool"])
+            strength = c.train[MODULE_KINDS.index(group["kind"])][group["group"]] if c else 0.0
+            group["lr"] = group["base_lr"] * strength
+
+    def _loss(self, tool: Tool) -> tuple[torch.Tensor, float]:
+        """The tool's loss on the next batch (to backpropagate) and its value (the same on every rank).
+
+        Every rank draws the same global batch from the episode's generator; in a data-parallel
+        run each computes its slice, reweighted so that DDP's gradient average is the batch's.
+        """
+        index = tool.sample(self.gen)
+        par = self.engine.parallel
+        if par is None:
+            loss = tool.loss(self.engine.model, index)
+            return loss, loss.item()
+        mine = par.shard(index)
+        loss = tool.loss(self.engine.train_model, mine) * par.scale(tool.units(mine), tool.units(index))
+        return loss, par.mean(loss)  # one verdict on divergence for every rank
+
+    def run_phase(
+        self,
+        phase: Phase,
+        steps: int,
+        score: bool = True,
+        on_step: Callable[[int], object] | None = None,
+        scorer: Scorer | None = None,
+    ) -> PhaseResult:
+        eng = self.engine
+        t0 = time.perf_counter()
+        full = {t: [[1.0] * eng.layer_map.groups for _ in MODULE_KINDS] for t in eng.tool_names}
+        outputs = {**full, **{t: c.output for t, c in phase.tools.items() if t in full}}
+        eng.adapters.set_output(outputs)
+        self._apply_train(phase)
+        order = interleave({t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None}, steps)
+        # An adapter still at its zero init, or scaled to zero everywhere, adds exactly nothing:
+        # leaving it out of the forward pass saves its FLOPs and peft's per-module overhead.
+        self.trained |= set(order)
+        silent = {t for t, grid in outputs.items() if not any(v for row in grid for v in row)}
+        active = [t for t in eng.tool_names if t in set(order) or (t in self.trained and t not in silent)]
+        eng.adapters.activate(active or eng.tool_names[:1])
+        eng.model.train()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        current = None
+        for tool_name in order:
+            if tool_name != current:
+                eng.adapters.trainable(tool_name, phase.tools[tool_name].train)
+                current = tool_name
+            loss, value = self._loss(eng.task.tools[tool_name])
+            if not math.isfinite(value):
+                raise DivergedError(
+                    f"phase {self.phase_index}: {tool_name} loss is {value} (diverged); lower tools.{tool_name}.lr "
+                    "or that tool's train control."
+                )
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            sums[tool_name] = sums.get(tool_name, 0.0) + value
+            counts[tool_name] = counts.get(tool_name, 0) + 1
+            if on_step:
+                on_step(1)
+        eng.model.eval()
+        eng.adapters.freeze()  # nothing keeps a gradient between phases
+        scores = (scorer or eng.task.scorer).score(eng.model) if score else None
+        result = PhaseResult(
+            phase=self.phase_index,
+            steps=len(order),
+            tool_steps=counts,
+            losses={t: sums[t] / counts[t] for t in counts},
+            norms=eng.adapters.norms(),
+            seconds=time.perf_counter() - t0,
+            scores=scores,
+        )
+        self.phase_index += 1
+        return result
+
