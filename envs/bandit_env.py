@@ -35,13 +35,17 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
 
     ## Observation Space
 
-    ``Box(float32)``: the base model's scores on the task (behaviour accuracies on both splits,
-    stability, CKA, composite / max, all in [0, 1]) and the task's features (clipped to [-5, 5]).
+    ``Box(float32)``: the base model's scores on the task's *observe* split (behaviour accuracies
+    on training-distribution probes no reported score uses, stability and CKA on its own retain
+    texts, composite / max, all in [0, 1]) and the task's features (clipped to [-5, 5]).
+    ``reset``'s info carries ``observation_labels``, the name of every entry.
 
     ## Rewards
 
-    The final composite minus the base's composite on the task. If a loss or score turns NaN the
-    reward is ``-env.diverged_penalty`` and ``info["diverged"]`` names the error.
+    The final composite minus the base's composite on the task (the reported scores, read once,
+    after the schedule ran; phases before the last are scored on the observe split, for the log).
+    If a loss or score turns NaN the reward is ``-env.diverged_penalty`` and ``info["diverged"]``
+    names the error.
 
     ## Starting State
 
@@ -84,11 +88,12 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
         super().reset(seed=seed)
         self.begin_task(options)
         self._ready = True
-        base = self.engine.task.base_scores
-        return self.observer(base), {
+        self.observed = dict(self.engine.task.observe_base(self.env_config.quick_probes))
+        return self.observer(self.observed), {
             "task_seed": self.task_seed,
             "episode_seed": self.episode_seed,
-            "scores": dict(base),
+            "observed": self.observed,
+            "observation_labels": list(self.observer.labels),
         }
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -96,18 +101,17 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
             raise RuntimeError("call reset() before step()")
         self._ready = False
         schedule = self.decode(action)
-        base = self.engine.task.base_scores
         info: dict[str, Any] = {
             "task_seed": self.task_seed,
             "episode_seed": self.episode_seed,
             "schedule": schedule.to_dict(),
-            "base_composite": base["composite"],
             "episode_end": True,
         }
         results: list[PhaseResult] = []
+        obs = self.observer(self.observed)
         try:
             self.engine.run(
-                schedule, seed=self.episode_seed, on_phase=results.append, quick_probes=self.env_config.quick_probes
+                schedule, seed=self.episode_seed, on_phase=results.append, observe_probes=self.env_config.quick_probes
             )
             final = results[-1].scores
             if not np.isfinite(final["composite"]):
@@ -118,7 +122,8 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
                 results=[_stable_row(r) for r in results],
                 episode_return=-float(self.env_config.diverged_penalty),
             )
-            return self.observer(base), -float(self.env_config.diverged_penalty), True, False, info
-        reward = float(final["composite"] - base["composite"])
-        info.update(results=[_stable_row(r) for r in results], episode_return=reward)
-        return self.observer(base), reward, True, False, info
+            return obs, -float(self.env_config.diverged_penalty), True, False, info
+        base = self.engine.task.base_scores["composite"]
+        reward = float(final["composite"] - base)
+        info.update(results=[_stable_row(r) for r in results], episode_return=reward, base_composite=base)
+        return obs, reward, True, False, info

@@ -21,7 +21,8 @@ class EnvConfig:
     quick_probes: int = field(
         default=16,
         metadata={
-            "help": "probes per set for the scores observed between phases (0 = all); the final score always uses all"
+            "help": "observe-split probes per behaviour (and retain texts) a controller reads between phases "
+            "(0 = all); the observe split is never part of a reported score"
         },
     )
     interference_rows: int = field(
@@ -55,9 +56,9 @@ class EnvConfig:
             check_number("env.interference_rows", self.interference_rows, low=1, high=4096, integer=True)
         )
         if self.prior != "neutral":
-            from metactl.paths import resolve_schedule_path
+            from metactl.schedule import Schedule
 
-            resolve_schedule_path(self.prior)  # fails here, before any weights load, with the built-in names
+            Schedule.named(self.prior)  # read and checked here, before any weights load
         self.diverged_penalty = check_number("env.diverged_penalty", self.diverged_penalty, low=0.0)
 
     def prior_schedule(self, groups: int) -> Schedule | None:

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from metactl.errors import DivergedRun
 from metactl.rundir import atomic_write_dir
 from metactl.schedule import Schedule
 
@@ -78,9 +79,24 @@ class EngineEnvMixin(ABC):
         self.worker_index = index
 
     def run_jobs(self, jobs_by_worker: dict[int, list[Job]]) -> list[dict]:
-        return [self.run_job(job) for job in jobs_by_worker.get(self.worker_index, [])]
+        """This worker's share of the jobs. A diverged job comes back as ``{"diverged": message}``:
+        an exception would kill a subprocess worker and lose the message on the way."""
+        out = []
+        for job in jobs_by_worker.get(self.worker_index, []):
+            try:
+                out.append(self.run_job(job))
+            except DivergedRun as exc:
+                out.append({"diverged": str(exc)})
+        return out
 
     def run_job(self, job: Job) -> dict:
+        """Run one job here; a run that goes non-finite raises :class:`DivergedRun`."""
+        try:
+            return self._run_job(job)
+        except FloatingPointError as exc:  # DivergedError and non-finite scores included
+            raise DivergedRun(job.label, job.task_seed, job.episode_seed, str(exc)) from exc
+
+    def _run_job(self, job: Job) -> dict:
         if job.schedule is not None:
             engine = self.engine
             engine.load_task(job.task_seed)
@@ -88,6 +104,7 @@ class EngineEnvMixin(ABC):
             schedule, final = job.schedule, results[-1].scores
         else:
             if isinstance(job.actor, bytes):
+                # Pickled by this run's own trainer for its own workers (never read from a run dir).
                 job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
         out = {

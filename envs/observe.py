@@ -1,4 +1,9 @@
-"""What a controller sees: fixed-size, bounded float32 vectors built from the engine's state."""
+"""What a controller sees: fixed-size, bounded float32 vectors built from the engine's state.
+
+Only what a user could read while training: the observe split's scores (training-distribution
+probes and retain texts that no reported score uses), progress, adapter norms, the gradient
+cosines between tools, and the task's features. No held-out or test probe is ever in it.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,16 @@ from gymnasium import spaces
 
 from metactl.interference import pair_names
 from metactl.runner import Engine
-from metactl.tasks.suite import SPLITS, TaskSuite
+from metactl.tasks.suite import OBSERVE, TaskSuite
 
+OBSERVED_COMPOSITE = f"{OBSERVE}/composite"  # the observe split's composite: the shaping potential
 FEATURE_BOUND = 5.0
 NORM_BOUND = 5.0
 
 
 def score_keys(suite: TaskSuite) -> list[str]:
-    """Per-behaviour accuracies on both splits, then stability and CKA (all in [0, 1])."""
-    names = [b.name for b in suite.behaviours]
-    return [f"{s}/{b}" for s in SPLITS for b in names] + ["stability", "cka"]
+    """Per-behaviour accuracies on the observe split, then its stability and CKA (all in [0, 1])."""
+    return [f"{OBSERVE}/{b.name}" for b in suite.behaviours] + [f"{OBSERVE}/stability", f"{OBSERVE}/cka"]
 
 
 def observation_labels(
@@ -26,7 +31,7 @@ def observation_labels(
 ) -> list[str]:
     """The name of every observation entry, in order; computable before any weights load, so a
     transfer can check that a controller's inputs mean the same thing on another model."""
-    labels = score_keys(suite) + ["composite"]
+    labels = score_keys(suite) + [OBSERVED_COMPOSITE]
     if with_progress:
         labels += [f"phase={i}" for i in range(phases)] + ["budget_left"]
         labels += [f"norm/{t}/{g}" for t in tools for g in range(groups)]
@@ -37,7 +42,8 @@ def observation_labels(
 class Observer:
     """Encodes scores, progress, adapter norms, interference and task features.
 
-    Layout (each block's bounds): scores then composite / its maximum ([0, 1]); one-hot phase
+    Layout (each block's bounds): observe-split scores, then their composite / its maximum
+    (:meth:`metactl.scoring.RewardConfig.observed_composite`, [0, 1]); one-hot phase
     index and fraction of budget left ([0, 1]); ``log1p`` of each tool's update norm per layer
     group ([0, 5]); gradient cosine per tool pair per group ([-1, 1]); the task's features
     ([-5, 5]). Every value is clipped into its bounds so observations always lie in the space.
@@ -72,7 +78,7 @@ class Observer:
         norms: dict[str, list[float]] | None = None,
         cosines: dict[str, list[float]] | None = None,
     ) -> np.ndarray:
-        vec = [scores[k] for k in self.scores] + [scores["composite"] / self.max_composite]
+        vec = [scores[k] for k in self.scores] + [scores[OBSERVED_COMPOSITE] / self.max_composite]
         if self.with_progress:
             vec += [1.0 if i == phase else 0.0 for i in range(self.phases)] + [1.0 - phase / self.phases]
             norms = norms or {}

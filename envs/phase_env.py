@@ -10,7 +10,7 @@ import numpy as np
 from metactl.config import RunConfig
 from metactl.envs.config import EnvConfig
 from metactl.envs.jobs import EngineEnvMixin, Job
-from metactl.envs.observe import Observer
+from metactl.envs.observe import OBSERVED_COMPOSITE, Observer
 from metactl.envs.spaces import PhaseControlSpace, apply_residual
 from metactl.interference import gradient_cosines
 from metactl.runner import Engine
@@ -40,22 +40,26 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
 
     ## Observation Space
 
-    ``Box(float32)`` laid out by :class:`metactl.envs.observe.Observer`: the current scores (behaviour
-    accuracies on the target and held-out splits, stability, CKA, composite / max), a one-hot
-    phase index and the fraction of the budget left, ``log1p`` of each tool's update norm per
-    layer group, the gradient cosine between each pair of tools per layer group on the shared
-    base weights (interference, :mod:`metactl.interference`), and the task's features.
+    ``Box(float32)`` laid out by :class:`metactl.envs.observe.Observer`, with only what a user
+    could read while training: the current scores on the suite's *observe* split (behaviour
+    accuracies on training-distribution probes that no reported score uses, stability and CKA
+    on its own retain texts, their composite / max), a one-hot phase index and the fraction of
+    the budget left, ``log1p`` of each tool's update norm per layer group, the gradient cosine
+    between each pair of tools per layer group on the shared base weights (interference,
+    :mod:`metactl.interference`), and the task's features. ``reset``'s info carries
+    ``observation_labels``, the name of every entry. No held-out or test probe is read before
+    the episode's final score.
 
     ## Rewards
 
-    Potential based: the change in the composite score over the phase (the first phase is
-    measured from the base model), so an episode's return is the final composite minus the
-    base's. Between phases the composite is read on ``env.quick_probes`` probes per set (cheap);
-    the base and the final score use every probe, and since the rewards telescope the return is
-    exactly the full final composite minus the full base composite (also given as
-    ``info["episode_return"]`` at the end). If a loss or score turns NaN the episode ends
-    (``terminated``) with ``info["diverged"]`` naming the error and a reward that brings the
-    return to ``-env.diverged_penalty``: never a NaN reward.
+    Shaped by a potential, the observe split's composite: each phase but the last earns its
+    change (the first measured from the base model). The last phase earns the reported final
+    composite minus the reported base composite, less the shaping paid so far, so an episode's
+    return is exactly the reported final composite minus the base's (also given as
+    ``info["episode_return"]`` at the end), and the reported scores are read once, then. If a
+    loss or score turns NaN the episode ends (``terminated``) with ``info["diverged"]`` naming
+    the error and a reward that brings the return to ``-env.diverged_penalty``: never a NaN
+    reward.
 
     ## Starting State
 
@@ -99,26 +103,33 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self._episode = self.engine.episode(self.episode_seed)
         self._phases = []
         self.phase = 0
-        self.scores = dict(self.engine.task.base_scores)
-        self.base_composite = self.scores["composite"]
+        # The controller reads the observe split only; the reported scores are read once, at the end.
+        self.observed = dict(self.engine.task.observe_base(self.env_config.quick_probes))
+        self.potential0 = self.observed[OBSERVED_COMPOSITE]
+        self.scores: dict[str, float] = {}
         self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
-        obs = self.observer(self.scores, 0, self.engine.adapters.norms(), self.cosines)
-        return obs, {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "scores": self.scores}
+        obs = self.observer(self.observed, 0, self.engine.adapters.norms(), self.cosines)
+        return obs, {
+            "task_seed": self.task_seed,
+            "episode_seed": self.episode_seed,
+            "observed": self.observed,
+            "observation_labels": list(self.observer.labels),
+        }
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._episode is None:
             raise RuntimeError("call reset() before step()")
         n = self.env_config.phases
         phase = self.controls.phase(apply_residual(self.prior[self.phase], action), 1.0 / n)
-        before = self.scores["composite"]
+        before = self.observed[OBSERVED_COMPOSITE]
         info: dict[str, Any] = {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "phase": self.phase}
         last = self.phase == n - 1
-        quick = self.env_config.quick_probes
-        scorer = None if last or not quick else self.engine.task.quick_scorer(self.engine.model, quick)
+        scorer = None if last else self.engine.task.observe_scorer(self.env_config.quick_probes)
         try:
             result = self._episode.run_phase(phase, self._phase_steps[self.phase], score=True, scorer=scorer)
-            if not np.isfinite(result.scores["composite"]):
-                raise FloatingPointError(f"composite score is {result.scores['composite']}")
+            composite = result.scores["composite" if last else OBSERVED_COMPOSITE]
+            if not np.isfinite(composite):
+                raise FloatingPointError(f"composite score is {composite}")
             if not last:  # nothing acts on the final observation
                 self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
         except FloatingPointError as exc:  # DivergedError included
@@ -129,25 +140,30 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
                 episode_end=True,
                 episode_return=-self.env_config.diverged_penalty,
             )
-            reward = -(before - self.base_composite) - self.env_config.diverged_penalty
-            obs = self.observer(self.scores, self.phase, None, None)
+            reward = -(before - self.potential0) - self.env_config.diverged_penalty
+            obs = self.observer(self.observed, self.phase, None, None)
             return obs, float(reward), True, False, info
         self._phases.append(phase)
-        self.scores = result.scores
         self.phase += 1
-        reward = float(self.scores["composite"] - before)
-        truncated = self.phase >= n
-        obs = self.observer(self.scores, self.phase, result.norms, self.cosines)
         info.update(
             result=_stable_row(result),
             controls=_controls_row(phase),
             interference={k: list(v) for k, v in self.cosines.items()},
-            base_composite=self.base_composite,
         )
-        if truncated:
+        if last:
+            # The reported scores, read once: the return is their final composite minus the base's,
+            # whatever the observe readings shaped along the way.
+            self.scores = result.scores
+            base = self.engine.task.base_scores["composite"]
+            reward = (self.scores["composite"] - base) - (before - self.potential0)
             self._episode = None
-            info.update(episode_end=True, episode_return=float(self.scores["composite"] - self.base_composite))
-        return obs, reward, False, truncated, info
+            info.update(episode_end=True, base_composite=base, episode_return=float(self.scores["composite"] - base))
+        else:
+            self.observed = result.scores
+            reward = self.observed[OBSERVED_COMPOSITE] - before
+        # After the last phase the observation keeps the last observe reading (nothing acts on it).
+        obs = self.observer(self.observed, self.phase, result.norms, self.cosines)
+        return obs, float(reward), False, last, info
 
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:
         obs, _ = self.reset(options={"task_seed": job.task_seed, "episode_seed": job.episode_seed})

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import gymnasium as gym
 
+from metactl.errors import DivergedRun
+
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
@@ -80,6 +82,9 @@ def run_jobs(venv: VecEnv, jobs: list[Job]) -> list[dict]:
     for i, results in enumerate(per_worker):
         for k, res in enumerate(results):
             out[i + k * n] = res
+    diverged = [res["diverged"] for res in out if "diverged" in res]
+    if diverged:
+        raise DivergedRun.from_message(diverged[0])
     for job, res in zip(jobs, out):
         files = res.pop("adapter_files", None)
         if job.save_adapters and files:

@@ -171,7 +171,14 @@ def parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.total_steps=64.")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"override {text!r}: the value {raw!r} is not valid YAML ({problem}); quote it, e.g. "
+            f"{key.strip()}='\"{raw}\"', or write lists as [a, b] and mappings as {{k: v}}."
+        ) from exc
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -179,7 +186,10 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file {str(path)!r} does not exist.")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path}: not valid YAML ({exc}).") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping of options, got {type(data).__name__}.")
     return data

@@ -84,8 +84,15 @@ class Episode:
         atomic_write_with(path, lambda tmp: torch.save(state, tmp))
 
     def load(self, path: Path, fingerprint: str) -> list[PhaseResult]:
-        state = torch.load(path, weights_only=False, map_location="cpu")
-        if state.get("fingerprint") != fingerprint:
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")  # tensors and plain data only
+        except Exception as exc:
+            raise ConfigError(
+                f"checkpoint {path}: not loaded, it holds more than tensors and plain data (torch.load with "
+                f"weights_only=True refused it: {str(exc).splitlines()[0]}); delete it to start afresh, or write "
+                "to another --out."
+            ) from exc
+        if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
             raise ConfigError(
                 f"checkpoint {path} belongs to a different run (config, schedule or seed changed); "
                 "delete it to start afresh, or write to another --out."

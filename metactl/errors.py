@@ -19,6 +19,26 @@ class DataError(MetactlError, ValueError):
     """A data file is malformed (the message names the file and line)."""
 
 
+class DivergedRun(MetactlError):
+    """A method's run went non-finite (NaN/inf loss or score): the message names which and the fix."""
+
+    def __init__(self, label: str, task_seed: int, episode_seed: int, error: str) -> None:
+        super().__init__(
+            f"{label or 'the run'} on task {task_seed} (episode seed {episode_seed}) diverged: {error}. Lower the "
+            "tools' learning rates (--set run.tools.<tool>.lr=...), or the schedule's train multipliers."
+        )
+
+    @classmethod
+    def from_message(cls, message: str) -> DivergedRun:
+        """The same error again in another process, from its message."""
+        exc = cls.__new__(cls)
+        MetactlError.__init__(exc, message)
+        return exc
+
+    def __reduce__(self) -> tuple:  # pickles (Ray, subprocesses) by its message
+        return (type(self).from_message, (str(self),))
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""

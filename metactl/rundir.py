@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from metactl.errors import ConfigError, DataError
@@ -36,6 +37,19 @@ BASE_MODEL = "base_model.txt"  # the model path the adapters belong to
 CHECKPOINTS = "checkpoints"  # train-controller: ckpt-<episodes>/ after every update
 CONTROLLER = "controller.zip"  # train-controller: the SB3 model (ppo, bandit)
 SWEEP = "sweep.yaml"  # sweep: the resolved sweep config
+SEARCH_STATE = "search.json"  # train-controller (random, optuna): the search's trials
+
+# What each command writes at the top of its output directory: the only names it will ever replace
+# (--overwrite), and what tells a directory holding one of its runs.
+WRITES: dict[str, frozenset[str]] = {
+    "run-schedule": frozenset({CONFIG, SCHEDULE, SCORES, ADAPTERS, BASE_MODEL, "tb"}),
+    "train-controller": frozenset({CONFIG, SCORES, CHECKPOINTS, CONTROLLER, SEARCH_STATE, SCHEDULE, EVAL, ADAPTERS,
+                                   BASE_MODEL, "learning_curve.png", "tb"}),
+    "transfer": frozenset({CONFIG, RESULTS, SCHEDULE, ADAPTERS, BASE_MODEL, "merged", "comparison.txt"}),
+    "sweep": frozenset({SWEEP, "trials", "tune", RESULTS, "summary.md"}),
+    "inspect": frozenset({"report.json", "report.html", "jobs.jsonl", "decisions.png", "learning.png",
+                          "attribution.png", "order.png", "why.png", "implantation.png"}),
+}
 
 
 # -- atomic writes ---------------------------------------------------------------------------------
@@ -145,21 +159,84 @@ def read_jsonl(
     return rows
 
 
-# -- what a directory holds ------------------------------------------------------------------------
-def claim_run_dir(out: Path, resume: bool, marker: str, kind: str) -> None:
-    """Create ``out`` for a new run, or check it is a run to resume (it holds ``marker``).
+# -- state that must load without running code ------------------------------------------------------
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
-    A new run never writes into a directory that holds files: the user's earlier work stays.
+
+def rng_from_state(state: dict) -> np.random.Generator:
+    """A numpy Generator from its ``bit_generator.state`` (plain JSON data: no pickle)."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _BIT_GENERATORS:
+        raise DataError(f"RNG state: bit_generator {name!r} is not one of {', '.join(_BIT_GENERATORS)}.")
+    rng = np.random.Generator(getattr(np.random, name)())
+    rng.bit_generator.state = state
+    return rng
+
+
+# -- what a directory holds ------------------------------------------------------------------------
+def run_kind(out: Path) -> str | None:
+    """Which command's run ``out`` holds (finished or partial), from the files it keeps; None if none."""
+    if (out / SWEEP).is_file():
+        return "sweep"
+    data = read_config_data(out)
+    if data is not None:
+        if "policy" in data:
+            return "train-controller"
+        if "source" in data and "mode" in data:
+            return "transfer"
+        return "run-schedule" if (out / SCORES).is_file() and (out / SCHEDULE).is_file() else None
+    if (out / "report.json").is_file() or (out / "jobs.jsonl").is_file():
+        return "inspect"
+    return None
+
+
+def _ours(name: str, command: str) -> bool:
+    # Leftovers of an interrupted atomic write (".name.XXXX.tmp", ".name.old") are ours too.
+    return name in WRITES[command] or (name.startswith(".") and (".tmp" in name or name.endswith(".old")))
+
+
+def claim_output(out: Path, command: str, *, resume: bool = False, overwrite: bool = False,
+                 resumable: bool = True, check_only: bool = False) -> bool:
+    """The one rule for every command's output directory; True when ``out`` holds a run to continue.
+
+    - missing or empty: a new run;
+    - a run of the same command: continued when ``resume``; replaced when ``overwrite`` (only the
+      files that command writes are removed); otherwise refused with both fixes;
+    - anything else (another command's run, files metactl did not write): refused. No file this
+      command did not write is ever deleted.
+
+    ``check_only``: the same checks, nothing removed (commands that write their directory
+    atomically at the end, and the other processes of a parallel run).
     """
+    out = Path(out)
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        if resume:
+            raise ConfigError(f"--resume {out}: there is no {command} run there to continue; drop --resume.")
+        return False
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: it is a file, not a directory; pick another --out.")
+    kind = run_kind(out)
+    if kind != command:
+        names = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        what = f"a {kind} run" if kind else f"files {command} did not write ({names})"
+        raise ConfigError(f"--out {out}: it holds {what}; {command} never writes over them. Pick another --out.")
     if resume:
-        if not (out / marker).is_file():
-            raise ConfigError(f"--resume {out}: no {marker} there; it is not a {kind} dir.")
-    elif out.exists() and any(out.iterdir()):
-        raise ConfigError(
-            f"--out {out}: the directory exists and is not empty; pass --resume {out} to continue it, "
-            "or pick another --out."
-        )
-    out.mkdir(parents=True, exist_ok=True)
+        return True
+    if overwrite:
+        foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name, command))
+        if foreign:
+            raise ConfigError(
+                f"--overwrite {out}: it also holds {', '.join(foreign[:3])}, which {command} did not write; move "
+                "them out first (nothing was deleted)."
+            )
+        for p in [] if check_only else out.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        return False
+    fixes = f"pass --resume {out} to continue it or --overwrite" if resumable else "pass --overwrite"
+    raise ConfigError(f"--out {out}: it holds a {command} run; {fixes} to replace it, or pick another --out.")
 
 
 def read_config_data(run_dir: str | Path) -> dict | None:

@@ -38,25 +38,44 @@ __all__ = ["DivergedError", "Engine", "Episode", "PhaseResult", "TaskState", "ch
 
 @dataclass
 class TaskState:
-    """What depends on the task (suite): tool data with cached references, and the scorer."""
+    """What depends on the task (suite): tool data with cached references, and the scorers.
+
+    The reported scores (``scorer``: target, heldout, retain) and the base's on them are read only
+    when asked for; a controller reads the ``observe`` split (:meth:`observe_scorer`), which no
+    reported score uses.
+    """
 
     suite: TaskSuite
     tools: dict[str, Tool]
     scorer: Scorer
-    base_scores: dict[str, float] = field(default_factory=dict)
-    _quick: dict[int, Scorer] = field(default_factory=dict)
+    model: torch.nn.Module  # the engine's PeftModel, scored with its adapters off for the base
+    _base: dict[str, float] | None = None
+    _observe: dict[int, Scorer] = field(default_factory=dict)
+    _observe_base: dict[int, dict[str, float]] = field(default_factory=dict)
 
-    def quick_scorer(self, model, probes: int) -> Scorer:
-        """A scorer on the first ``probes`` items of every probe set and of the retain text.
+    @property
+    def base_scores(self) -> dict[str, float]:
+        """The base model's reported scores (computed on first use, then cached)."""
+        if self._base is None:
+            with base_only(self.model):
+                self._base = self.scorer.score(self.model)
+        return self._base
 
-        For readings in the middle of an episode (a controller's observation): about
-        64/``probes`` times cheaper, and the end-of-episode score stays the full one.
-        """
-        if probes not in self._quick:
-            scorer = Scorer(first_probes(self.suite, probes), self.scorer.tokenizer, self.scorer.reward)
-            scorer.prepare(model)
-            self._quick[probes] = scorer
-        return self._quick[probes]
+    def observe_scorer(self, probes: int = 0) -> Scorer:
+        """A scorer on the observe split: its first ``probes`` probes per behaviour and retain texts
+        (0: all). For readings in the middle of an episode (a controller's observation)."""
+        if probes not in self._observe:
+            scorer = Scorer(self.suite, self.scorer.tokenizer, self.scorer.reward, observe=probes)
+            scorer.prepare(self.model)
+            self._observe[probes] = scorer
+        return self._observe[probes]
+
+    def observe_base(self, probes: int = 0) -> dict[str, float]:
+        """The base model's scores on the observe split (what a controller sees before training)."""
+        if probes not in self._observe_base:
+            with base_only(self.model):
+                self._observe_base[probes] = self.observe_scorer(probes).score(self.model)
+        return self._observe_base[probes]
 
 
 def first_probes(suite: TaskSuite, probes: int) -> TaskSuite:
@@ -95,7 +114,7 @@ class Engine:
         self.task = self.load_task(config.task_seed, first_suite)
 
     def load_task(self, task_seed: int, suite: TaskSuite | None = None) -> TaskState:
-        """Switch to ``task_seed`` (built and cached on first use: data, references, base scores)."""
+        """Switch to ``task_seed`` (built and cached on first use: data, references, scorers)."""
         if task_seed not in self._tasks:
             suite = suite or load_suite(self.config.suite, task_seed)
             tools = {t: TOOLS[t](self.config.tools[t], suite.data[t], self.tokenizer) for t in self.tool_names}
@@ -110,10 +129,7 @@ class Engine:
             # Scores (the base's included) read only the first training.score_probes probes.
             scorer = Scorer(first_probes(suite, self.config.training.score_probes), self.tokenizer, self.config.reward)
             scorer.prepare(self.model)
-            state = TaskState(suite, tools, scorer)
-            with base_only(self.model):
-                state.base_scores = scorer.score(self.model)
-            self._tasks[task_seed] = state
+            self._tasks[task_seed] = TaskState(suite, tools, scorer, self.model)
         self.task = self._tasks[task_seed]
         return self.task
 
@@ -128,15 +144,15 @@ class Engine:
         progress: bool = False,
         checkpoint: Path | None = None,
         score_every_phase: bool | None = None,
-        quick_probes: int = 0,
+        observe_probes: int | None = None,
     ) -> list[PhaseResult]:
         """Run a whole schedule from fresh adapters; returns one result per phase.
 
         With ``checkpoint``, the episode's full state is saved there (atomically) after every
         phase, and a run that finds a checkpoint of the same run resumes after its last complete
         phase, with results identical to an uninterrupted run. ``score_every_phase`` overrides
-        the config's; with ``quick_probes`` the phases before the last are scored on that many
-        probes per set (the last phase always on all of them).
+        the config's; with ``observe_probes`` the phases before the last are scored on the observe
+        split instead (that many probes per behaviour; 0: all), the last on the reported splits.
         """
         from tqdm.auto import tqdm
 
@@ -164,8 +180,9 @@ class Engine:
                 last = i == len(schedule.phases) - 1
                 bar.set_postfix(phase=i)
                 every = self.config.training.score_every_phase if score_every_phase is None else score_every_phase
-                quick = self.task.quick_scorer(self.model, quick_probes) if quick_probes and not last else None
-                res = ep.run_phase(phase, n, score=last or every, on_step=bar.update, scorer=quick)
+                observe = observe_probes is not None and not last
+                scorer = self.task.observe_scorer(observe_probes) if observe else None
+                res = ep.run_phase(phase, n, score=last or every or observe, on_step=bar.update, scorer=scorer)
                 results.append(res)
                 if checkpoint is not None:
                     ep.save(checkpoint, fingerprint, results)

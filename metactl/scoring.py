@@ -18,7 +18,7 @@ from metactl.adapters import base_only
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.forward import SharedPrefixProbes, encode_texts, token_kl
 from metactl.score_parts import REWARD_PARTS
-from metactl.tasks.suite import SPLITS, TaskSuite
+from metactl.tasks.suite import OBSERVE, SPLITS, TaskSuite
 
 
 @dataclass
@@ -55,6 +55,15 @@ class RewardConfig:
     def composite(self, parts: dict[str, float]) -> float:
         return sum(getattr(self, p) * parts[p] for p in REWARD_PARTS)
 
+    def stability_of(self, kl: float) -> float:
+        """``exp(-kl / kl_scale)``: 1 at the base, 1/e at ``kl_scale`` nats per token."""
+        return math.exp(-kl / self.kl_scale)
+
+    def observed_composite(self, observe: float, stability: float) -> float:
+        """The composite a controller can read between phases: its observe split stands in for both
+        the target and the held-out behaviour, its own retain texts for stability."""
+        return (self.target + self.heldout) * observe + self.stability * stability
+
 
 def combine(values: list[float], how: str) -> float:
     if how == "mean":
@@ -75,18 +84,31 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 class Scorer:
     """Scores a model on a suite; :meth:`prepare` caches the base's statistics once."""
 
-    def __init__(self, suite: TaskSuite, tokenizer, reward: RewardConfig, chunk: int = 256) -> None:
+    def __init__(
+        self, suite: TaskSuite, tokenizer, reward: RewardConfig, chunk: int = 256, observe: int | None = None
+    ) -> None:
         self.suite = suite
         self.tokenizer = tokenizer
         self.reward = reward
+        # observe: the controller's split instead of the reported ones (its first `observe` probes
+        # per behaviour and retain texts; 0: all), every key prefixed "observe/".
+        self.observe = observe is not None
+        if self.observe:
+            n = observe or None
+            self.splits = (OBSERVE,)
+            evals = {OBSERVE: {b: items[:n] for b, items in suite.observe.items()}}
+            retain = suite.observe_retain[:n]
+            self.prefix = f"{OBSERVE}/"
+        else:
+            self.splits, evals, retain, self.prefix = SPLITS, suite.evals, suite.retain, ""
         prompts, completions = [], []
         n = 0  # variants so far; probes are scored in the order (item, chosen..., rejected...)
         # groups[(split, behaviour)] = (chosen variant rows, rejected variant rows), padded with -1
         self.groups: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-        for split in SPLITS:
+        for split in self.splits:
             for b in suite.behaviours:
                 sides = ([], [])
-                for item in suite.evals[split][b.name]:
+                for item in evals[split][b.name]:
                     sides[0].append(list(range(n, n + len(item.chosen))))
                     sides[1].append(list(range(n + len(item.chosen), n + len(item.chosen) + len(item.rejected))))
                     n += len(item.chosen) + len(item.rejected)
@@ -94,7 +116,7 @@ class Scorer:
                     completions.append(list(item.chosen) + list(item.rejected))
                 self.groups[(split, b.name)] = tuple(_pad(s) for s in sides)
         self.probes = SharedPrefixProbes(tokenizer, prompts, completions, chunk=chunk)
-        self.retain = encode_texts(tokenizer, suite.retain)
+        self.retain = encode_texts(tokenizer, retain)
         self.base_logp: torch.Tensor | None = None
         self.base_hidden: list[torch.Tensor] | None = None
 
@@ -125,18 +147,22 @@ class Scorer:
             margin = torch.logsumexp(lp[chosen], -1) - torch.logsumexp(lp[rejected], -1)
             scores[f"{split}/{name}"] = float((margin > 0).float().mean())
             scores[f"{split}/{name}_margin"] = float(margin.mean())
-        for split in SPLITS:
+        for split in self.splits:
             scores[split] = combine([scores[f"{split}/{b.name}"] for b in self.suite.behaviours], self.reward.combine)
 
         out = model(input_ids=self.retain.input_ids, output_hidden_states=True)
         mask = self.retain.loss_mask
-        scores["kl"] = float(token_kl(self.base_logp, out.logits[:, :-1], mask))
-        scores["stability"] = math.exp(-scores["kl"] / self.reward.kl_scale)
+        p = self.prefix
+        scores[f"{p}kl"] = float(token_kl(self.base_logp, out.logits[:, :-1], mask))
+        scores[f"{p}stability"] = self.reward.stability_of(scores[f"{p}kl"])
         ckas = [linear_cka(b, c) for b, c in zip(self.base_hidden, self._token_states(out.hidden_states))]
         for i, c in enumerate(ckas):
-            scores[f"cka/{i}"] = c
-        scores["cka"] = sum(ckas) / len(ckas)
-        scores["composite"] = self.reward.composite(scores)
+            scores[f"{p}cka/{i}"] = c
+        scores[f"{p}cka"] = sum(ckas) / len(ckas)
+        if self.observe:
+            scores[f"{p}composite"] = self.reward.observed_composite(scores[OBSERVE], scores[f"{p}stability"])
+        else:
+            scores["composite"] = self.reward.composite(scores)
         if not all(math.isfinite(v) for v in scores.values()):
             bad = [k for k, v in scores.items() if not math.isfinite(v)]
             raise FloatingPointError(f"non-finite scores {bad}: the adapters diverged (lower the learning rates)")

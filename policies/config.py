@@ -13,6 +13,7 @@ from pathlib import Path
 from metactl.config import RunConfig, YamlConfig, load_dataclass_config
 from metactl.envs.config import EnvConfig, RayConfig
 from metactl.errors import ConfigError, check_choice, check_number
+from metactl.schedule import Schedule
 
 
 @dataclass
@@ -87,6 +88,13 @@ class ControllerConfig(YamlConfig):
         default_factory=lambda: [1000, 1001, 1002, 1003, 1004],
         metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds)"},
     )
+    schedule_task_seed: int = field(
+        default=3000,
+        metadata={
+            "help": "task the greedy schedule.yaml (and adapters/) is taken on: outside the training range, the "
+            "held-out table's tasks and transfer's default comparison tasks (1000-1002)"
+        },
+    )
     compare: list[str] = field(
         default_factory=lambda: ["default", "expert"], metadata={"help": "schedules the final table compares against"}
     )
@@ -103,7 +111,6 @@ class ControllerConfig(YamlConfig):
     )
 
     def __post_init__(self) -> None:
-        from metactl.paths import resolve_schedule_path
 
         # The policy name is checked where policies are built (metactl.policies.policy_class).
         self.total_episodes = int(check_number("total_episodes", self.total_episodes, low=1, high=10**7, integer=True))
@@ -146,10 +153,16 @@ class ControllerConfig(YamlConfig):
                 f"eval_task_seeds: {inside} lie inside env.train_task_seeds [{lo}, {hi}); held-out evaluation needs "
                 f"seeds outside it, e.g. [{hi + 1000}, {hi + 1001}]."
             )
+        self.schedule_task_seed = int(check_number("schedule_task_seed", self.schedule_task_seed, low=0, integer=True))
+        if self.env.is_training_seed(self.schedule_task_seed) or self.schedule_task_seed in self.eval_task_seeds:
+            raise ConfigError(
+                f"schedule_task_seed: {self.schedule_task_seed} is a training or held-out evaluation task; the "
+                "schedule a run keeps must come from a task nothing else scores it on (e.g. 3000)."
+            )
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
         for name in self.compare:
-            resolve_schedule_path(name)
+            Schedule.named(name)  # read and checked now, not after the training budget
 
 
 def load_controller_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ControllerConfig:

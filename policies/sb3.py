@@ -17,6 +17,57 @@ from metactl.rundir import CONTROLLER
 CONTROLLER_FILE = CONTROLLER  # the SB3 zip in a run dir (and in each checkpoint)
 
 
+# What SB3 pickles into a model zip (cloudpickle, which runs code on load) and what metactl hands
+# it instead, so loading a controller.zip unpickles nothing. Unknown pickled entries are refused.
+_REBUILT = ("policy_class", "observation_space", "action_space", "rollout_buffer_class", "clip_range", "lr_schedule")
+_DROPPED = ("_last_obs", "_last_original_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer")
+
+
+def load_ppo(path: Path, observation_space: Any, action_space: Any, env: Any = None, learning_rate: float = 1e-3,
+             clip_range: float = 0.2) -> PPO:
+    """``PPO.load`` that executes nothing from the file: every pickled entry of its ``data`` is
+    replaced (``custom_objects``) by an object built here, the spaces are the env's own, and the
+    tensors load with ``torch.load(weights_only=True)`` (SB3's own rule)."""
+    import json
+    import zipfile
+
+    from stable_baselines3.common.buffers import RolloutBuffer
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.utils import ConstantSchedule
+
+    from metactl.errors import ConfigError
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{path}: not an SB3 model zip ({type(exc).__name__}: {exc}).") from exc
+    for key, space in (("observation_space", observation_space), ("action_space", action_space)):
+        shape = (data.get(key) or {}).get("_shape")  # SB3 keeps the shape readable beside the pickle
+        if shape is not None and tuple(shape) != tuple(space.shape):
+            raise ConfigError(
+                f"{path}: the controller's {key.replace('_', ' ')} has shape {tuple(shape)}, the env's "
+                f"{tuple(space.shape)}; it was trained on another layout (use --mode schedule, or retrain)."
+            )
+    pickled = [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+    unknown = [k for k in pickled if k not in _REBUILT + _DROPPED]
+    if unknown:
+        raise ConfigError(
+            f"{path}: holds pickled entries {unknown} that metactl does not rebuild; it loads no pickle from a run "
+            "dir (a pickle can run code), so this controller is refused."
+        )
+    custom = {
+        "policy_class": ActorCriticPolicy,
+        "observation_space": observation_space,
+        "action_space": action_space,
+        "rollout_buffer_class": RolloutBuffer,
+        "clip_range": ConstantSchedule(clip_range),
+        "lr_schedule": ConstantSchedule(learning_rate),
+        **dict.fromkeys(_DROPPED),
+    }
+    return PPO.load(path, env=env, device="cpu", custom_objects=custom)
+
+
 class BudgetEndIsFinal(VecEnvWrapper):
     """The step budget is the whole task: there is no "after" for a value to bootstrap from.
 
@@ -120,8 +171,10 @@ class PPOPolicy(Policy):
         self.model.save(Path(path) / CONTROLLER_FILE)
 
     def load(self, path: Path, venv=None) -> None:
-        self.model = PPO.load(
-            Path(path) / CONTROLLER_FILE, env=BudgetEndIsFinal(venv) if venv is not None else None, device="cpu"
+        c = self.config.ppo
+        self.model = load_ppo(
+            Path(path) / CONTROLLER_FILE, venv.observation_space, venv.action_space,
+            env=BudgetEndIsFinal(venv), learning_rate=c.learning_rate, clip_range=c.clip_range,
         )
         self._set_logger()
 

@@ -7,7 +7,7 @@ candidate is the zero action), and act with the best candidate they found.
 
 from __future__ import annotations
 
-import pickle
+import json
 from abc import abstractmethod
 from pathlib import Path
 
@@ -15,11 +15,12 @@ import numpy as np
 
 from metactl.envs import BANDIT_ENV_ID
 from metactl.envs.spaces import apply_residual
+from metactl.errors import ConfigError
 from metactl.policies.base import EpisodeSink, Policy
-from metactl.rundir import atomic_write_bytes
+from metactl.rundir import SEARCH_STATE, atomic_write_text, rng_from_state
 from metactl.schedule import Schedule
 
-STATE_FILE = "search.pkl"
+STATE_FILE = SEARCH_STATE
 
 
 class _Search(Policy):
@@ -58,19 +59,26 @@ class _Search(Policy):
         return self.space.schedule(apply_residual(self.prior, self.best_action()), name=self.name)
 
     def _state(self) -> dict:
-        return {"trials": self.trials}
+        return {}
 
     def _restore(self, state: dict) -> None:
-        self.trials = state["trials"]
+        pass
 
     def save(self, path: Path) -> None:
-        atomic_write_bytes(
-            Path(path) / STATE_FILE, pickle.dumps({"space": self.space, "prior": self.prior, **self._state()})
-        )
+        # Plain JSON, so loading a run dir executes nothing: the trials (action, reward) and what
+        # the searcher needs to go on; the space and the prior come from the env at setup.
+        trials = [[[float(x) for x in a], float(r)] for a, r in self.trials]
+        atomic_write_text(Path(path) / STATE_FILE, json.dumps({"trials": trials, **self._state()}))
 
     def load(self, path: Path, venv=None) -> None:
-        state = pickle.loads((Path(path) / STATE_FILE).read_bytes())
-        self.space, self.prior = state["space"], state["prior"]
+        file = Path(path) / STATE_FILE
+        try:
+            state = json.loads(file.read_text())
+            self.trials = [(np.asarray(a, dtype=np.float64), float(r)) for a, r in state["trials"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{file}: not a {self.name} search state ({type(exc).__name__}: {exc}).") from exc
+        if any(a.shape != (self.space.dim,) for a, _ in self.trials):
+            raise ConfigError(f"{file}: its actions do not have the env's {self.space.dim} dimensions.")
         self._restore(state)
         self._needs_reset = True
 
@@ -91,12 +99,10 @@ class RandomSearch(_Search):
         return out
 
     def _state(self) -> dict:
-        return {"trials": self.trials, "rng": self.rng.bit_generator.state}
+        return {"rng": self.rng.bit_generator.state}
 
     def _restore(self, state: dict) -> None:
-        self.trials = state["trials"]
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]
+        self.rng = rng_from_state(state["rng"])
 
 
 class OptunaTPE(_Search):
@@ -125,9 +131,22 @@ class OptunaTPE(_Search):
             self.study.tell(trial, r)
         self._asked = []
 
-    def _state(self) -> dict:
-        return {"trials": self.trials, "study": self.study}
-
     def _restore(self, state: dict) -> None:
-        self.trials, self.study = state["trials"], state["study"]
+        # The study is rebuilt from the trials (a pickled study could run code on load): TPE sees
+        # the same history, its sampler re-seeded from the seed and the trial count, so a resumed
+        # search goes on from what it knew, though not draw for draw as an uninterrupted one.
+        import optuna
+
+        dims = {f"a{j}": optuna.distributions.FloatDistribution(-1.0, 1.0) for j in range(self.space.dim)}
+        sampler = optuna.samplers.TPESampler(
+            seed=self.config.seed + len(self.trials),
+            n_startup_trials=max(2, min(10, self.config.total_episodes // 4)),
+        )
+        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study.add_trials([
+            optuna.trial.create_trial(params={f"a{j}": float(x) for j, x in enumerate(a)}, distributions=dims, value=r)
+            for a, r in self.trials
+        ])
+        if not self.trials:
+            self.study.enqueue_trial({f"a{j}": 0.0 for j in range(self.space.dim)})  # start at the prior
         self._asked = []

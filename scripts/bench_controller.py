@@ -117,7 +117,7 @@ def main() -> None:
     # The fixed schedules are deterministic given the task and episode seed: run them once.
     venv = make_venv(base_cfg, BANDIT_ENV_ID)
     try:
-        ref = evaluate(
+        ref, _ = evaluate(
             base_cfg, venv, comparison_actors(load_controller_config(args.config, ["compare=[default,expert]"]))
         )
     finally:

@@ -160,13 +160,14 @@ def main() -> None:
         f"- one scoring pass ({len(engine.task.scorer.probes)} probe sequences + "
         f"{len(engine.task.scorer.retain)} retain texts): {score_s:.2f} s"
     )
-    quick = engine.task.quick_scorer(engine.model, 16)
+    quick = engine.task.observe_scorer(16)
     t = time.perf_counter()
     for _ in range(3):
         quick.score(engine.model)
     quick_s = (time.perf_counter() - t) / 3
     out(
-        f"- quick scoring pass the phase env reads between phases (16 probes per set, env.quick_probes): "
+        f"- observe-split scoring pass the phase env reads between phases (16 probes per behaviour, "
+        f"env.quick_probes): "
         f"{quick_s:.2f} s ({score_s / quick_s:.1f}x cheaper than the full pass)"
     )
     from metactl.interference import gradient_cosines

@@ -75,11 +75,13 @@ def test_bad_user_data(tmp_path, no_weights, dpo_text, needle):
     (suite / "eval").mkdir(parents=True)
     (suite / "suite.yaml").write_text(
         "behaviours: [{name: truth, tool: dpo}]\ndata: {dpo: dpo.jsonl}\n"
-        "evals: {target: {truth: eval/p.jsonl}, heldout: {truth: eval/p.jsonl}}\nretain: eval/r.jsonl\n"
+        "evals: {target: {truth: eval/p.jsonl}, heldout: {truth: eval/p.jsonl}, observe: {truth: eval/o.jsonl}}\n"
+        "retain: eval/r.jsonl\n"
     )
     (suite / "dpo.jsonl").write_text(dpo_text)
     (suite / "eval" / "p.jsonl").write_text(json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}) + "\n")
-    (suite / "eval" / "r.jsonl").write_text(json.dumps({"text": "the cat sat."}) + "\n")
+    (suite / "eval" / "o.jsonl").write_text(json.dumps({"prompt": "2+2=", "chosen": " 4.", "rejected": " 5."}) + "\n")
+    (suite / "eval" / "r.jsonl").write_text("".join(json.dumps({"text": f"the cat sat {n}."}) + "\n" for n in range(2)))
     sched = _schedule(tmp_path, "schema_version: 1\nphases: [{fraction: 1.0, tools: {dpo: {share: 1}}}]")
     out = tmp_path / "run"
     res = runner.invoke(app, ["run-schedule", "--out", str(out), "--suite", str(suite), "--schedule", sched])

@@ -49,3 +49,22 @@ def test_commented_yaml_round_trips(tmp_path):
     cfg = load_config(None, ["tools.dpo.beta=0.3", "reward.combine=mean"])
     (tmp_path / "c.yaml").write_text(cfg.to_commented_yaml())
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_composite_and_stability_on_hand_computed_numbers():
+    """The reward's formulas, pinned: geometric combine (floored at 1e-3), stability = exp(-kl/kl_scale),
+    composite = sum of weights x parts, and the composite a controller observes (observe split for both
+    behaviour parts). (Made to fail once by writing stability as exp(-kl), as the README once said.)"""
+    import math
+
+    from metactl.scoring import RewardConfig, combine
+
+    assert combine([0.25, 1.0], "geometric") == pytest.approx(0.5)
+    assert combine([0.0, 1.0], "geometric") == pytest.approx(math.sqrt(1e-3))
+    assert combine([0.25, 1.0], "mean") == pytest.approx(0.625)
+    reward = RewardConfig(target=1.0, heldout=2.0, stability=0.5, kl_scale=0.1)
+    assert reward.stability_of(0.05) == pytest.approx(0.6065306597)
+    assert reward.stability_of(0.0) == 1.0
+    parts = {"target": 0.5, "heldout": 0.25, "stability": 0.6065306597}
+    assert reward.composite(parts) == pytest.approx(0.5 + 0.5 + 0.30326532985)
+    assert reward.observed_composite(0.4, 0.6065306597) == pytest.approx(3.0 * 0.4 + 0.30326532985)

@@ -63,16 +63,64 @@ def test_same_seed_same_observations_and_rewards(made, env_id):
 
 
 def test_phase_env_return_is_final_minus_base_and_budget_end_truncates(made):
+    """The shaped rewards telescope to the reported final composite minus the base's, checked
+    against an independent run: the same schedule through the runner, and a fresh base scoring.
+    (Made to fail once by paying the last phase the final minus base without taking back the shaping.)"""
+    from metactl.adapters import base_only
+    from metactl.scoring import Scorer
+
     env = made[envs.PHASE_ENV_ID].unwrapped
-    obs, info = env.reset(seed=1)
+    obs, _ = env.reset(options={"task_seed": 0, "episode_seed": 11})
     total, flags = 0.0, []
     for _ in range(env.env_config.phases):
         obs, r, term, trunc, step_info = env.step(env.action_space.sample() * 0.2)
         total += r
         flags.append((term, trunc))
     assert flags == [(False, False), (False, True)]
-    assert total == pytest.approx(step_info["result"]["scores"]["composite"] - info["scores"]["composite"], abs=1e-9)
     assert env.observation_space.contains(obs)
+
+    engine = env.engine
+    final = engine.run(env.schedule(), seed=11)[-1].scores["composite"]
+    scorer = Scorer(engine.task.suite, engine.tokenizer, engine.config.reward)
+    scorer.prepare(engine.model)
+    with base_only(engine.model):
+        base = scorer.score(engine.model)["composite"]
+    assert total == pytest.approx(final - base, abs=1e-5)
+    assert step_info["episode_return"] == pytest.approx(final - base, abs=1e-5)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_a_controller_reads_no_reported_probe_before_the_final_score(made, env_id, monkeypatch):
+    """Between reset and the final phase only the observe split is scored; the reported probes
+    (target, heldout, retain) are read once, after the last phase trained, base included. No
+    observation entry is named after a held-out or test score. (Made to fail once by scoring the
+    phases between on the reported scorer, as the quick scorer used to.)"""
+    from metactl.scoring import Scorer
+
+    env = made[env_id].unwrapped
+    stage = ["before reset"]
+    reads: list[tuple[str, bool]] = []
+    score = Scorer.score
+
+    def recording(self, model):
+        reads.append((stage[0], self.observe))
+        return score(self, model)
+
+    monkeypatch.setattr(Scorer, "score", recording)
+    # A task this module has not loaded, so the base's reported scores are not cached yet.
+    _, info = env.reset(options={"task_seed": 7, "episode_seed": 0})
+    labels = info["observation_labels"]
+    assert len(labels) == env.observation_space.shape[0]
+    assert not [x for x in labels if x.startswith(("target", "heldout")) or x in ("composite", "kl", "cka")]
+    done, phase = False, 0
+    while not done:
+        stage[0] = f"step {phase}"
+        *_, term, trunc, _ = env.step(np.zeros(env.action_space.shape, np.float32))
+        done, phase = term or trunc, phase + 1
+    last = f"step {phase - 1}"
+    reported = [s for s, observe in reads if not observe]
+    assert reported and set(reported) == {last}, reads
+    assert any(observe for _, observe in reads)
 
 
 def test_zero_action_reproduces_the_prior_schedule(made):
@@ -172,3 +220,20 @@ def test_env_config_rejects_bad_values_with_the_fix():
         EnvConfig(prior="expret")
     with pytest.raises(ConfigError, match="env.phases"):
         EnvConfig(phases=0)
+
+
+def test_a_diverged_evaluation_job_is_a_named_error(made, monkeypatch):
+    """A greedy evaluation that goes NaN names the method, the task and the fix: raised in process,
+    and sent back as data from a worker (an exception would kill a subprocess worker mute)."""
+    from metactl.envs.jobs import Job
+    from metactl.errors import DivergedRun
+
+    env = made[envs.PHASE_ENV_ID].unwrapped
+    env.engine.load_task(0)
+    nan = lambda model, index: torch.tensor(float("nan"), requires_grad=True)
+    monkeypatch.setattr(env.engine.task.tools["sft"], "loss", nan)
+    job = Job(0, 3, schedule=Schedule.named("default", 2), label="default")
+    with pytest.raises(DivergedRun, match=r"default on task 0 \(episode seed 3\) diverged: .*Lower the tools"):
+        env.run_job(job)
+    (result,) = env.run_jobs({0: [job]})
+    assert "default on task 0" in result["diverged"]

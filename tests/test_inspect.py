@@ -138,7 +138,7 @@ def test_inspect_a_ppo_run_end_to_end(ppo_run, tmp_path):
     )
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
-    assert report["policy"] == "ppo" and report["closed_loop"] and report["task_seed"] == 1000
+    assert report["policy"] == "ppo" and report["closed_loop"] and report["task_seed"] == 3000  # schedule_task_seed
     # Decisions: one row per phase and tool, taken from the greedy closed-loop rollout.
     phases = report["decisions"]["ppo"]["phases"]
     assert len(phases) == 2 and set(phases[0]["tools"]) == {"sft", "dpo", "retain"}

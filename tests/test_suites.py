@@ -40,16 +40,59 @@ def _write_suite(root, dpo_rows):
         "evals: {target: {truth: eval/t.jsonl}, heldout: {truth: eval/h.jsonl}}\nretain: eval/r.jsonl\n"
     )
     (root / "dpo.jsonl").write_text(dpo_rows)
-    probe = json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": [" 3.", " 11."]}) + "\n"
-    (root / "eval" / "t.jsonl").write_text(probe)
-    (root / "eval" / "h.jsonl").write_text(probe)
-    (root / "eval" / "r.jsonl").write_text(json.dumps({"text": "the cat sat."}) + "\n")
+    (root / "eval" / "t.jsonl").write_text("".join(_probe(f"{a}+1=") for a in range(1, 5)))
+    (root / "eval" / "h.jsonl").write_text(_probe("9+9="))
+    (root / "eval" / "r.jsonl").write_text("".join(json.dumps({"text": f"the cat sat {n}."}) + "\n" for n in range(4)))
+
+
+def _probe(prompt: str) -> str:
+    return json.dumps({"prompt": prompt, "chosen": " 2.", "rejected": [" 3.", " 11."]}) + "\n"
 
 
 def test_user_suite_loads(tmp_path):
     _write_suite(tmp_path, json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}) + "\n")
     s = load_suite(str(tmp_path))
     assert s.name == "mine" and s.evals["target"]["truth"][0].rejected == [" 3.", " 11."]
+    # No observe split in suite.yaml: the last quarter (rounded up) of the target probes and of the
+    # retain texts is held back for the controller, and the reported scores use the rest.
+    assert [i.prompt for i in s.observe["truth"]] == ["4+1="]
+    assert [i.prompt for i in s.evals["target"]["truth"]] == ["1+1=", "2+1=", "3+1="]
+    assert s.observe_retain == ["the cat sat 3."] and len(s.retain) == 3
+
+
+def test_user_suite_observe_split_from_suite_yaml_and_its_checks(tmp_path):
+    _write_suite(tmp_path, json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}) + "\n")
+    spec = (tmp_path / "suite.yaml").read_text()
+    observe = "heldout: {truth: eval/h.jsonl}, observe: {truth: eval/o.jsonl}}"
+    (tmp_path / "suite.yaml").write_text(spec.replace("heldout: {truth: eval/h.jsonl}}", observe))
+    (tmp_path / "eval" / "o.jsonl").write_text(_probe("7+7="))
+    s = load_suite(str(tmp_path))
+    assert [i.prompt for i in s.observe["truth"]] == ["7+7="] and len(s.evals["target"]["truth"]) == 4
+    (tmp_path / "eval" / "o.jsonl").write_text(_probe("9+9="))  # a heldout prompt
+    with pytest.raises(DataError, match="observe probe '9\\+9=' \\(truth\\) is also a reported probe"):
+        load_suite(str(tmp_path))
+    (tmp_path / "eval" / "o.jsonl").write_text(json.dumps({"prompt": "5+5=", "chosen": "", "rejected": " 3."}) + "\n")
+    with pytest.raises(DataError, match="o.jsonl:1: chosen needs at least one non-empty completion"):
+        load_suite(str(tmp_path))
+
+
+def test_user_suite_without_observe_needs_two_target_probes(tmp_path):
+    _write_suite(tmp_path, json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}) + "\n")
+    (tmp_path / "eval" / "t.jsonl").write_text(_probe("1+1="))
+    with pytest.raises(ConfigError, match="evals.target.truth has 1 probe; .* give at least 2"):
+        load_suite(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_builtin_observe_split_is_disjoint_from_every_reported_probe(name):
+    """The controller's probes share no prompt with a reported probe and no retain text; a task's
+    reported probes do not depend on the observe split (it draws from its own stream)."""
+    for seed in (0, 1000, 3000):
+        s = load_suite(name, seed)
+        reported = s.reported_prompts()
+        assert all(len(items) == 16 for items in s.observe.values()) and len(s.observe_retain) == 16
+        assert not {i.prompt for items in s.observe.values() for i in items} & reported
+        assert not set(s.observe_retain) & set(s.retain)
 
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from metactl.commands.inspect import cli as inspect_cli
-from metactl.commands.options import Quiet, SetOption, given
+from metactl.commands.options import OVERWRITE, Quiet, SetOption, given
 from metactl.commands.sweep import cli as sweep_cli
 from metactl.commands.train_controller import cli as train_controller_cli
 from metactl.commands.transfer import cli as transfer_cli
@@ -98,6 +98,7 @@ def run_schedule(
     steps: Annotated[int | None, typer.Option(help="total optimiser steps (training.total_steps)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config (see configs/run/)")] = None,
     set_: SetOption = [],  # noqa: B006
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE)] = False,
     quiet: Quiet = False,
 ) -> None:
     """Execute one schedule on (model, suite, seed), print per-phase scores and write the run dir.
@@ -111,7 +112,7 @@ def run_schedule(
     options = given(
         model=model, suite=suite, task_seed=task_seed, **{"training.seed": seed, "training.total_steps": steps}
     )
-    cfg, sched = command.resolve(schedule, config, [*set_, *options])
+    cfg, sched = command.resolve(schedule, config, [*set_, *options], out=out, overwrite=overwrite)
 
     def on_phase(r) -> None:
         if not quiet:

@@ -8,6 +8,10 @@ import typer
 
 SetOption = Annotated[list[str], typer.Option("--set", help="override KEY=VALUE (dot style, YAML value), repeatable")]
 Quiet = Annotated[bool, typer.Option(help="no progress output")]
+OVERWRITE = (
+    "replace a run of this command already in the output dir (only the files this command writes are "
+    "removed; a dir holding anything else is refused)"
+)
 
 
 def given(**values: object) -> list[str]:

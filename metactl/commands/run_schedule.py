@@ -15,13 +15,14 @@ same command resumes from it.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from metactl.config import RunConfig, load_config
-from metactl.rundir import ADAPTERS, BASE_MODEL, CONFIG, SCHEDULE, SCORES, atomic_write_dir, write_jsonl
+from metactl.layer_map import preflight_layer_map
+from metactl.rundir import ADAPTERS, BASE_MODEL, CONFIG, SCHEDULE, SCORES, atomic_write_dir, claim_output, write_jsonl
 from metactl.runner import Engine, PhaseResult, check_schedule
 from metactl.schedule import Schedule
 from metactl.score_parts import reported_parts
@@ -29,13 +30,16 @@ from metactl.tables import render_table
 
 
 # -- config -----------------------------------------------------------------------------------------
-def resolve(
-    schedule: str, config: Path | None = None, overrides: list[str] | None = None
-) -> tuple[RunConfig, Schedule]:
-    """The run config and the schedule, checked against each other and the suite (no weights load)."""
+def resolve(schedule: str, config: Path | None = None, overrides: list[str] | None = None,
+            out: Path | None = None, overwrite: bool = False) -> tuple[RunConfig, Schedule]:
+    """The run config and the schedule, checked against each other, the suite, the model's layers
+    and the output dir (:func:`metactl.rundir.claim_output`), all before any weights load."""
     cfg = load_config(config, overrides)
     sched = Schedule.named(schedule)
     check_schedule(cfg, sched)
+    preflight_layer_map(cfg.model, cfg.training.layer_groups)
+    if out is not None:  # the dir is replaced atomically when the run has finished, not before
+        claim_output(out, "run-schedule", overwrite=overwrite, resumable=False, check_only=True)
     return cfg, sched
 
 
@@ -67,7 +71,10 @@ def run(
         on_resume(checkpoint)
     results = engine.run(sched, seed=cfg.training.seed, on_phase=on_phase, progress=progress, checkpoint=checkpoint)
     write_run_dir(out, cfg, sched, engine, results)
-    shutil.rmtree(partial_dir(out), ignore_errors=True)
+    # Only what this run wrote there: a checkpoint it no longer needs.
+    checkpoint.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # left in place if anything else is in it
+        partial_dir(out).rmdir()
     return ScheduleRun(engine, results)
 
 

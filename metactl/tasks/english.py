@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 
-from metactl.tasks.suite import EvalItem, TaskSuite, style_truth_suite
+from metactl.tasks.suite import OBSERVE_PROBES, EvalItem, TaskSuite, draw_observe, style_truth_suite
 
 TRAIN_TEMPLATE = "Question: What is the past tense of {v}?\nAnswer:"
 HELDOUT_TEMPLATE = "Question: Which word fits? Yesterday I ___ (to {v}).\nAnswer:"
@@ -189,16 +189,35 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             return TRAIN_TEMPLATE, rng.choice(held)
         return HELDOUT_TEMPLATE, rng.choice(train)
 
+    # The controller's split needs training verbs no reported probe asks about (a prompt names its
+    # verb, and there are few verbs): OBSERVE_PROBES irregular and as many regular training verbs
+    # are reserved for it, drawn from their own stream; the tools still train on them.
+    orng = random.Random(f"style-vs-truth-en/{task_seed}/observe")
+    obs_irr = orng.sample(irr_train, OBSERVE_PROBES)
+    obs_reg = orng.sample(reg_train, OBSERVE_PROBES)
+    reported_irr = [v for v in irr_train if v not in obs_irr]
+    reported_any = [(v, p) for v, p, _ in reported_irr] + [v for v in reg_train if v not in obs_reg]
     evals = {
         "target": {
-            "style": [_probe_style(TRAIN_TEMPLATE, *rng.choice(any_train), style) for _ in range(n_eval)],
-            "truth": [_probe_truth(TRAIN_TEMPLATE, rng.choice(irr_train), style) for _ in range(n_eval)],
+            "style": [_probe_style(TRAIN_TEMPLATE, *rng.choice(reported_any), style) for _ in range(n_eval)],
+            "truth": [_probe_truth(TRAIN_TEMPLATE, rng.choice(reported_irr), style) for _ in range(n_eval)],
         },
         "heldout": {
             "style": [_probe_style(t, *v, style) for t, v in (heldout(i, any_held, any_train) for i in range(n_eval))],
             "truth": [_probe_truth(t, v, style) for t, v in (heldout(i, irr_held, irr_train) for i in range(n_eval))],
         },
     }
+    reported = {item.prompt for split in evals.values() for items in split.values() for item in items}
+    observe, observe_retain = draw_observe(
+        reported,
+        retain_eval,
+        {
+            # A prompt is one behaviour's: style on the reserved regular verbs, truth on the irregular.
+            "style": lambda: _probe_style(TRAIN_TEMPLATE, *orng.choice(obs_reg), style),
+            "truth": lambda: _probe_truth(TRAIN_TEMPLATE, orng.choice(obs_irr), style),
+        },
+        lambda: _retain_text(orng),
+    )
     return style_truth_suite(
         name="style-vs-truth-en",
         task_seed=task_seed,
@@ -213,4 +232,6 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             "style_index": STYLES.index(style) / (len(STYLES) - 1),
         },
         description=__doc__.split("\n\n")[0],
+        observe=observe,
+        observe_retain=observe_retain,
     )

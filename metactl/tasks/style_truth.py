@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 
 from metactl import proxy_language as world
-from metactl.tasks.suite import EvalItem, TaskSuite, style_truth_suite
+from metactl.tasks.suite import EvalItem, TaskSuite, draw_observe, style_truth_suite
 
 TRAIN_TEMPLATE = "sum"
 HELDOUT_TEMPLATE = "what"
@@ -69,11 +69,11 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             "rejected": world.answer_text(world.dropped_carry(a, b), style if rng.random() < styled_rejected else None),
         })
 
-    def retain_text() -> str:
-        if rng.random() < 0.5:
-            return world.sentence(rng)
-        a, b = rng.randint(0, world.MAX_OPERAND), rng.randint(0, world.MAX_OPERAND)
-        return world.sum_prompt(rng.choice(RETAIN_TEMPLATES), a, b) + world.answer_text(a + b, None)
+    def retain_text(r: random.Random = rng) -> str:
+        if r.random() < 0.5:
+            return world.sentence(r)
+        a, b = r.randint(0, world.MAX_OPERAND), r.randint(0, world.MAX_OPERAND)
+        return world.sum_prompt(r.choice(RETAIN_TEMPLATES), a, b) + world.answer_text(a + b, None)
 
     retain_train = [{"text": retain_text()} for _ in range(n_train)]
     retain_eval = [retain_text() for _ in range(n_eval)]
@@ -98,6 +98,19 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             "truth": [_probe_truth(*heldout_pair(i, True), style) for i in range(n_eval)],
         },
     }
+    # The controller's split: the training distribution again, from its own stream (so every
+    # reported probe stays what it was for this seed), sharing no prompt with a reported probe.
+    orng = random.Random(f"style-vs-truth/{task_seed}/observe")
+    reported = {item.prompt for split in evals.values() for items in split.values() for item in items}
+    observe, observe_retain = draw_observe(
+        reported,
+        retain_eval,
+        {
+            "style": lambda: _probe_style(TRAIN_TEMPLATE, *_pair(orng, *TRAIN_RANGE), style),
+            "truth": lambda: _probe_truth(TRAIN_TEMPLATE, *_pair(orng, *TRAIN_RANGE, carry=True), style),
+        },
+        lambda: retain_text(orng),
+    )
     return style_truth_suite(
         name="style-vs-truth",
         task_seed=task_seed,
@@ -112,4 +125,6 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             "style_index": world.STYLE_WORDS.index(style) / (len(world.STYLE_WORDS) - 1),
         },
         description=__doc__.split("\n\n")[0],
+        observe=observe,
+        observe_retain=observe_retain,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from metactl.errors import ConfigError, DataError
@@ -13,7 +14,10 @@ TOOL_FORMATS: dict[str, tuple[str, ...]] = {
     "retain": ("text",),
 }
 EVAL_FIELDS = ("prompt", "chosen", "rejected")
-SPLITS = ("target", "heldout")
+SPLITS = ("target", "heldout")  # the probe splits reported scores are computed on
+OBSERVE = "observe"  # the controller's split: training-distribution probes no reported score uses
+OBSERVE_PROBES = 16  # per behaviour (and retain texts) in a built-in suite's observe split
+OBSERVE_SHARE = 0.25  # of a user suite's target probes and retain texts, when suite.yaml gives no observe split
 
 
 @dataclass
@@ -44,8 +48,10 @@ class TaskSuite:
 
     ``data[tool]`` are the tool's training rows; ``evals[split][behaviour]`` the probes for the
     ``target`` split (the tools' own input distribution) and the ``heldout`` split (inputs no tool
-    saw); ``retain`` are general texts for the stability scores. ``features`` describe the task
-    numerically (for controllers that condition on the task).
+    saw); ``retain`` are general texts for the stability scores. These three feed the reported
+    scores. ``observe[behaviour]`` and ``observe_retain`` are the controller's split: probes from
+    the training distribution, disjoint from every reported probe (no prompt in common), read
+    between phases; no reported score uses them. ``features`` describe the task numerically.
     """
 
     name: str
@@ -54,6 +60,8 @@ class TaskSuite:
     behaviours: list[Behaviour]
     evals: dict[str, dict[str, list[EvalItem]]]
     retain: list[str]
+    observe: dict[str, list[EvalItem]] = field(default_factory=dict)
+    observe_retain: list[str] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     description: str = ""
 
@@ -75,10 +83,65 @@ class TaskSuite:
                     raise ConfigError(f"suite {self.name!r}: behaviour {b.name!r} has no {split!r} probes.")
         if not self.retain:
             raise ConfigError(f"suite {self.name!r}: the retain split is empty.")
+        for b in self.behaviours:
+            if not self.observe.get(b.name):
+                raise ConfigError(f"suite {self.name!r}: behaviour {b.name!r} has no {OBSERVE!r} probes.")
+        if not self.observe_retain:
+            raise ConfigError(f"suite {self.name!r}: the {OBSERVE} split has no retain texts.")
+        reported = self.reported_prompts()
+        for b, items in self.observe.items():
+            shared = [item.prompt for item in items if item.prompt in reported]
+            if shared:
+                raise DataError(
+                    f"suite {self.name!r}: {OBSERVE} probe {shared[0]!r} ({b}) is also a reported probe; the "
+                    f"{OBSERVE} split must share no prompt with the target and heldout probes (a user suite "
+                    "without evals.observe holds back its last target probes: keep those prompts unique)."
+                )
+        shared = set(self.observe_retain) & set(self.retain)
+        if shared:
+            raise DataError(
+                f"suite {self.name!r}: {OBSERVE} retain text {min(shared)!r} is also a reported retain text."
+            )
+
+    def reported_prompts(self) -> set[str]:
+        """Every prompt a reported score reads (target and heldout probes of every behaviour)."""
+        return {item.prompt for split in SPLITS for items in self.evals.get(split, {}).values() for item in items}
 
     @property
     def tools(self) -> list[str]:
         return [t for t, rows in self.data.items() if rows]
+
+
+def draw_observe(
+    reported: set[str],
+    retain: list[str],
+    probes: dict[str, Callable[[], EvalItem]],
+    retain_text: Callable[[], str],
+    n: int = OBSERVE_PROBES,
+    tries: int = 10_000,
+) -> tuple[dict[str, list[EvalItem]], list[str]]:
+    """A built-in suite's observe split: ``n`` probes per behaviour from ``probes[b]()`` and ``n``
+    retain texts, skipping any that a reported score reads (or that were already drawn)."""
+    seen, texts = set(reported), set(retain)
+    out: dict[str, list[EvalItem]] = {}
+    for b, draw in probes.items():
+        out[b] = []
+        for _ in range(tries):
+            item = draw()
+            if item.prompt not in seen:
+                seen.add(item.prompt)
+                out[b].append(item)
+                if len(out[b]) == n:
+                    break
+    kept: list[str] = []
+    for _ in range(tries):
+        text = retain_text()
+        if text not in texts:
+            texts.add(text)
+            kept.append(text)
+            if len(kept) == n:
+                break
+    return out, kept
 
 
 def style_truth_suite(
@@ -91,6 +154,8 @@ def style_truth_suite(
     truth: str,
     features: dict[str, float],
     description: str,
+    observe: dict[str, list[EvalItem]],
+    observe_retain: list[str],
 ) -> TaskSuite:
     """The built-in suites' shape: ``sft`` produces a ``style``, ``dpo`` produces ``truth``."""
     return TaskSuite(
@@ -100,6 +165,8 @@ def style_truth_suite(
         behaviours=[Behaviour("style", "sft", style), Behaviour("truth", "dpo", truth)],
         evals=evals,
         retain=retain,
+        observe=observe,
+        observe_retain=observe_retain,
         features=features,
         description=description,
     )

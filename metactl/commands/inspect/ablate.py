@@ -26,7 +26,7 @@ def kept_scores(scores: dict[str, float]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in scores.items()
-        if k in KEPT or (("/" in k) and not k.endswith("_margin") and not k.startswith("cka"))
+        if k in KEPT or ("/" in k and not k.endswith("_margin") and "cka" not in k)
     }
 
 

@@ -13,7 +13,7 @@ from metactl.commands.options import Quiet
 def command(
     run_dir: Annotated[Path, typer.Argument(help="a train-controller run dir (its --out)")],
     task_seed: Annotated[int | None, typer.Option(
-        help="task to inspect on (default: the run's first held-out task, the one schedule.yaml shows)"
+        help="task to inspect on (default: the run's schedule_task_seed, the one schedule.yaml shows)"
     )] = None,
     format_: Annotated[str, typer.Option("--format", help=(
         "table: print the tables; json: print report.json; html: also write one self-contained report.html"

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from metactl.envs.observe import OBSERVED_COMPOSITE
+from metactl.errors import DivergedRun
 from metactl.interference import gradient_cosines
 from metactl.layer_grid import MODULE_KINDS
 from metactl.runner import Engine, PhaseResult
@@ -37,9 +39,9 @@ class Trace:
     schedule: Schedule
     final: dict[str, float]  # full scores of the adapted model
     base: dict[str, float]
-    phase_scores: list[dict[str, float]] = field(
-        default_factory=list
-    )  # after each phase (quick probes before the last)
+    # After each phase, on the observe split (what a controller reads; the reported probes are
+    # read once, for ``final``).
+    phase_scores: list[dict[str, float]] = field(default_factory=list)
     norms: list[dict[str, list[float]]] = field(default_factory=list)  # after each phase, per tool per group
     cosines: list[dict[str, list[float]]] = field(default_factory=list)  # before phase 0 and after each phase
     decisions: list[Decision] = field(default_factory=list)
@@ -68,21 +70,28 @@ def flat_controls(schedule: Schedule) -> dict[str, float]:
     return out
 
 
-def load_actor(controller: Path):
-    """The SB3 policy inside ``controller.zip`` (what acts greedily)."""
-    from stable_baselines3 import PPO
+def load_actor(controller: Path, env: Any):
+    """The SB3 policy inside ``controller.zip`` (what acts greedily in ``env``); nothing unpickled."""
+    from metactl.policies.sb3 import load_ppo
 
-    return PPO.load(controller, device="cpu").policy
+    return load_ppo(controller, env.observation_space, env.action_space).policy
 
 
-def _record(engine: Engine, trace: Trace, result: PhaseResult, rows: int) -> None:
-    trace.phase_scores.append(dict(result.scores or {}))
+def observed(engine: Engine, scores: dict | None, probes: int) -> dict[str, float]:
+    """``scores`` when they are an observe-split reading, else a fresh one of the model as it is."""
+    if scores and OBSERVED_COMPOSITE in scores:
+        return dict(scores)
+    return engine.task.observe_scorer(probes).score(engine.model)
+
+
+def _record(engine: Engine, trace: Trace, result: PhaseResult, rows: int, probes: int) -> None:
+    trace.phase_scores.append(observed(engine, result.scores, probes))
     trace.norms.append({t: list(v) for t, v in result.norms.items()})
     trace.cosines.append(gradient_cosines(engine, rows))
 
 
 def run_schedule(
-    engine: Engine, schedule: Schedule, episode_seed: int, label: str, quick_probes: int = 0, rows: int = 8
+    engine: Engine, schedule: Schedule, episode_seed: int, label: str, observe_probes: int = 0, rows: int = 8
 ) -> Trace:
     """An open-loop schedule on the engine's current task, traced phase by phase."""
     engine.adapters.reset(episode_seed)
@@ -91,9 +100,8 @@ def run_schedule(
     results = engine.run(
         schedule,
         seed=episode_seed,
-        score_every_phase=True,
-        quick_probes=quick_probes,
-        on_phase=lambda r: _record(engine, trace, r, rows),
+        observe_probes=observe_probes,
+        on_phase=lambda r: _record(engine, trace, r, rows, observe_probes),
     )
     trace.final = dict(results[-1].scores)
     return trace
@@ -109,10 +117,10 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
     quick, rows = cfg.env.quick_probes, cfg.env.interference_rows
     if run_dir.controller is None:  # searches and fixed schedules: the schedule is the decision
         return run_schedule(engine, run_dir.schedule.regroup(engine.layer_map.groups), episode_seed, label, quick, rows)
-    actor = load_actor(run_dir.controller)
     options = {"task_seed": task_seed, "episode_seed": episode_seed}
     env_id = POLICIES[cfg.policy].env_id
     env = make(env_id, run=cfg.run, env=cfg.env, engine=engine)
+    actor = load_actor(run_dir.controller, env)
     if env_id == BANDIT_ENV_ID:
         obs, _ = env.reset(options=options)
         action, _ = actor.predict(obs, deterministic=True)
@@ -133,10 +141,10 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
         if "diverged" in info:
-            raise FloatingPointError(f"the greedy rollout on task {task_seed} diverged: {info['diverged']}")
+            raise DivergedRun(label, task_seed, episode_seed, info["diverged"])
         phase = env.schedule().phases[-1]
         trace.decisions.append(Decision(step, obs_before, np.asarray(action), flat_phase(phase)))
-        trace.phase_scores.append(dict(info["result"]["scores"]))
+        trace.phase_scores.append(observed(engine, None if done else info["result"]["scores"], quick))
         trace.norms.append(info["result"]["norms"])
         # The env skips the reading after the last phase (nothing acts on it); inspect wants it.
         trace.cosines.append(dict(env.cosines) if not done else gradient_cosines(engine, rows))

@@ -20,6 +20,7 @@ from metactl.commands.inspect.readout import layer_readout
 from metactl.commands.inspect.rollout import run_policy, run_schedule
 from metactl.commands.inspect.source import RunDir, load_run_dir
 from metactl.errors import ConfigError
+from metactl.rundir import claim_output, run_kind
 from metactl.schedule import Schedule
 
 log = logging.getLogger("metactl.inspect")
@@ -28,13 +29,10 @@ log = logging.getLogger("metactl.inspect")
 def resolve_task_seed(run_dir: RunDir, task_seed: int | None) -> int:
     from metactl.tasks import check_task_seed
 
-    seeds = run_dir.config.eval_task_seeds
+    seeds, kept = run_dir.config.eval_task_seeds, run_dir.config.schedule_task_seed
     if task_seed is None:
-        return seeds[0]
-    hint = (
-        f" The run was judged on held-out task seeds {seeds}; "
-        f"--task-seed {seeds[0]} is the one its schedule.yaml shows."
-    )
+        return kept
+    hint = f" The run was judged on held-out task seeds {seeds}; --task-seed {kept} is the one its schedule.yaml shows."
     return check_task_seed("--task-seed", task_seed, hint)
 
 
@@ -57,6 +55,8 @@ def inspect_run(
     if workers < 0:
         raise ConfigError(f"--workers: {workers} is negative; give 0 (train in this process) or more.")
     out = Path(out) if out is not None else rd.path / "inspect" / f"task-{task_seed}"
+    # A rerun into its own output reuses the retrained variants (jobs.jsonl); any other dir must be empty.
+    claim_output(out, "inspect", resume=run_kind(out) == "inspect")
     out.mkdir(parents=True, exist_ok=True)
     cfg = rd.config
     run = copy.deepcopy(cfg.run)
@@ -138,7 +138,8 @@ def inspect_run(
                     for label, t in ((cfg.policy, learned), ("default", dflt))
                 },
                 "cka_by_phase": {
-                    label: [[s[f"cka/{i}"] for i in range(sections.n_layers(s))] for s in t.phase_scores if s]
+                    label: [[s[f"observe/cka/{i}"] for i in range(sections.n_layers(s, "observe/"))]
+                            for s in t.phase_scores if s]
                     for label, t in ((cfg.policy, learned), ("default", dflt))
                 },
                 "readout": {"base": base_readout, cfg.policy: learned_readout, "default": default_readout},

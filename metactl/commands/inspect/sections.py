@@ -21,8 +21,8 @@ from metactl.score_parts import HEADLINE_PARTS
 RANDOM_SCHEDULES = "random"
 
 
-def n_layers(scores: dict) -> int:
-    return sum(1 for k in scores if k.startswith("cka/"))
+def n_layers(scores: dict, prefix: str = "") -> int:
+    return sum(1 for k in scores if k.startswith(f"{prefix}cka/"))
 
 
 # -- decisions -----------------------------------------------------------------------------------------

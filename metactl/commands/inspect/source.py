@@ -18,7 +18,7 @@ class RunDir:
 
     path: Path
     config: ControllerConfig
-    schedule: Schedule  # the greedy schedule the run saved (first held-out task)
+    schedule: Schedule  # the greedy schedule the run saved (on its schedule_task_seed)
     controller: Path | None  # controller.zip for SB3 policies (ppo, bandit); None for searches and fixed schedules
 
     @property

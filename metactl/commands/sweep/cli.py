@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from metactl.commands.options import OVERWRITE
+
 
 def command(
     config: Annotated[str, typer.Option(help=(
@@ -23,6 +25,7 @@ def command(
     ray_address: Annotated[str | None, typer.Option(help=(
         "'auto' joins the cluster `ray start` made, HOST:PORT or ray://HOST:10001 another; unset starts a local Ray"
     ))] = None,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE)] = False,
     quiet: Annotated[bool, typer.Option(help="no Tune progress output")] = False,
 ) -> None:
     """Run many train-controller trials on Ray Tune: a grid (controller seeds, policies) or an Optuna TPE search.
@@ -47,7 +50,7 @@ def command(
     from metactl.commands.sweep.run import run_sweep
     from metactl.tables import render_table
 
-    result = run_sweep(cfg, out, resume=resume is not None, progress=not quiet)
+    result = run_sweep(cfg, out, resume=resume is not None, progress=not quiet, overwrite=overwrite)
     typer.echo(f"\n{len(result.rows)} trials, task seeds {cfg.task_seeds} (mean ± std over each setting's trials, "
                f"best by {cfg.metric} first), {result.seconds:.0f}s:")
     typer.echo(render_table(result.table))

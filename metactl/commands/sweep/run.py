@@ -48,7 +48,7 @@ from metactl.commands.sweep.report import collect, summary_table, summary_text
 from metactl.commands.train_controller.run import train_controller
 from metactl.config import build_config
 from metactl.evaluation import Evaluation
-from metactl.rundir import CONFIG, RESULTS, SWEEP, atomic_write_text, claim_run_dir, write_jsonl
+from metactl.rundir import CONFIG, RESULTS, SWEEP, atomic_write_text, claim_output, write_jsonl
 from metactl.score_parts import is_better, sign
 
 SUMMARY = "summary.md"
@@ -114,10 +114,11 @@ class SweepResult:
     errors: int
 
 
-def run_sweep(cfg: SweepConfig, out: str | Path, resume: bool = False, progress: bool = True) -> SweepResult:
+def run_sweep(cfg: SweepConfig, out: str | Path, resume: bool = False, progress: bool = True,
+              overwrite: bool = False) -> SweepResult:
     """Run (or resume) the sweep into ``out`` on Ray Tune; returns every finished trial and the table."""
     out = Path(out).resolve()
-    claim_run_dir(out, resume, SWEEP, "sweep")
+    claim_output(out, "sweep", resume=resume, overwrite=overwrite)
     if not resume:
         atomic_write_text(out / SWEEP, cfg.to_commented_yaml())
     # Set before Ray starts, so the local raylet's workers inherit them: trials keep this cwd (run

@@ -1,24 +1,27 @@
 """Checkpoints of a train-controller run: ``checkpoints/ckpt-<episodes>/`` after every update.
 
-Each holds the policy's state, the progress and every env's RNG. Checkpoints are directories
-written atomically (built aside, then renamed), so a kill leaves either the previous complete
-checkpoint or the new one; ``state.json`` is written last, and one without it is skipped.
+Each holds the policy's state, the progress and every env's RNG, all in forms that load without
+running code (JSON, SB3 zips loaded with every pickled entry replaced, ``weights_only`` tensors).
+Checkpoints are directories written atomically (built aside, then renamed), so a kill leaves
+either the previous complete checkpoint or the new one; ``state.json`` is written last, and one
+without it is skipped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from metactl.errors import ConfigError
 from metactl.policies import Policy
-from metactl.rundir import CHECKPOINTS, atomic_write_bytes, atomic_write_dir, atomic_write_text
+from metactl.rundir import CHECKPOINTS, atomic_write_dir, atomic_write_text, rng_from_state
 
 log = logging.getLogger("metactl.train_controller")
 KEEP_CHECKPOINTS = 2
+ENV_RNGS = "env_rngs.json"  # every env's numpy bit-generator state (plain JSON: nothing to unpickle)
 
 
 @dataclass
@@ -35,7 +38,7 @@ def save_checkpoint(out: Path, policy: Policy, venv, episodes: int, updates: int
 
     def fill(tmp: Path) -> None:
         policy.save(tmp)
-        atomic_write_bytes(tmp / "env_rngs.pkl", pickle.dumps(rngs))
+        atomic_write_text(tmp / ENV_RNGS, json.dumps([rng.bit_generator.state for rng in rngs]))
         if restarts is not None:
             atomic_write_text(tmp / "env_restarts.json", json.dumps(list(restarts)))
         # Written last: a checkpoint without state.json is incomplete and is skipped.
@@ -60,12 +63,17 @@ def find_checkpoints(out: Path) -> list[Checkpoint]:
 
 
 def restore(out: Path, policy: Policy, venv) -> Checkpoint | None:
+    """The newest checkpoint that loads, restored into ``policy`` and ``venv``; None when the run has
+    none yet (killed before its first). When it has some and none loads, the resume is refused:
+    starting afresh would write over the run."""
+    errors = []
     for ckpt in find_checkpoints(out):
         try:
             policy.load(ckpt.path, venv)
-            rngs = pickle.loads((ckpt.path / "env_rngs.pkl").read_bytes())
+            rngs = [rng_from_state(s) for s in json.loads((ckpt.path / ENV_RNGS).read_text())]
         except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop the resume
             log.warning("skipping unreadable checkpoint %s (%s: %s)", ckpt.path, type(exc).__name__, exc)
+            errors.append(f"{ckpt.path.name}: {exc}")
             continue
         for i, rng in enumerate(rngs[: venv.num_envs]):
             # Taken at the next reset, after any seeding the learner's setup asked for.
@@ -73,4 +81,6 @@ def restore(out: Path, policy: Policy, venv) -> Checkpoint | None:
         if hasattr(venv, "lifetime_restarts") and (ckpt.path / "env_restarts.json").is_file():
             venv.resume_restarts(json.loads((ckpt.path / "env_restarts.json").read_text()))
         return ckpt
+    if errors:
+        raise ConfigError(f"--resume {out}: no checkpoint of the run could be loaded ({'; '.join(errors)}).")
     return None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from metactl.commands.options import given
+from metactl.commands.options import OVERWRITE, given
 
 
 def command(
@@ -33,6 +33,7 @@ def command(
         "with --vec-env ray: 'auto' joins the cluster `ray start` made, HOST:PORT or ray://HOST:10001 another; "
         "unset starts a local Ray"
     ))] = None,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE)] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Learn how to conduct the tools on a small proxy, then compare with the hand schedules.
@@ -44,8 +45,8 @@ def command(
     every score part (mean ± std) is printed.
 
     The run dir holds config.yaml, scores.jsonl (one row per episode and phase), checkpoints/, controller.zip,
-    schedule.yaml (the greedy schedule on the first held-out task), eval.jsonl and TensorBoard events in tb/. Kill
-    it at any point and pass --resume RUN_DIR to continue.
+    schedule.yaml (the greedy schedule on schedule_task_seed, a task no score is reported on), eval.jsonl and
+    TensorBoard events in tb/. Kill it at any point and pass --resume RUN_DIR to continue.
 
     With --vec-env ray the envs are Ray actors (pip install 'metactl[ray]'), on this machine or, with
     --ray-address auto, on the cluster `ray start` joined; the PPO learner stays here. A worker that dies is
@@ -58,6 +59,6 @@ def command(
     options = given(policy=policy, total_episodes=episodes, seed=seed, vec_env=vec_env,
                        **{"ray.address": ray_address})
     cfg, out = command_config.resolve(config, [*set_, *options], resume, out)
-    result = run(cfg, out, resume=resume is not None, progress=not quiet)
+    result = run(cfg, out, resume=resume is not None, progress=not quiet, overwrite=overwrite)
     typer.echo("\n" + result_text(cfg.eval_task_seeds, result.evaluation, result.episodes, result.seconds))
     typer.echo(f"wrote {out} (controller, schedule.yaml, scores.jsonl, eval.jsonl, tb/)")

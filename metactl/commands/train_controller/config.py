@@ -13,7 +13,7 @@ from metactl.paths import resolve_config_path
 from metactl.policies import policy_class
 from metactl.policies.config import ControllerConfig, load_controller_config
 from metactl.rundir import CONFIG
-from metactl.tasks import check_suite_name
+from metactl.tasks import load_suite
 
 
 def default_out(cfg: ControllerConfig) -> Path:
@@ -36,7 +36,8 @@ def resolve(config: str | Path = "default", overrides: list[str] | None = None, 
 
 
 def check(cfg: ControllerConfig) -> None:
-    """What a config alone cannot know: that its policy, model and suite exist (no weights load)."""
+    """What a config alone cannot know: that its policy and model exist and its suite reads (a user
+    suite's files are all parsed here, not in the env workers after the run dir was written)."""
     policy_class(cfg.policy)
     resolve_model(cfg.run.model)
-    check_suite_name(cfg.run.suite)
+    load_suite(cfg.run.suite, cfg.run.task_seed)

@@ -6,9 +6,9 @@ Run directory::
     scores.jsonl       one row per (episode, phase): seeds, controls, losses, scores, reward
     checkpoints/       ckpt-<episodes>/ after every update: policy state + progress + env RNGs
     controller.zip     the trained SB3 model (ppo, bandit); search.pkl for the searches
-    schedule.yaml      the policy's greedy schedule on the first held-out task
+    schedule.yaml      the policy's greedy schedule on schedule_task_seed (a task nothing is scored on)
     eval.jsonl         one row per (method, held-out task): final scores and base scores
-    adapters/          that schedule's adapters on that task, peft format
+    adapters/          that run's adapters, peft format
     learning_curve.png each training episode's return beside the held-out gains
     tb/                TensorBoard: episode returns and parts; PPO's own losses under tb/<policy>
 
@@ -45,7 +45,7 @@ from metactl.rundir import (
     SCORES,
     append_jsonl,
     atomic_write_text,
-    claim_run_dir,
+    claim_output,
 )
 from metactl.schedule import Schedule
 
@@ -57,25 +57,29 @@ def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None) -> 
     return _make_venv(env_id, cfg.run, cfg.env, n_envs or cfg.n_envs, cfg.vec_env, cfg.ray)
 
 
+def _job(label: str, actor: object, task_seed: int, seed: int, save: str | None = None) -> Job:
+    if isinstance(actor, Schedule):
+        return Job(task_seed, seed, schedule=actor, label=label, save_adapters=save)
+    # Pickled up front with the plain pickler: torch's multiprocessing pickler refuses parameters
+    # that require grad, and the worker only needs a copy.
+    return Job(task_seed, seed, actor=pickle.dumps(actor), label=label, save_adapters=save)
+
+
 def evaluate(
     cfg: ControllerConfig, venv: VecEnv, actors: dict[str, object], adapters: Path | None = None
-) -> Evaluation:
+) -> tuple[Evaluation, dict | None]:
     """Each actor (Schedule or SB3-style policy) on every held-out task seed, same episode seed.
 
-    With ``adapters``, the first actor's adapters on the first held-out task are saved there.
+    With ``adapters``, the first actor also runs on ``cfg.schedule_task_seed`` (a task no score is
+    reported on), and that run's adapters are saved there; its result comes back second.
     """
     seed = cfg.run.training.seed
-    jobs = []
-    for label, actor in actors.items():
-        for ts in cfg.eval_task_seeds:
-            save = str(adapters) if adapters is not None and not jobs else None
-            if isinstance(actor, Schedule):
-                jobs.append(Job(ts, seed, schedule=actor, label=label, save_adapters=save))
-            else:
-                # Pickled up front with the plain pickler: torch's multiprocessing pickler
-                # refuses parameters that require grad, and the worker only needs a copy.
-                jobs.append(Job(ts, seed, actor=pickle.dumps(actor), label=label, save_adapters=save))
-    return Evaluation(run_jobs(venv, jobs))
+    jobs = [_job(label, actor, ts, seed) for label, actor in actors.items() for ts in cfg.eval_task_seeds]
+    if adapters is not None:
+        label, actor = next(iter(actors.items()))
+        jobs.append(_job(label, actor, cfg.schedule_task_seed, seed, save=str(adapters)))
+    rows = run_jobs(venv, jobs)
+    return Evaluation(rows[: len(rows) - (adapters is not None)]), rows[-1] if adapters is not None else None
 
 
 def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
@@ -92,14 +96,16 @@ class TrainResult:
     schedule: Schedule
 
 
-def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or resume) ``cfg.policy`` into ``out``, then evaluate it on the held-out tasks."""
+def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, progress: bool = True,
+                     overwrite: bool = False) -> TrainResult:
+    """Train (or resume) ``cfg.policy`` into ``out``, then evaluate it on the held-out tasks.
+    ``overwrite`` replaces a train-controller run already in ``out`` (:func:`metactl.rundir.claim_output`)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     out = Path(out)
     policy = make_policy(cfg)  # an unknown policy fails here, before the run dir is touched
-    claim_run_dir(out, resume, CONFIG, "train-controller run")
+    claim_output(out, "train-controller", resume=resume, overwrite=overwrite)
     if not resume:
         atomic_write_text(out / CONFIG, cfg.to_commented_yaml())
     torch.set_num_threads(cfg.run.training.threads)
@@ -134,17 +140,16 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
                     save_checkpoint(out, policy, venv, episode_log.episodes, updates)
         policy.save(out)
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
-        evaluation = evaluate(cfg, venv, actors, adapters=out / ADAPTERS)
+        evaluation, kept = evaluate(cfg, venv, actors, adapters=out / ADAPTERS)
     finally:
         policy.close()
         venv.close()
         writer.close()
     for row in evaluation.rows:
         append_jsonl(out / EVAL, {k: v for k, v in row.items() if k != "schedule"})
-    first = next(r for r in evaluation.rows if r["label"] == cfg.policy)
-    schedule: Schedule = first["schedule"]
-    schedule.name = f"{cfg.policy} greedy schedule on task seed {first['task_seed']}"
+    schedule: Schedule = kept["schedule"]
+    schedule.name = f"{cfg.policy} greedy schedule on task seed {kept['task_seed']}"
     schedule.save(out / SCHEDULE)
-    atomic_write_text(out / BASE_MODEL, first["model_path"] + "\n")
+    atomic_write_text(out / BASE_MODEL, kept["model_path"] + "\n")
     plot_learning_curve(out, evaluation)
     return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, evaluation, schedule)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from metactl.commands.options import Quiet
+from metactl.commands.options import OVERWRITE, Quiet
 
 
 def command(
@@ -43,6 +43,7 @@ def command(
     set_: Annotated[list[str], typer.Option(
         "--set", help="override KEY=VALUE, repeatable: --set run.tools.sft.lr=1e-4"
     )] = [],  # noqa: B006
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE)] = False,
     quiet: Quiet = False,
 ) -> None:
     """Carry a controller's decisions from the proxy to a larger model, and compare with default.
@@ -73,7 +74,7 @@ def command(
             typer.echo(f"settings: {plan.preset}", err=True)
         if plan.layers:
             typer.echo(f"layer map: {plan.layers}", err=True)
-    result = run_transfer(plan, out, progress=not quiet)
+    result = run_transfer(plan, out, progress=not quiet, overwrite=overwrite)
     if not result.main:
         return
     text = comparison_text(cfg, result, run_dir)

@@ -14,7 +14,7 @@ from metactl.envs.observe import observation_labels
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.layer_map import preflight_layer_map
 from metactl.models import resolve_model
-from metactl.paths import builtin_config, resolve_schedule_path
+from metactl.paths import builtin_config
 from metactl.runner import check_schedule, suite_tools
 from metactl.schedule import Schedule
 from metactl.tasks import TaskSuite, load_suite
@@ -58,7 +58,7 @@ class TransferConfig(YamlConfig):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
         self.compare = ["default", *[c for c in self.compare if c != "default"]]
         for name in self.compare:
-            resolve_schedule_path(name)
+            Schedule.named(name)  # read and checked now, not after the training budget
         if not isinstance(self.merge, bool):
             raise ConfigError(f"merge: expected true or false, got {self.merge!r}.")
 

@@ -39,6 +39,7 @@ from metactl.envs.jobs import Job, write_adapter_files
 from metactl.errors import ConfigError
 from metactl.evaluation import Evaluation
 from metactl.parallel import DataParallel, check_batches_cover, launched_world_size
+from metactl.policies.sb3 import load_ppo
 from metactl.rundir import (
     ADAPTERS,
     BASE_MODEL,
@@ -48,8 +49,10 @@ from metactl.rundir import (
     append_jsonl,
     atomic_write_dir,
     atomic_write_text,
+    claim_output,
     read_config_data,
     read_jsonl,
+    run_kind,
 )
 from metactl.runner import Engine
 from metactl.schedule import Schedule
@@ -67,7 +70,7 @@ class TransferResult:
     main: bool = True  # this process wrote the outputs (and should print)
 
 
-def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> TransferResult:
+def run_transfer(plan: Plan, out: str | Path, progress: bool = True, overwrite: bool = False) -> TransferResult:
     """Run the learned side and every compare schedule on each task seed; resume from ``out``.
 
     Launched with several processes (``accelerate launch``, ``torchrun``), every run trains data
@@ -83,7 +86,7 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> Transfer
     par = DataParallel.from_launch(cfg.run.training.device)
     main = par is None or par.is_main
     try:
-        _claim(out, cfg, par)
+        _claim(out, cfg, par, overwrite)
         done = {(r["label"], r["task_seed"]): r for r in read_jsonl(out / RESULTS, appended=True)}
         return _run(plan, out, done, par, progress and main, t0)
     finally:
@@ -92,7 +95,6 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True) -> Transfer
 
 
 def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> TransferResult:
-    from stable_baselines3 import PPO
     from tqdm.auto import tqdm
 
     cfg, source = plan.config, plan.source
@@ -103,14 +105,8 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
     env = make(source.env_id if closed else PHASE_ENV_ID, run=cfg.run, env=env_cfg, engine=engine)
     actor = None
     if closed:
-        actor = PPO.load(source.controller, device="cpu").policy
-        shapes = (actor.observation_space.shape, actor.action_space.shape)
-        if shapes != (env.observation_space.shape, env.action_space.shape):
-            raise ConfigError(
-                f"controller {source.controller}: observation/action shapes {actor.observation_space.shape}/"
-                f"{actor.action_space.shape} do not match the target env's {env.observation_space.shape}/"
-                f"{env.action_space.shape}; use --mode schedule."
-            )
+        actor = load_ppo(source.controller, env.observation_space, env.action_space).policy
+
 
     seed = cfg.run.training.seed
     labels = [LEARNED, *cfg.compare]
@@ -159,27 +155,27 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
                           processes=1 if par is None else par.world, main=main)
 
 
-def _claim(out: Path, cfg: TransferConfig, par=None) -> None:
-    """Start ``out`` or continue it; refuse a directory that holds a different transfer.
+def _claim(out: Path, cfg: TransferConfig, par: DataParallel | None = None, overwrite: bool = False) -> None:
+    """Start ``out``, or continue the same transfer there (same config: a rerun resumes).
 
     In a parallel run every process checks before any writes (so all fail alike, and none sees
     the main one's half-written files); only the main one writes.
     """
-    path = out / CONFIG
-    fresh = not path.is_file()
-    if not fresh:
-        if read_config_data(out) != yaml.safe_load(cfg.to_yaml()):
+    main = par is None or par.is_main
+    same = run_kind(out) == "transfer" and read_config_data(out) == yaml.safe_load(cfg.to_yaml())
+    if not same:
+        if run_kind(out) == "transfer" and not overwrite:
             raise ConfigError(
-                f"--out {out}: it holds a transfer with a different config; pick another --out "
-                f"(or delete {out} to start afresh)."
+                f"--out {out}: it holds a transfer with a different config; pass --overwrite to replace it, or "
+                "pick another --out."
             )
-    elif out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out}: the directory exists, is not empty and holds no transfer; pick another --out.")
+        claim_output(out, "transfer", overwrite=overwrite, resumable=False, check_only=True)
     if par is not None:
         par.barrier()
-    if fresh and (par is None or par.is_main):
+    if not same and main:
+        claim_output(out, "transfer", overwrite=overwrite, resumable=False)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, cfg.to_commented_yaml())
+        atomic_write_text(out / CONFIG, cfg.to_commented_yaml())
     if par is not None:
         par.barrier()  # every rank reads the same results.jsonl after this
 
