@@ -107,7 +107,7 @@ class PPOPolicy(Policy):
     name = "ppo"
     env_id = PHASE_ENV_ID
     uses_ppo = True
-    help = "SB3 PPO on the phase-level env (closed loop: each phase sees scores, norms, interference)"
+    help = "SB3 PPO on the phase-level env (closed loop: each phase sees observe-split scores, norms, interference)"
 
     def steps_per_episode(self) -> int:
         return self.config.env.phases
