@@ -162,9 +162,10 @@ def _claim(out: Path, cfg: TransferConfig, par: DataParallel | None = None, over
     the main one's half-written files); only the main one writes.
     """
     main = par is None or par.is_main
-    same = run_kind(out) == "transfer" and read_config_data(out) == yaml.safe_load(cfg.to_yaml())
+    kind = run_kind(out)
+    same = kind == "transfer" and read_config_data(out) == yaml.safe_load(cfg.to_yaml())
     if not same:
-        if run_kind(out) == "transfer" and not overwrite:
+        if kind == "transfer" and not overwrite:
             raise ConfigError(
                 f"--out {out}: it holds a transfer with a different config; pass --overwrite to replace it, or "
                 "pick another --out."
