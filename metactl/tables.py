@@ -20,6 +20,7 @@ def render_table(rows: Sequence[Sequence[str]], fmt: str = "text", title: str = 
     width = max(len(r) for r in rows)
     rows = [[str(c) for c in r] + [""] * (width - len(r)) for r in rows]
     if fmt == "markdown":
+        rows = [[c.replace("|", "\\|") for c in r] for r in rows]  # "sft|dpo" would split a cell
         lines = ["| " + " | ".join(rows[0]) + " |", "|---" * width + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     else:

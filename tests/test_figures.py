@@ -27,3 +27,15 @@ def test_every_number_in_a_result_table_appears_in_the_file_it_cites():
         source = (ROOT / path).read_text()
         missing = [n for n in NUMBER.findall(table) if n not in source and n.lstrip("+") not in source]
         assert not missing, f"README numbers {missing} are not in {path}"
+
+
+# Pages whose commentary cites figures: every number on the page must be in its generated file.
+COMMENTARY = {"docs/inspect.md": "docs/inspect_results.md"}
+
+
+def test_commentary_cites_only_numbers_its_generated_file_holds():
+    for page, generated in COMMENTARY.items():
+        source = (ROOT / generated).read_text()
+        text = (ROOT / page).read_text()
+        missing = [n for n in NUMBER.findall(text) if n not in source and n.lstrip("+-") not in source]
+        assert not missing, f"{page} cites {missing}, which {generated} does not hold"
