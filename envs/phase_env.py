@@ -12,9 +12,9 @@ from metactl.envs.config import EnvConfig
 from metactl.envs.jobs import EngineEnvMixin, Job
 from metactl.envs.observe import OBSERVED_COMPOSITE, Observer
 from metactl.envs.spaces import PhaseControlSpace, apply_residual
-from metactl.interference import gradient_cosines
-from metactl.runner import Engine
+from metactl.runner import Engine, PhaseResult
 from metactl.schedule import Phase, Schedule
+from metactl.scoring import Scorer
 
 
 class PhaseControlEnv(EngineEnvMixin, gym.Env):
@@ -99,6 +99,23 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     # -- gymnasium API ----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        self.start_episode(options)
+        return self.first_observation(self.engine.gradient_cosines(self.env_config.interference_rows))
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        phase, steps, scorer = self.plan_step(action)
+        try:
+            result = self._episode.run_phase(phase, steps, score=True, scorer=scorer)
+            self.check_result(result)
+            last = self.phase == self.env_config.phases - 1
+            cosines = None if last else self.engine.gradient_cosines(self.env_config.interference_rows)
+        except FloatingPointError as exc:  # DivergedError included
+            return self.finish_step(phase, exc)
+        return self.finish_step(phase, result, cosines)
+
+    # -- the parts of reset and step (a batched VecEnv runs the middle of many envs at once) ------------
+    def start_episode(self, options: dict[str, Any] | None) -> None:
+        """Everything of ``reset`` before the interference reading (after ``super().reset``)."""
         self.begin_task(options)
         self._episode = self.engine.episode(self.episode_seed)
         self._phases = []
@@ -107,7 +124,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self.observed = dict(self.engine.task.observe_base(self.env_config.quick_probes))
         self.potential0 = self.observed[OBSERVED_COMPOSITE]
         self.scores: dict[str, float] = {}
-        self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
+
+    def first_observation(self, cosines: dict[str, list[float]]) -> tuple[np.ndarray, dict]:
+        self.cosines = cosines
         obs = self.observer(self.observed, 0, self.engine.adapters.norms(), self.cosines)
         return obs, {
             "task_seed": self.task_seed,
@@ -116,26 +135,35 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             "observation_labels": list(self.observer.labels),
         }
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def plan_step(self, action: np.ndarray) -> tuple[Phase, int, Scorer | None]:
+        """The phase ``action`` decodes to, its steps, and the scorer its end is read with."""
         if self._episode is None:
             raise RuntimeError("call reset() before step()")
         n = self.env_config.phases
         phase = self.controls.phase(apply_residual(self.prior[self.phase], action), 1.0 / n)
+        last = self.phase == n - 1
+        scorer = self.engine.task.scorer if last else self.engine.task.observe_scorer(self.env_config.quick_probes)
+        return phase, self._phase_steps[self.phase], scorer
+
+    def check_result(self, result: PhaseResult) -> None:
+        last = self.phase == self.env_config.phases - 1
+        composite = result.scores["composite" if last else OBSERVED_COMPOSITE]
+        if not np.isfinite(composite):
+            raise FloatingPointError(f"composite score is {composite}")
+
+    def finish_step(
+        self, phase: Phase, result: PhaseResult | FloatingPointError, cosines: dict[str, list[float]] | None = None
+    ) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """The rest of ``step`` once the phase ran (or diverged) and, unless it was the last, the
+        interference was read."""
+        n = self.env_config.phases
         before = self.observed[OBSERVED_COMPOSITE]
         info: dict[str, Any] = {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "phase": self.phase}
         last = self.phase == n - 1
-        scorer = None if last else self.engine.task.observe_scorer(self.env_config.quick_probes)
-        try:
-            result = self._episode.run_phase(phase, self._phase_steps[self.phase], score=True, scorer=scorer)
-            composite = result.scores["composite" if last else OBSERVED_COMPOSITE]
-            if not np.isfinite(composite):
-                raise FloatingPointError(f"composite score is {composite}")
-            if not last:  # nothing acts on the final observation
-                self.cosines = gradient_cosines(self.engine, self.env_config.interference_rows)
-        except FloatingPointError as exc:  # DivergedError included
+        if isinstance(result, FloatingPointError):
             self._episode = None
             info.update(
-                diverged=str(exc),
+                diverged=str(result),
                 controls=_controls_row(phase),
                 episode_end=True,
                 episode_return=-self.env_config.diverged_penalty,
@@ -143,6 +171,8 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             reward = -(before - self.potential0) - self.env_config.diverged_penalty
             obs = self.observer(self.observed, self.phase, None, None)
             return obs, float(reward), True, False, info
+        if not last:  # nothing acts on the final observation
+            self.cosines = cosines
         self._phases.append(phase)
         self.phase += 1
         info.update(

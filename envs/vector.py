@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from metactl.envs.jobs import Job
     from metactl.envs.ray_vec_env import RayConfig
 
-VEC_ENVS = ("auto", "dummy", "subproc", "ray")
+VEC_ENVS = ("auto", "dummy", "subproc", "ray", "batched")
 
 
 def make_env(env_id: str, run: RunConfig, env: EnvConfig, worker_index: int = 0, monitor: bool = True) -> gym.Env:
@@ -49,8 +49,25 @@ def make_env(env_id: str, run: RunConfig, env: EnvConfig, worker_index: int = 0,
 def make_venv(env_id: str, run: RunConfig, env: EnvConfig, n_envs: int, vec_env: str = "auto",
               ray: RayConfig | None = None) -> VecEnv:
     """``n_envs`` metactl envs under the chosen engine."""
+    if vec_env == "batched":
+        return batched_venv(env_id, run, env, n_envs)
     fns = [partial(make_env, env_id, run, env, i) for i in range(n_envs)]
     return vectorise(fns, vec_env, ray)
+
+
+def batched_venv(env_id: str, run: RunConfig, env: EnvConfig, n_envs: int) -> VecEnv:
+    """The phase env's ``n_envs`` episodes on one population engine (:mod:`metactl.envs.batched`)."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from metactl.envs import PHASE_ENV_ID
+    from metactl.envs.batched import BatchedVecEnv
+    from metactl.errors import ConfigError
+
+    if env_id != PHASE_ENV_ID:
+        raise ConfigError(
+            f"vec_env: 'batched' runs {PHASE_ENV_ID} (policy ppo) only, not {env_id}; use vec_env: subproc for it."
+        )
+    return VecMonitor(BatchedVecEnv(run, env, n_envs))
 
 
 def vectorise(fns: list, vec_env: str = "auto", ray: RayConfig | None = None) -> VecEnv:
@@ -60,6 +77,8 @@ def vectorise(fns: list, vec_env: str = "auto", ray: RayConfig | None = None) ->
     from metactl.errors import check_choice
 
     check_choice("vec_env", vec_env, VEC_ENVS)
+    if vec_env == "batched":
+        raise ValueError("vec_env 'batched' is built from the env's config (make_venv), not from env factories")
 
     kind = ("subproc" if len(fns) > 1 else "dummy") if vec_env == "auto" else vec_env
     if kind == "ray":

@@ -40,6 +40,19 @@ def base_only(peft_model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
+def lora_a_init(shapes: list[tuple[torch.Size, torch.dtype]], seed: int) -> list[torch.Tensor]:
+    """peft's kaiming-uniform init of every LoRA ``A`` in order (module by module, tool by tool).
+
+    Drawn on the CPU from one generator: the same seed gives the same adapters on any device, and
+    in the single-episode and the population engine alike.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        nn.init.kaiming_uniform_(torch.empty(shape, dtype=dtype), a=math.sqrt(5), generator=gen)
+        for shape, dtype in shapes
+    ]
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     r: int = 8
@@ -50,19 +63,12 @@ class AdapterSet:
     """The tools' adapters on one ``PeftModel``: create, reset, scale, and group parameters."""
 
     def __init__(self, base_model: nn.Module, tools: list[str], layer_map: LayerMap, lora: LoraSettings):
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         self.tools = list(tools)
         self.layer_map = layer_map
         self.lora = lora
-        self.config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=0.0,
-            target_modules=[m.name for m in layer_map.modules],
-            fan_in_fan_out=layer_map.conv1d,
-            bias="none",
-        )
+        self.config = lora_config(layer_map, lora)
         self.model = get_peft_model(base_model, self.config, adapter_name=self.tools[0])
         for t in self.tools[1:]:
             self.model.add_adapter(t, self.config)
@@ -87,12 +93,11 @@ class AdapterSet:
     @torch.no_grad()
     def reset(self, seed: int) -> None:
         """Re-initialise every adapter as peft does (kaiming A, zero B) from ``seed``."""
-        gen = torch.Generator().manual_seed(seed)
+        weights = [mod.lora_A[t].weight for _, mod in self.layers for t in self.tools]
+        for w, init in zip(weights, lora_a_init([(w.shape, w.dtype) for w in weights], seed)):
+            w.copy_(init)
         for _, mod in self.layers:
             for t in self.tools:
-                # Drawn on the CPU and copied: the same seed gives the same adapters on any device.
-                w = mod.lora_A[t].weight
-                w.copy_(nn.init.kaiming_uniform_(torch.empty(w.shape, dtype=w.dtype), a=math.sqrt(5), generator=gen))
                 nn.init.zeros_(mod.lora_B[t].weight)
         self.set_output({t: [[1.0] * self.layer_map.groups for _ in MODULE_KINDS] for t in self.tools})
 
@@ -155,27 +160,50 @@ class AdapterSet:
 
         ``PeftModel.from_pretrained(base, out_dir / tool)`` then reproduces this model exactly.
         """
-        import copy
-
         from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
 
-        scales = self.output_scales()
-        kinds = {k: i for i, k in enumerate(MODULE_KINDS)}
-        paths = {}
-        for t in self.tools:
-            cfg = copy.deepcopy(self.config)
-            cfg.alpha_pattern = {
-                re.escape(m.name): self.lora.alpha * scales[t][kinds[m.kind]][m.group]
-                for m in self.layer_map.modules
-            }
-            cfg.base_model_name_or_path = getattr(self.model.base_model.model.config, "_name_or_path", None)
-            d = Path(out_dir) / t
-            d.mkdir(parents=True, exist_ok=True)
-            cfg.save_pretrained(str(d))
-            state = get_peft_model_state_dict(self.model, adapter_name=t)
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(d / "adapter_model.safetensors")
-            )
-            paths[t] = d
-        return paths
+        states = {t: get_peft_model_state_dict(self.model, adapter_name=t) for t in self.tools}
+        base_name = getattr(self.model.base_model.model.config, "_name_or_path", None)
+        return save_peft_adapters(self.layer_map, self.lora, self.output_scales(), states, base_name, out_dir)
+
+
+def lora_config(layer_map: LayerMap, lora: LoraSettings):
+    """The peft ``LoraConfig`` every tool's adapter uses."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=0.0,
+        target_modules=[m.name for m in layer_map.modules],
+        fan_in_fan_out=layer_map.conv1d,
+        bias="none",
+    )
+
+
+def save_peft_adapters(
+    layer_map: LayerMap,
+    lora: LoraSettings,
+    scales: dict[str, Grid],
+    states: dict[str, dict[str, torch.Tensor]],
+    base_name: str | None,
+    out_dir: Path,
+) -> dict[str, Path]:
+    """Write each tool's adapter (``states[tool]``: peft state-dict keys, adapter name removed) in
+    peft format, its output scales baked into ``alpha_pattern``; the folder of each tool."""
+    from safetensors.torch import save_file
+
+    kinds = {k: i for i, k in enumerate(MODULE_KINDS)}
+    paths = {}
+    for t, state in states.items():
+        cfg = lora_config(layer_map, lora)
+        cfg.alpha_pattern = {
+            re.escape(m.name): lora.alpha * scales[t][kinds[m.kind]][m.group] for m in layer_map.modules
+        }
+        cfg.base_model_name_or_path = base_name
+        d = Path(out_dir) / t
+        d.mkdir(parents=True, exist_ok=True)
+        cfg.save_pretrained(str(d))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(d / "adapter_model.safetensors"))
+        paths[t] = d
+    return paths

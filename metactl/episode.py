@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from metactl.errors import ConfigError
-from metactl.layer_grid import MODULE_KINDS
+from metactl.layer_grid import MODULE_KINDS, Grid, full_grid
 from metactl.rundir import atomic_write_with
 from metactl.schedule import Phase, interleave
 from metactl.tools import Tool
@@ -47,6 +47,28 @@ class PhaseResult:
             "phase": self.phase, "steps": self.steps, "tool_steps": self.tool_steps, "losses": self.losses,
             "norms": self.norms, "seconds": round(self.seconds, 4), "scores": self.scores,
         }
+
+
+@dataclass
+class PhasePlan:
+    outputs: dict[str, Grid]  # every tool's output scales in this phase (1.0 where the phase is silent on it)
+    order: list[str]  # the tool of each step
+    active: list[str]  # the tools whose adapters can change the forward pass
+
+
+def plan_phase(phase: Phase, steps: int, tools: list[str], groups: int, trained: set[str]) -> PhasePlan:
+    """What a phase does, for one episode or a population alike; adds the phase's tools to ``trained``.
+
+    An adapter still at its zero init, or scaled to zero everywhere, adds exactly nothing: leaving
+    it out of the forward pass saves its FLOPs and the per-module overhead.
+    """
+    full = {t: full_grid(1.0, groups) for t in tools}
+    outputs = {**full, **{t: c.output for t, c in phase.tools.items() if t in full}}
+    order = interleave({t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None}, steps)
+    trained |= set(order)
+    silent = {t for t, grid in outputs.items() if not any(v for row in grid for v in row)}
+    active = [t for t in tools if t in set(order) or (t in trained and t not in silent)]
+    return PhasePlan(outputs, order, active)
 
 
 class Episode:
@@ -138,17 +160,11 @@ class Episode:
     ) -> PhaseResult:
         eng = self.engine
         t0 = time.perf_counter()
-        full = {t: [[1.0] * eng.layer_map.groups for _ in MODULE_KINDS] for t in eng.tool_names}
-        outputs = {**full, **{t: c.output for t, c in phase.tools.items() if t in full}}
-        eng.adapters.set_output(outputs)
+        plan = plan_phase(phase, steps, eng.tool_names, eng.layer_map.groups, self.trained)
+        eng.adapters.set_output(plan.outputs)
         self._apply_train(phase)
-        order = interleave({t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None}, steps)
-        # An adapter still at its zero init, or scaled to zero everywhere, adds exactly nothing:
-        # leaving it out of the forward pass saves its FLOPs and peft's per-module overhead.
-        self.trained |= set(order)
-        silent = {t for t, grid in outputs.items() if not any(v for row in grid for v in row)}
-        active = [t for t in eng.tool_names if t in set(order) or (t in self.trained and t not in silent)]
-        eng.adapters.activate(active or eng.tool_names[:1])
+        order = plan.order
+        eng.adapters.activate(plan.active or eng.tool_names[:1])
         eng.model.train()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}

@@ -151,38 +151,90 @@ class SharedPrefixProbes:
     @torch.no_grad()
     def logprobs(self, model) -> torch.Tensor:
         """Summed completion log-prob of every variant, in the order they were given."""
-        out = torch.empty(len(self.item), device=self.item.device)
-        for start in range(0, self.n_prompts, self.chunk):
-            items = torch.arange(start, min(start + self.chunk, self.n_prompts))
-            rows = torch.nonzero((self.item >= items[0]) & (self.item <= items[-1])).squeeze(-1)
-            out[rows] = self._chunk(model, items, rows)
-        return out
+        return block_logprobs([self], model)[0]
 
-    def _chunk(self, model, items: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        ids, mask = self.prompt_ids[items], self.prompt_mask[items]
+    def same_layout(self, other: SharedPrefixProbes) -> bool:
+        """Same prompts-to-variants layout (the tokens may differ): scorable as blocks of one batch."""
+        return self.n_prompts == other.n_prompts and self.chunk == other.chunk and torch.equal(self.item, other.item)
+
+
+@torch.no_grad()
+def block_logprobs(probes: list[SharedPrefixProbes], model) -> list[torch.Tensor]:
+    """:meth:`SharedPrefixProbes.logprobs` of several probe sets with one layout, as blocks of one batch.
+
+    Block ``b`` of every forward holds ``probes[b]``'s rows, each block the same number of rows (a
+    population model routes block ``b`` through its episode ``b``'s adapters); with one probe set
+    this is the plain single-model pass. Left padding of the prompts and right padding of the
+    completions widen to the longest block; masks and position ids keep every real token's
+    logits what they are alone.
+    """
+    first = probes[0]
+    if any(not first.same_layout(p) for p in probes[1:]):
+        raise ValueError("block_logprobs: probe sets differ in layout (prompts, variants per prompt or chunk)")
+    outs = [torch.empty(len(first.item), device=first.item.device) for _ in probes]
+    for start in range(0, first.n_prompts, first.chunk):
+        items = torch.arange(start, min(start + first.chunk, first.n_prompts))
+        rows = torch.nonzero((first.item >= items[0]) & (first.item <= items[-1])).squeeze(-1)
+        for out, lp in zip(outs, _block_chunk(probes, model, items, rows)):
+            out[rows] = lp
+    return outs
+
+
+def _block_chunk(
+    probes: list[SharedPrefixProbes], model, items: torch.Tensor, rows: torch.Tensor
+) -> list[torch.Tensor]:
+    n_blocks, n_items, n_rows = len(probes), len(items), len(rows)
+    prompts = []
+    for p in probes:
+        mask = p.prompt_mask[items]
         keep = int(mask.sum(1).max())  # trim left padding no prompt of this chunk needs
-        ids, mask = ids[:, -keep:], mask[:, -keep:]
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        local = self.item[rows] - items[0]
-        key = cache_keyword(model)
-        cache = first[key]
-        cache.reorder_cache(local)  # one cache row per variant (index_select repeats rows)
-        c_ids, c_mask = self.comp_ids[rows], self.comp_mask[rows]
-        width = int(c_mask.sum(1).max())
-        c_ids, c_mask = c_ids[:, :width], c_mask[:, :width]
-        c_pos = pos[local, -1:] + 1 + torch.arange(width, device=pos.device)
-        second = model(
-            input_ids=c_ids,
-            attention_mask=torch.cat([mask[local], c_mask], dim=1),
-            position_ids=c_pos,
-            **{key: cache},
-        )
-        # Token 0 of a completion is predicted by the prompt's last position; token t by the
-        # completion's position t-1.
-        logits = torch.cat([first.logits[local, -1:], second.logits[:, :-1]], dim=1).float()
-        lp = torch.gather(logits, -1, c_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-        return (lp * c_mask).sum(-1)
+        prompts.append((p.prompt_ids[items][:, -keep:], mask[:, -keep:]))
+    width = max(ids.shape[1] for ids, _ in prompts)
+    ids = torch.cat([torch.nn.functional.pad(i, (width - i.shape[1], 0)) for i, _ in prompts])
+    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, m in prompts])
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    local = probes[0].item[rows] - items[0]
+    # One cache row per variant (index_select repeats rows), block b's variants on block b's prompts.
+    expand = torch.cat([local + b * n_items for b in range(n_blocks)])
+    key = cache_keyword(model)
+    cache = first[key]
+    cache.reorder_cache(expand)
+    comps = []
+    for p in probes:
+        c_mask = p.comp_mask[rows]
+        w = int(c_mask.sum(1).max())
+        comps.append((p.comp_ids[rows][:, :w], c_mask[:, :w]))
+    cw = max(c.shape[1] for c, _ in comps)
+    c_ids = torch.cat([torch.nn.functional.pad(c, (0, cw - c.shape[1])) for c, _ in comps])
+    c_mask = torch.cat([torch.nn.functional.pad(m, (0, cw - m.shape[1])) for _, m in comps])
+    c_pos = pos[expand, -1:] + 1 + torch.arange(cw, device=pos.device)
+    second = model(
+        input_ids=c_ids,
+        attention_mask=torch.cat([mask[expand], c_mask], dim=1),
+        position_ids=c_pos,
+        **{key: cache},
+    )
+    # Token 0 of a completion is predicted by the prompt's last position; token t by the
+    # completion's position t-1.
+    logits = torch.cat([first.logits[expand, -1:], second.logits[:, :-1]], dim=1).float()
+    lp = torch.gather(logits, -1, c_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    return list((lp * c_mask).sum(-1).split(n_rows))
+
+
+def concat_pairs(batches: list[EncodedPairs]) -> EncodedPairs:
+    """Row blocks of one batch: each padded on the right to the widest (padding a causal model's
+    rows on the right leaves their real tokens' logits unchanged)."""
+    width = max(b.input_ids.shape[1] for b in batches)
+
+    def pad(t: torch.Tensor, w: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, w - t.shape[1]))
+
+    return EncodedPairs(
+        torch.cat([pad(b.input_ids, width) for b in batches]),
+        torch.cat([pad(b.attention_mask, width) for b in batches]),
+        torch.cat([pad(b.loss_mask, width - 1) for b in batches]),
+    )
 
 
 @functools.cache

@@ -33,7 +33,9 @@ from metactl.tools import TOOLS, Tool
 if TYPE_CHECKING:
     from metactl.parallel import DataParallel
 
-__all__ = ["DivergedError", "Engine", "Episode", "PhaseResult", "TaskState", "check_schedule", "suite_tools"]
+__all__ = [
+    "DivergedError", "Engine", "Episode", "PhaseResult", "TaskState", "build_task", "check_schedule", "suite_tools"
+]
 
 
 @dataclass
@@ -78,6 +80,36 @@ class TaskState:
         return self._observe_base[probes]
 
 
+def build_task(
+    config: RunConfig,
+    suite: TaskSuite,
+    tokenizer,
+    model: torch.nn.Module,
+    tool_names: list[str],
+    device: torch.device,
+    parallel: DataParallel | None = None,
+) -> TaskState:
+    """A task's tool data on ``device`` with the base's references cached, and its scorers.
+
+    ``model`` is anything with an adapter-off switch (``disable_adapter()``): the engine's
+    ``PeftModel`` or the population's stacked model; the references are the base's either way.
+    """
+    tools = {t: TOOLS[t](config.tools[t], suite.data[t], tokenizer) for t in tool_names}
+    if parallel is not None:
+        from metactl.parallel import check_batches_cover
+
+        check_batches_cover(
+            {t: config.tools[t] for t in tools}, parallel.world, {t: len(tool) for t, tool in tools.items()}
+        )
+    for tool in tools.values():
+        tool.to(device)
+        tool.prepare(model)
+    # Scores (the base's included) read only the first training.score_probes probes.
+    scorer = Scorer(first_probes(suite, config.training.score_probes), tokenizer, config.reward)
+    scorer.prepare(model)
+    return TaskState(suite, tools, scorer, model)
+
+
 def first_probes(suite: TaskSuite, probes: int) -> TaskSuite:
     """``suite`` with only the first ``probes`` items of every probe set and of the retain text."""
     import dataclasses
@@ -94,7 +126,7 @@ class Engine:
     def __init__(self, config: RunConfig, tools: list[str] | None = None, progress: bool = True,
                  parallel: DataParallel | None = None) -> None:
         # Validate everything that can be validated before reading any weights.
-        first_suite = load_suite(*_check_names(config))
+        first_suite = load_suite(*check_names(config))
         self.config = config
         self.parallel = parallel
         self.device = parallel.device if parallel is not None else config.training.torch_device()
@@ -117,19 +149,9 @@ class Engine:
         """Switch to ``task_seed`` (built and cached on first use: data, references, scorers)."""
         if task_seed not in self._tasks:
             suite = suite or load_suite(self.config.suite, task_seed)
-            tools = {t: TOOLS[t](self.config.tools[t], suite.data[t], self.tokenizer) for t in self.tool_names}
-            if self.parallel is not None:
-                from metactl.parallel import check_batches_cover
-
-                check_batches_cover({t: self.config.tools[t] for t in tools}, self.parallel.world,
-                                    {t: len(tool) for t, tool in tools.items()})
-            for tool in tools.values():
-                tool.to(self.device)
-                tool.prepare(self.model)
-            # Scores (the base's included) read only the first training.score_probes probes.
-            scorer = Scorer(first_probes(suite, self.config.training.score_probes), self.tokenizer, self.config.reward)
-            scorer.prepare(self.model)
-            self._tasks[task_seed] = TaskState(suite, tools, scorer, self.model)
+            self._tasks[task_seed] = build_task(
+                self.config, suite, self.tokenizer, self.model, self.tool_names, self.device, self.parallel
+            )
         self.task = self._tasks[task_seed]
         return self.task
 
@@ -193,8 +215,14 @@ class Engine:
     def check_schedule(self, schedule: Schedule) -> None:
         check_schedule(self.config, schedule, self.tool_names)
 
+    def gradient_cosines(self, rows: int = 8) -> dict[str, list[float]]:
+        """The interference reading of the current adapters (:mod:`metactl.interference`)."""
+        from metactl.interference import gradient_cosines
 
-def _check_names(config: RunConfig) -> tuple[str, int]:
+        return gradient_cosines(self, rows)
+
+
+def check_names(config: RunConfig) -> tuple[str, int]:
     resolve_model(config.model)
     check_suite_name(config.suite)
     return config.suite, config.task_seed
@@ -222,7 +250,7 @@ def check_schedule(
             f"{config.training.layer_groups}; pass --set training.layer_groups={schedule.layer_groups}."
         )
     if tools is None:
-        tools = suite_tools(config, load_suite(*_check_names(config)))
+        tools = suite_tools(config, load_suite(*check_names(config)))
     missing = [t for t in schedule.tool_names if t not in tools]
     if missing:
         raise ConfigError(

@@ -16,7 +16,7 @@ import torch
 
 from metactl.adapters import base_only
 from metactl.errors import ConfigError, check_choice, check_number
-from metactl.forward import SharedPrefixProbes, encode_texts, token_kl
+from metactl.forward import SharedPrefixProbes, block_logprobs, concat_pairs, encode_texts, token_kl
 from metactl.score_parts import REWARD_PARTS
 from metactl.tasks.suite import OBSERVE, SPLITS, TaskSuite
 
@@ -139,9 +139,17 @@ class Scorer:
 
     @torch.no_grad()
     def score(self, model) -> dict[str, float]:
+        return score_blocks([self], model)[0]
+
+    def same_layout(self, other: Scorer) -> bool:
+        """Scorable as blocks of one batch with ``other`` (same probe layout and retain rows)."""
+        return self.probes.same_layout(other.probes) and len(self.retain) == len(other.retain)
+
+    def scores_from(self, lp: torch.Tensor, logits: torch.Tensor, hidden: list[torch.Tensor]) -> dict[str, float]:
+        """The scores from a model's probe log-probs and its logits and hidden states on the retain texts."""
         if self.base_logp is None:
             raise RuntimeError("Scorer.prepare(model) must run before score()")
-        lp = torch.cat([self.probe_logprobs(model).cpu(), torch.tensor([-math.inf])])  # index -1 -> -inf
+        lp = torch.cat([lp.cpu(), torch.tensor([-math.inf])])  # index -1 -> -inf
         scores: dict[str, float] = {}
         for (split, name), (chosen, rejected) in self.groups.items():
             margin = torch.logsumexp(lp[chosen], -1) - torch.logsumexp(lp[rejected], -1)
@@ -150,12 +158,11 @@ class Scorer:
         for split in self.splits:
             scores[split] = combine([scores[f"{split}/{b.name}"] for b in self.suite.behaviours], self.reward.combine)
 
-        out = model(input_ids=self.retain.input_ids, output_hidden_states=True)
         mask = self.retain.loss_mask
         p = self.prefix
-        scores[f"{p}kl"] = float(token_kl(self.base_logp, out.logits[:, :-1], mask))
+        scores[f"{p}kl"] = float(token_kl(self.base_logp, logits[:, :-1], mask))
         scores[f"{p}stability"] = self.reward.stability_of(scores[f"{p}kl"])
-        ckas = [linear_cka(b, c) for b, c in zip(self.base_hidden, self._token_states(out.hidden_states))]
+        ckas = [linear_cka(b, c) for b, c in zip(self.base_hidden, self._token_states(hidden))]
         for i, c in enumerate(ckas):
             scores[f"{p}cka/{i}"] = c
         scores[f"{p}cka"] = sum(ckas) / len(ckas)
@@ -167,6 +174,29 @@ class Scorer:
             bad = [k for k, v in scores.items() if not math.isfinite(v)]
             raise FloatingPointError(f"non-finite scores {bad}: the adapters diverged (lower the learning rates)")
         return scores
+
+
+@torch.no_grad()
+def score_blocks(scorers: list[Scorer], model) -> list[dict[str, float]]:
+    """Every scorer's scores, its inputs as blocks of one batch (block ``b``: ``scorers[b]``).
+
+    A population model routes block ``b`` through its episode ``b``'s adapters, so K episodes are
+    scored in one pass per chunk; with one scorer this is the single-model pass. The scorers must
+    share a layout (:meth:`Scorer.same_layout`): tasks of one suite do.
+    """
+    if any(s.base_logp is None for s in scorers):
+        raise RuntimeError("Scorer.prepare(model) must run before score()")
+    if any(not scorers[0].same_layout(s) for s in scorers[1:]):
+        raise ValueError("score_blocks: the scorers differ in layout; score them apart")
+    lps = block_logprobs([s.probes for s in scorers], model)
+    out = model(input_ids=concat_pairs([s.retain for s in scorers]).input_ids, output_hidden_states=True)
+    n = len(scorers[0].retain)
+    results = []
+    for b, (s, lp) in enumerate(zip(scorers, lps)):
+        rows, width = slice(b * n, (b + 1) * n), s.retain.input_ids.shape[1]
+        hidden = [h[rows, :width] for h in out.hidden_states]
+        results.append(s.scores_from(lp, out.logits[rows, :width], hidden))
+    return results
 
 
 def _pad(rows: list[list[int]]) -> torch.Tensor:

@@ -80,6 +80,7 @@ class ControllerConfig(YamlConfig):
         metadata={
             "help": "what runs the envs: subproc (one local process each), "
             "ray (one Ray actor each, any node of a cluster: see ray), dummy (this process), "
+            "batched (policy ppo: all n_envs episodes in one process, batched on one population engine), "
             "auto (subproc for n_envs > 1)"
         },
     )

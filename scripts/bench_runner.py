@@ -2,12 +2,20 @@
 
     python scripts/bench_runner.py                  # prints a report
     python scripts/bench_runner.py --out docs/bench_runner.md
+    python scripts/bench_runner.py --quick          # only the controller-episode comparison (< 5 min)
 
 Reports: train steps/s per tool; achieved FLOP/s (counted with torch's FlopCounterMode) as a
 fraction of a large fp32 matmul's FLOP/s measured in the same process; the two speed levers
 (cached DPO reference vs recomputed per step; backprop stopping at the lowest trained layer vs
 training every layer); one scoring pass; and seconds per episode and episodes/min for the default
 and expert schedules at the controller's episode size, with one and with two 1-thread processes.
+
+Then the default controller episode (the phase env of ``metactl train-controller``'s default
+config, actions drawn as its initial PPO policy draws them) under ``vec_env: subproc`` (two
+1-thread processes) and ``vec_env: batched`` (one process using both cores, K episodes in one
+population engine) for several K, each in a fresh process: episodes/min, peak memory per
+episode, and the batched train step's fraction of the fp32 matmul rate. The last line is
+``episodes/min: batched N1 (K=k), subprocess N2, ratio R``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from metactl.rundir import atomic_write_text
 
 SCHEDULES = ("default", "expert")
 
@@ -94,14 +104,125 @@ def _episodes_worker(args: tuple[list[str], str, int, int]) -> tuple[float, int]
     return time.perf_counter() - start, episodes
 
 
+def _controller_episodes(args: tuple[str, int, int, int]) -> tuple[float, float]:
+    """Episodes/min and peak RSS (MiB) of ``rounds`` rounds of the default controller episode on
+    ``n_envs`` envs under ``vec_env`` (run in a fresh process; the first round is a warm-up)."""
+    import resource
+
+    import numpy as np
+
+    from metactl.commands.train_controller.config import resolve
+    from metactl.envs import PHASE_ENV_ID
+    from metactl.envs.vector import make_venv
+
+    vec_env, n_envs, threads, rounds = args
+    cfg, _ = resolve("default", [f"run.training.threads={threads}"])
+    torch.set_num_threads(threads)
+    venv = make_venv(PHASE_ENV_ID, cfg.run, cfg.env, n_envs, vec_env)
+    venv.seed(0)
+    rng = np.random.default_rng(0)
+    std = float(np.exp(cfg.ppo.log_std_init))
+    shape = (n_envs, *venv.action_space.shape)
+
+    def one_round() -> None:
+        venv.reset()
+        done = np.zeros(n_envs, dtype=bool)
+        while not done.all():
+            _, _, d, _ = venv.step(np.clip(rng.normal(0, std, shape), -1, 1).astype(np.float32))
+            done |= d
+
+    one_round()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        one_round()
+    wall = time.perf_counter() - start
+    venv.close()
+    return n_envs * rounds / wall * 60, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _send_result(conn, args: tuple[str, int, int, int]) -> None:
+    conn.send(_controller_episodes(args))
+    conn.close()
+
+
+def _in_fresh_process(args: tuple[str, int, int, int]) -> tuple[float, float]:
+    # A plain process, not a Pool worker: Pool workers are daemonic and SubprocVecEnv needs children.
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_send_result, args=(child, args))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return result
+
+
+def _batched_step_fraction(k: int, threads: int, peak: float) -> float:
+    """FLOP/s of one batched SFT step of K episodes, as a fraction of ``peak`` x threads."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from metactl.commands.train_controller.config import resolve
+    from metactl.population import Population
+    from metactl.schedule import Schedule
+
+    cfg, _ = resolve("default", [f"run.training.threads={threads}"])
+    torch.set_num_threads(threads)
+    pop = Population(cfg.run, k)
+    phase = Schedule.named("default", cfg.run.training.layer_groups).phases[0]
+    for slot in range(k):
+        pop.begin(slot, slot % 16, slot)
+    step = {slot: (phase, 8) for slot in range(k)}
+    pop.run_phases(step)  # warm-up (and every adapter trained, as in a real episode)
+    with FlopCounterMode(display=False) as fc:
+        pop.run_phases(step)
+    start = time.perf_counter()
+    pop.run_phases(step)
+    return fc.get_total_flops() / (time.perf_counter() - start) / (peak * threads)
+
+
+def controller_comparison(out, peak: float, ks: list[int], rounds: int, sub_rounds: int) -> None:
+    out("Default controller episode (the phase env of train-controller's default config), episodes/min:")
+    out("")
+    out("| vec_env | processes x threads | K (episodes in one batch) | episodes/min | peak memory per episode |")
+    out("|---|---|---|---|---|")
+    sub, sub_rss = _in_fresh_process(("subproc", 2, 1, sub_rounds))
+    out(f"| subproc | 2 x 1 | 1 | {sub:.1f} | {sub_rss:.0f} MiB (main process) |")
+    best = (0.0, 0)
+    for k in ks:
+        eps, rss = _in_fresh_process(("batched", k, 2, rounds))
+        out(f"| batched | 1 x 2 | {k} | {eps:.1f} | {rss / k:.0f} MiB |")
+        best = max(best, (eps, k))
+    frac = _batched_step_fraction(best[1], 2, peak)
+    out("")
+    out(f"A batched train step at K={best[1]} runs at {frac:.2f} of the fp32 matmul rate (2 threads x "
+        f"{peak / 1e9:.1f} GFLOP/s).")
+    out("")
+    out(f"episodes/min: batched {best[0]:.1f} (K={best[1]}), subprocess {sub:.1f}, ratio {best[0] / sub:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=None, help="episode size (default: the run config's total_steps)")
     ap.add_argument("--episodes", type=int, default=3, help="timed episodes per schedule and process")
     ap.add_argument("--reps", type=int, default=20, help="timed optimiser steps per measurement")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--quick", action="store_true", help="only the controller-episode comparison (K=8)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.quick:
+        quick = ["# Population engine vs subprocesses (proxy-tiny, default controller episode)", "",
+                 "Made by `python scripts/bench_runner.py --quick`.", ""]
+
+        def say(s: str = "") -> None:
+            print(s, flush=True)
+            quick.append(s)
+
+        peak = matmul_flops()
+        say(f"fp32 matmul 1024^3, 1 thread: {peak / 1e9:.1f} GFLOP/s")
+        say("")
+        controller_comparison(say, peak, [8], rounds=1, sub_rounds=1)
+        if args.out:
+            atomic_write_text(args.out, "\n".join(quick) + "\n")
+        return
     overrides = [f"training.total_steps={args.steps}"] if args.steps else []
     engine = _engine(overrides)
     cfg = engine.config
@@ -199,7 +320,7 @@ def main() -> None:
         eps2 = sum(n for _, n in res) / wall_two * 60
         out(f"| {name} | {n_phases} | {secs / n:.2f} | {n / secs * 60:.1f} | {eps2:.1f} |")
     out("")
-    out("Target: >= 60 episodes/min on 2 cores.")
+    controller_comparison(out, peak, [1, 4, 8, 16, 32], rounds=1, sub_rounds=3)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         cmd = "python scripts/bench_runner.py" + (f" --steps {args.steps}" if args.steps else "")

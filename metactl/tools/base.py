@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from metactl.errors import check_number
+
+if TYPE_CHECKING:
+    from metactl.forward import EncodedPairs
 
 
 @dataclass
@@ -38,7 +41,11 @@ class Tool(ABC):
 
     Subclasses set ``name``, ``Config`` and ``fields`` (the TRL dataset format they read), encode
     their rows once in ``__init__``, may cache anything that depends only on the frozen base in
-    :meth:`prepare`, and compute a differentiable loss for a batch of row indices in :meth:`loss`.
+    :meth:`prepare`, and split a step's loss in two: :meth:`batch` (the rows a batch of row
+    indices runs through the model, and what the loss needs beside the logits) and
+    :meth:`loss_of` (the loss from those logits). :meth:`loss` composes them; the population
+    engine runs many episodes' batches through one forward and calls :meth:`loss_of` per episode,
+    so both paths share every line of the loss.
     """
 
     name: ClassVar[str]
@@ -73,8 +80,20 @@ class Tool(ABC):
         return float(len(index))
 
     @abstractmethod
+    def batch(self, index: torch.Tensor) -> tuple[EncodedPairs, Any]:
+        """The rows that rows ``index`` run through the model, and what :meth:`loss_of` needs beside
+        the logits (e.g. cached reference log-probs)."""
+
+    @abstractmethod
+    def loss_of(self, logits: torch.Tensor, batch: EncodedPairs, extra: Any) -> torch.Tensor:
+        """Differentiable loss from the model's logits on ``batch`` (``[rows, width, vocab]``)."""
+
     def loss(self, model, index: torch.Tensor) -> torch.Tensor:
         """Differentiable loss of the rows ``index`` under ``model`` (all adapters active)."""
+        from metactl.forward import forward_logits
+
+        batch, extra = self.batch(index)
+        return self.loss_of(forward_logits(model, batch), batch, extra)
 
     def sample(self, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(len(self), (min(self.config.batch_size, len(self)),), generator=gen)

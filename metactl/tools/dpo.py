@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from metactl.adapters import base_only
 from metactl.errors import check_number
-from metactl.forward import chunked_completion_logprobs, completion_logprobs, encode_pairs
+from metactl.forward import EncodedPairs, chunked_completion_logprobs, encode_pairs, token_logprobs
 from metactl.tools.base import Tool, ToolConfig
 
 
@@ -64,12 +64,15 @@ class DPOTool(Tool):
         with base_only(peft_model):
             self.ref = chunked_completion_logprobs(peft_model, self.data)
 
-    def loss(self, model, index: torch.Tensor) -> torch.Tensor:
+    def batch(self, index: torch.Tensor) -> tuple[EncodedPairs, tuple[torch.Tensor, torch.Tensor]]:
         if self.ref is None:
             raise RuntimeError("DPOTool.prepare(model) must run before loss()")
         n = len(self.rows)
-        both = torch.cat([index, index + n])
-        batch = self.data.select(both)
-        lp = completion_logprobs(model, batch)
-        k = len(index)
-        return dpo_loss(lp[:k], lp[k:], self.ref[index], self.ref[index + n], self.config.beta)
+        return self.data.select(torch.cat([index, index + n])), (self.ref[index], self.ref[index + n])
+
+    def loss_of(
+        self, logits: torch.Tensor, batch: EncodedPairs, extra: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        lp = (token_logprobs(logits, batch.input_ids) * batch.loss_mask).sum(-1)
+        k = len(lp) // 2
+        return dpo_loss(lp[:k], lp[k:], *extra, self.config.beta)

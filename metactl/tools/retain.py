@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from metactl.adapters import base_only
-from metactl.forward import encode_texts, forward_logits, token_kl
+from metactl.forward import EncodedPairs, encode_texts, forward_logits, token_kl
 from metactl.tools.base import Tool, ToolConfig
 
 # Above this many cached floats (rows x tokens x vocab) the base's log-probs are recomputed per
@@ -48,12 +48,13 @@ class RetainTool(Tool):
     def units(self, index: torch.Tensor) -> float:
         return float(self.data.loss_mask[index].sum())  # the KL is a mean over scored positions
 
-    def loss(self, model, index: torch.Tensor) -> torch.Tensor:
+    def batch(self, index: torch.Tensor) -> tuple[EncodedPairs, torch.Tensor]:
         batch = self.data.select(index)
         width = batch.input_ids.shape[1] - 1
         if self.base_logp is not None:
-            base = self.base_logp[index, :width]
-        else:
-            with torch.no_grad(), base_only(self._peft_model):
-                base = torch.log_softmax(forward_logits(self._peft_model, batch)[:, :-1].float(), dim=-1)
-        return token_kl(base, forward_logits(model, batch)[:, :-1], batch.loss_mask)
+            return batch, self.base_logp[index, :width]
+        with torch.no_grad(), base_only(self._peft_model):
+            return batch, torch.log_softmax(forward_logits(self._peft_model, batch)[:, :-1].float(), dim=-1)
+
+    def loss_of(self, logits: torch.Tensor, batch: EncodedPairs, extra: torch.Tensor) -> torch.Tensor:
+        return token_kl(extra, logits[:, :-1], batch.loss_mask)

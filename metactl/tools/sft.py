@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from metactl.forward import encode_pairs, forward_logits, token_logprobs
+from metactl.forward import EncodedPairs, encode_pairs, token_logprobs
 from metactl.tools.base import Tool, ToolConfig
 
 
@@ -29,7 +29,9 @@ class SFTTool(Tool):
     def units(self, index: torch.Tensor) -> float:
         return float(self.data.loss_mask[index].sum())  # the loss is a mean over completion tokens
 
-    def loss(self, model, index: torch.Tensor) -> torch.Tensor:
-        batch = self.data.select(index)
-        lp = token_logprobs(forward_logits(model, batch), batch.input_ids)
+    def batch(self, index: torch.Tensor) -> tuple[EncodedPairs, None]:
+        return self.data.select(index), None
+
+    def loss_of(self, logits: torch.Tensor, batch: EncodedPairs, extra: None) -> torch.Tensor:
+        lp = token_logprobs(logits, batch.input_ids)
         return -(lp * batch.loss_mask).sum() / batch.loss_mask.sum()

@@ -1,0 +1,188 @@
+"""``vec_env: batched``: K phase envs whose episodes advance together on one population engine.
+
+:class:`BatchedVecEnv` is an SB3 ``VecEnv`` over K :class:`PhaseControlEnv` instances, each on its
+own slot of one :class:`metactl.population.Population`. ``step_wait`` lets every env decode its
+action (``plan_step``), runs all K phases in one batched pass (one forward and backward per tool
+per step, the observe or final scoring and the interference reading batched too), then lets each
+env finish its step (``finish_step``): the env logic (observations, shaped rewards, divergence,
+episode end) is the phase env's own, line for line. Envs that end their episode are reset
+together, the SB3 way (``terminal_observation`` in the info).
+
+Evaluation jobs (``env_method("run_jobs", ...)``) run in this process, one slot at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+
+from metactl.config import RunConfig
+from metactl.envs.config import EnvConfig
+from metactl.envs.phase_env import PhaseControlEnv
+from metactl.episode import PhaseResult
+from metactl.population import Population
+from metactl.runner import TaskState
+from metactl.schedule import Phase, Schedule
+from metactl.scoring import Scorer
+
+
+class _SlotAdapters:
+    def __init__(self, population: Population, slot: int) -> None:
+        self.population, self.slot = population, slot
+
+    def norms(self) -> dict[str, list[float]]:
+        return self.population.norms(self.slot)
+
+    def save(self, out_dir: Path) -> dict[str, Path]:
+        return self.population.adapters.save(self.slot, out_dir, str(self.population.model_path))
+
+
+class _SlotEpisode:
+    def __init__(self, engine: SlotEngine) -> None:
+        self.engine = engine
+
+    def run_phase(self, phase: Phase, steps: int, score: bool = True, on_step=None,
+                  scorer: Scorer | None = None) -> PhaseResult:
+        """This slot's phase alone (the batched path runs many through :meth:`Population.run_phases`)."""
+        eng = self.engine
+        scorer = (scorer or eng.task.scorer) if score else None
+        res = eng.population.run_phases({eng.slot: (phase, steps)}, {eng.slot: scorer})[eng.slot]
+        if isinstance(res, FloatingPointError):
+            raise res
+        return res
+
+
+class SlotEngine:
+    """One slot of a population, with the parts of :class:`metactl.runner.Engine` an env uses."""
+
+    def __init__(self, population: Population, slot: int) -> None:
+        self.population, self.slot = population, slot
+        self.config = population.config
+        self.tool_names = population.tool_names
+        self.layer_map = population.layer_map
+        self.model_path = population.model_path
+        self.adapters = _SlotAdapters(population, slot)
+        self.task: TaskState = population.load_task(self.config.task_seed)
+
+    def load_task(self, task_seed: int) -> TaskState:
+        self.task = self.population.load_task(task_seed)
+        return self.task
+
+    def episode(self, seed: int) -> _SlotEpisode:
+        self.population.begin(self.slot, self.task.suite.task_seed, seed)
+        return _SlotEpisode(self)
+
+    def gradient_cosines(self, rows: int = 8) -> dict[str, list[float]]:
+        return self.population.gradient_cosines([self.slot], rows)[self.slot]
+
+    def run(self, schedule: Schedule, seed: int | None = None, score_every_phase: bool | None = None,
+            observe_probes: int | None = None, **_: Any) -> list[PhaseResult]:
+        seed = self.config.training.seed if seed is None else seed
+        res = self.population.run(
+            [schedule], [seed], [self.task.suite.task_seed], score_every_phase, observe_probes, slots=[self.slot]
+        )[0]
+        if isinstance(res, FloatingPointError):
+            raise res
+        return res
+
+
+class BatchedVecEnv(VecEnv):
+    """K phase envs on one population engine (see the module docstring)."""
+
+    def __init__(self, run: RunConfig, env: EnvConfig, n_envs: int) -> None:
+        self.population = Population(run, n_envs)
+        from metactl.envs import PHASE_ENV_ID, make
+
+        self.envs: list[PhaseControlEnv] = [
+            make(PHASE_ENV_ID, run=run, env=env, engine=SlotEngine(self.population, i)) for i in range(n_envs)
+        ]
+        for i, e in enumerate(self.envs):
+            e.set_worker_index(i)
+        first = self.envs[0]
+        super().__init__(n_envs, first.observation_space, first.action_space)
+        self._actions: np.ndarray | None = None
+
+    # -- the batched middle of reset and step ------------------------------------------------------
+    def _reset_envs(self, indices: list[int]) -> dict[int, tuple[np.ndarray, dict]]:
+        for i in indices:
+            env = self.envs[i]
+            super(PhaseControlEnv, env).reset(seed=self._seeds[i], options=self._options[i] or None)
+            env.start_episode(self._options[i] or None)
+        self._reset_seeds_and_options(indices)
+        cosines = self.population.gradient_cosines(indices, self.envs[0].env_config.interference_rows)
+        return {i: self.envs[i].first_observation(cosines[i]) for i in indices}
+
+    def _reset_seeds_and_options(self, indices: list[int]) -> None:
+        for i in indices:
+            self._seeds[i] = None
+            self._options[i] = {}
+
+    def reset(self) -> np.ndarray:
+        out = self._reset_envs(list(range(self.num_envs)))
+        self.reset_infos = [out[i][1] for i in range(self.num_envs)]
+        return np.stack([out[i][0] for i in range(self.num_envs)])
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        plans = {i: env.plan_step(self._actions[i]) for i, env in enumerate(self.envs)}
+        results = self.population.run_phases(
+            {i: (phase, steps) for i, (phase, steps, _) in plans.items()},
+            {i: scorer for i, (_, _, scorer) in plans.items()},
+        )
+        for i, res in results.items():
+            if not isinstance(res, FloatingPointError):
+                try:
+                    self.envs[i].check_result(res)
+                except FloatingPointError as exc:
+                    results[i] = exc
+        n = self.envs[0].env_config.phases
+        reading = [i for i, env in enumerate(self.envs)
+                   if env.phase < n - 1 and not isinstance(results[i], FloatingPointError)]
+        rows = self.envs[0].env_config.interference_rows
+        cosines = self.population.gradient_cosines(reading, rows) if reading else {}
+        obs, rewards, dones, infos = [], np.zeros(self.num_envs, dtype=np.float32), [], []
+        for i, env in enumerate(self.envs):
+            o, r, terminated, truncated, info = env.finish_step(plans[i][0], results[i], cosines.get(i))
+            info["TimeLimit.truncated"] = truncated and not terminated
+            obs.append(o)
+            rewards[i] = r
+            dones.append(terminated or truncated)
+            infos.append(info)
+        done = [i for i, d in enumerate(dones) if d]
+        if done:
+            fresh = self._reset_envs(done)
+            for i in done:
+                infos[i]["terminal_observation"] = obs[i]
+                obs[i], self.reset_infos[i] = fresh[i]
+        return np.stack(obs), rewards, np.array(dones), infos
+
+    # -- the rest of the VecEnv API, on the envs in this process -------------------------------------
+    def close(self) -> None:
+        pass
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self.envs[i], attr_name) for i in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        for i in self._indices(indices):
+            setattr(self.envs[i], attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        return [getattr(self.envs[i], method_name)(*method_args, **method_kwargs) for i in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None for _ in self.envs]

@@ -1,0 +1,144 @@
+"""The population engine gives each episode the scores the single-episode engine gives it alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metactl.envs.spaces import ScheduleSpace
+from metactl.schedule import Schedule, interleave
+
+TOL = 1e-4  # fp32: every score to 1e-4 (margins, summed log-probs, to 1e-4 relative)
+
+
+CHEAP = ["training.total_steps=16", "training.score_every_phase=false", "training.score_probes=8"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from metactl.config import load_config
+    from metactl.runner import Engine
+
+    return Engine(load_config(None, CHEAP), progress=False)
+
+
+@pytest.fixture(scope="module")
+def population(engine):
+    from metactl.population import Population
+
+    return Population(engine.config, 4)
+
+
+def _random_schedule(engine, seed: int) -> Schedule:
+    space = ScheduleSpace(tuple(engine.tool_names), engine.layer_map.groups, 3)
+    return space.schedule(np.random.default_rng(seed).uniform(-1, 1, space.dim), name=f"random-{seed}")
+
+
+def _assert_same(alone, together) -> None:
+    assert len(alone) == len(together)
+    for a, b in zip(alone, together):
+        assert a.tool_steps == b.tool_steps and a.steps == b.steps
+        for t in a.losses:
+            assert b.losses[t] == pytest.approx(a.losses[t], abs=TOL), t
+        for t in a.norms:
+            assert b.norms[t] == pytest.approx(a.norms[t], abs=TOL), t
+        assert set(a.scores) == set(b.scores)
+        for key, value in a.scores.items():
+            # Margins are summed log-probs (tens of nats): float32 noise in them scales with their size.
+            rel = TOL if key.endswith("_margin") else 0.0
+            assert b.scores[key] == pytest.approx(value, abs=TOL, rel=rel), key
+
+
+def test_episodes_run_together_score_as_they_do_alone(engine, population):
+    """Four different schedules (default, expert, two random) on four tasks, with different tools
+    active at the same step, against the same (schedule, task, seed) run alone through Engine."""
+    schedules = [Schedule.named("default"), Schedule.named("expert"), _random_schedule(engine, 1),
+                 _random_schedule(engine, 2)]
+    tasks, seeds = [0, 1, 2, 0], [11, 12, 13, 14]
+    together = population.run(schedules, seeds, tasks, score_every_phase=True)
+    first_tools = {interleave({t: c.share for t, c in s.phases[0].tools.items()}, 8)[0] for s in schedules}
+    assert len(first_tools) > 1  # the batch really mixes tools at one step
+    for sched, seed, task, got in zip(schedules, seeds, tasks, together):
+        engine.load_task(task)
+        _assert_same(engine.run(sched, seed=seed, score_every_phase=True), got)
+
+
+def test_observe_readings_between_phases_match(engine, population):
+    sched = Schedule.named("expert")
+    together = population.run([sched, sched], [3, 4], [5, 6], observe_probes=8)
+    for seed, task, got in zip([3, 4], [5, 6], together):
+        engine.load_task(task)
+        alone = engine.run(sched, seed=seed, observe_probes=8)
+        assert "observe/composite" in got[0].scores and "composite" not in got[0].scores
+        _assert_same(alone, got)
+
+
+def test_slots_are_independent_of_their_neighbours(population):
+    """An episode's results do not depend on which other episodes share its batch."""
+    expert, default = Schedule.named("expert"), Schedule.named("default")
+    with_default = population.run([expert, default], [7, 8], [0, 1])[0]
+    with_itself = population.run([expert, expert, expert], [7, 9, 10], [0, 2, 3])[0]
+    assert with_default[-1].scores == pytest.approx(with_itself[-1].scores, abs=TOL)
+
+
+def test_interference_readings_match(engine, population):
+    sched = Schedule.named("expert")
+    population.run([sched, sched], [1, 2], [0, 3])
+    got = population.gradient_cosines([0, 1])
+    for k, (seed, task) in enumerate([(1, 0), (2, 3)]):
+        engine.load_task(task)
+        engine.run(sched, seed=seed)
+        alone = engine.gradient_cosines(8)
+        for pair, values in alone.items():
+            assert got[k][pair] == pytest.approx(values, abs=TOL), pair
+
+
+def test_an_episode_exports_peft_adapters_that_reload_with_plain_peft(engine, population, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    results = population.run([Schedule.named("expert")], [5], [0])[0]
+    population.adapters.save(0, tmp_path, str(population.model_path))
+    base = AutoModelForCausalLM.from_pretrained(population.model_path).eval()
+    tools = population.tool_names
+    model = PeftModel.from_pretrained(base, str(tmp_path / tools[0]), adapter_name=tools[0])
+    for t in tools[1:]:
+        model.load_adapter(str(tmp_path / t), adapter_name=t)
+    model.base_model.set_adapter(tools)
+    engine.load_task(0)
+    rescored = engine.task.scorer.score(model)
+    assert rescored["composite"] == pytest.approx(results[-1].scores["composite"], abs=TOL)
+
+
+def test_batched_vec_env_steps_as_the_envs_do_alone():
+    """vec_env batched against dummy (the same phase env, one episode at a time), same seeds and
+    actions, through an automatic reset."""
+    from metactl.config import load_config
+    from metactl.envs import PHASE_ENV_ID
+    from metactl.envs.config import EnvConfig
+    from metactl.envs.vector import make_venv
+
+    run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8"])
+    env = EnvConfig(phases=2, quick_probes=4, interference_rows=4)
+    traces = {}
+    for kind in ("batched", "dummy"):
+        venv = make_venv(PHASE_ENV_ID, run, env, 2, kind)
+        venv.seed(3)
+        rng = np.random.default_rng(0)
+        trace = [venv.reset()]
+        for _ in range(3):
+            obs, rewards, dones, infos = venv.step(rng.uniform(-0.5, 0.5, (2, *venv.action_space.shape)).astype("f4"))
+            trace.append((obs, rewards, dones, [i.get("episode_return") for i in infos]))
+        traces[kind] = trace
+    batched, dummy = traces["batched"], traces["dummy"]
+    # Before any training retain's loss is KL(base || base): its gradient is zero up to rounding,
+    # so its cosines at reset are rounding noise, which differs between the two paths.
+    labels = make_venv(PHASE_ENV_ID, run, env, 1, "dummy").get_attr("observer")[0].labels
+    noise = np.array([label.startswith("cos/") and "retain" in label for label in labels])
+    assert np.allclose(batched[0][:, ~noise], dummy[0][:, ~noise], atol=TOL)
+    for (o1, r1, d1, e1), (o2, r2, d2, e2) in zip(batched[1:], dummy[1:]):
+        assert np.allclose(o1, o2, atol=TOL) and np.allclose(r1, r2, atol=TOL)
+        assert (d1 == d2).all()
+        assert [e is None for e in e1] == [e is None for e in e2]
+        assert all(a is None or a == pytest.approx(b, abs=TOL) for a, b in zip(e1, e2))
+    assert batched[2][2].all()  # the episodes ended and were reset, as SB3 VecEnvs do
