@@ -19,14 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from metactl.adapters import LoraSettings
 from metactl.config import RunConfig
 from metactl.episode import DivergedError, PhaseResult, plan_phase
 from metactl.forward import concat_pairs, forward_logits
 from metactl.layer_grid import MODULE_KINDS
-from metactl.layer_map import resolve_layer_map
-from metactl.models import load_model
-from metactl.runner import TaskState, build_task, check_names, check_schedule, suite_tools
+from metactl.runner import TaskState, build_task, check_names, check_schedule, load_base, suite_tools
 from metactl.schedule import Phase, Schedule
 from metactl.scoring import Scorer, score_blocks
 from metactl.stacked_lora import StackedAdapters
@@ -56,11 +53,7 @@ class Population:
         self.size = size
         self.device = config.training.torch_device()
         self.tool_names = suite_tools(config, first_suite, tools)
-        torch.set_num_threads(config.training.threads)
-        model, self.tokenizer, self.model_path = load_model(config.model, progress=progress)
-        model.to(self.device)
-        self.layer_map = resolve_layer_map(model, config.training.layer_groups)
-        lora = LoraSettings(r=config.training.lora_r, alpha=config.training.lora_alpha)
+        model, self.tokenizer, self.model_path, self.layer_map, lora = load_base(config, self.device, progress)
         self.adapters = StackedAdapters(model, self.tool_names, self.layer_map, lora, size)
         self.model = self.adapters.model
         self.model.eval()

@@ -132,11 +132,7 @@ class Engine:
         self.device = parallel.device if parallel is not None else config.training.torch_device()
         self.tool_names = suite_tools(config, first_suite, tools)
 
-        torch.set_num_threads(config.training.threads)
-        model, self.tokenizer, self.model_path = load_model(config.model, progress=progress)
-        model.to(self.device)
-        self.layer_map = resolve_layer_map(model, config.training.layer_groups)
-        lora = LoraSettings(r=config.training.lora_r, alpha=config.training.lora_alpha)
+        model, self.tokenizer, self.model_path, self.layer_map, lora = load_base(config, self.device, progress)
         self.adapters = AdapterSet(model, self.tool_names, self.layer_map, lora)
         self.model = self.adapters.model
         # What the tools' training forward runs through: DDP around the model in a data-parallel
@@ -220,6 +216,17 @@ class Engine:
         from metactl.interference import gradient_cosines
 
         return gradient_cosines(self, rows)
+
+
+def load_base(config: RunConfig, device: torch.device, progress: bool = True):
+    """The base model on ``device`` (threads set first), its tokenizer and path, where its layers sit,
+    and the LoRA settings: what either engine puts its adapters on."""
+    torch.set_num_threads(config.training.threads)
+    model, tokenizer, model_path = load_model(config.model, progress=progress)
+    model.to(device)
+    layer_map = resolve_layer_map(model, config.training.layer_groups)
+    lora = LoraSettings(r=config.training.lora_r, alpha=config.training.lora_alpha)
+    return model, tokenizer, model_path, layer_map, lora
 
 
 def check_names(config: RunConfig) -> tuple[str, int]:

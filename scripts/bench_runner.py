@@ -199,6 +199,16 @@ def controller_comparison(out, peak: float, ks: list[int], rounds: int, sub_roun
     out(f"episodes/min: batched {best[0]:.1f} (K={best[1]}), subprocess {sub:.1f}, ratio {best[0] / sub:.2f}")
 
 
+def _printer(lines: list[str]):
+    """Print a report line and keep it for the --out file."""
+
+    def out(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=None, help="episode size (default: the run config's total_steps)")
@@ -211,11 +221,7 @@ def main() -> None:
     if args.quick:
         quick = ["# Population engine vs subprocesses (proxy-tiny, default controller episode)", "",
                  "Made by `python scripts/bench_runner.py --quick`.", ""]
-
-        def say(s: str = "") -> None:
-            print(s, flush=True)
-            quick.append(s)
-
+        say = _printer(quick)
         peak = matmul_flops()
         say(f"fp32 matmul 1024^3, 1 thread: {peak / 1e9:.1f} GFLOP/s")
         say("")
@@ -234,10 +240,7 @@ def main() -> None:
         "",
     ]
 
-    def out(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
-
+    out = _printer(lines)
     peak = matmul_flops()
     out(f"fp32 matmul 1024^3, 1 thread: {peak / 1e9:.1f} GFLOP/s")
     out("")
