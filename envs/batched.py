@@ -112,14 +112,11 @@ class BatchedVecEnv(VecEnv):
             env = self.envs[i]
             super(PhaseControlEnv, env).reset(seed=self._seeds[i], options=self._options[i] or None)
             env.start_episode(self._options[i] or None)
-        self._reset_seeds_and_options(indices)
-        cosines = self.population.gradient_cosines(indices, self.envs[0].env_config.interference_rows)
-        return {i: self.envs[i].first_observation(cosines[i]) for i in indices}
-
-    def _reset_seeds_and_options(self, indices: list[int]) -> None:
-        for i in indices:
+        for i in indices:  # seeds and options apply to one reset, as in SB3's VecEnvs
             self._seeds[i] = None
             self._options[i] = {}
+        cosines = self.population.gradient_cosines(indices, self.envs[0].env_config.interference_rows)
+        return {i: self.envs[i].first_observation(cosines[i]) for i in indices}
 
     def reset(self) -> np.ndarray:
         out = self._reset_envs(list(range(self.num_envs)))
@@ -141,9 +138,8 @@ class BatchedVecEnv(VecEnv):
                     self.envs[i].check_result(res)
                 except FloatingPointError as exc:
                     results[i] = exc
-        n = self.envs[0].env_config.phases
         reading = [i for i, env in enumerate(self.envs)
-                   if env.phase < n - 1 and not isinstance(results[i], FloatingPointError)]
+                   if not env.in_last_phase and not isinstance(results[i], FloatingPointError)]
         rows = self.envs[0].env_config.interference_rows
         cosines = self.population.gradient_cosines(reading, rows) if reading else {}
         obs, rewards, dones, infos = [], np.zeros(self.num_envs, dtype=np.float32), [], []

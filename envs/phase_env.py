@@ -107,13 +107,17 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         try:
             result = self._episode.run_phase(phase, steps, score=True, scorer=scorer)
             self.check_result(result)
-            last = self.phase == self.env_config.phases - 1
-            cosines = None if last else self.engine.gradient_cosines(self.env_config.interference_rows)
+            cosines = None if self.in_last_phase else self.engine.gradient_cosines(self.env_config.interference_rows)
         except FloatingPointError as exc:  # DivergedError included
             return self.finish_step(phase, exc)
         return self.finish_step(phase, result, cosines)
 
     # -- the parts of reset and step (a batched VecEnv runs the middle of many envs at once) ------------
+    @property
+    def in_last_phase(self) -> bool:
+        """The phase about to run (or running) is the episode's last."""
+        return self.phase == self.env_config.phases - 1
+
     def start_episode(self, options: dict[str, Any] | None) -> None:
         """Everything of ``reset`` before the interference reading (after ``super().reset``)."""
         self.begin_task(options)
@@ -139,15 +143,13 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         """The phase ``action`` decodes to, its steps, and the scorer its end is read with."""
         if self._episode is None:
             raise RuntimeError("call reset() before step()")
-        n = self.env_config.phases
-        phase = self.controls.phase(apply_residual(self.prior[self.phase], action), 1.0 / n)
-        last = self.phase == n - 1
-        scorer = self.engine.task.scorer if last else self.engine.task.observe_scorer(self.env_config.quick_probes)
+        phase = self.controls.phase(apply_residual(self.prior[self.phase], action), 1.0 / self.env_config.phases)
+        task = self.engine.task
+        scorer = task.scorer if self.in_last_phase else task.observe_scorer(self.env_config.quick_probes)
         return phase, self._phase_steps[self.phase], scorer
 
     def check_result(self, result: PhaseResult) -> None:
-        last = self.phase == self.env_config.phases - 1
-        composite = result.scores["composite" if last else OBSERVED_COMPOSITE]
+        composite = result.scores["composite" if self.in_last_phase else OBSERVED_COMPOSITE]
         if not np.isfinite(composite):
             raise FloatingPointError(f"composite score is {composite}")
 
@@ -156,10 +158,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     ) -> tuple[np.ndarray, float, bool, bool, dict]:
         """The rest of ``step`` once the phase ran (or diverged) and, unless it was the last, the
         interference was read."""
-        n = self.env_config.phases
         before = self.observed[OBSERVED_COMPOSITE]
         info: dict[str, Any] = {"task_seed": self.task_seed, "episode_seed": self.episode_seed, "phase": self.phase}
-        last = self.phase == n - 1
+        last = self.in_last_phase
         if isinstance(result, FloatingPointError):
             self._episode = None
             info.update(

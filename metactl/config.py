@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from metactl.errors import ConfigError, check_number, did_you_mean
+from metactl.rundir import read_yaml
 from metactl.scoring import RewardConfig
 from metactl.tools import TOOLS, DPOConfig, RetainConfig, SFTConfig, ToolConfig
 
@@ -186,10 +187,7 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file {str(path)!r} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path}: not valid YAML ({exc}).") from exc
+    data = read_yaml(path, f"config {path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping of options, got {type(data).__name__}.")
     return data

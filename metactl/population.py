@@ -297,12 +297,7 @@ class Population:
                 if p >= len(plan) or isinstance(results[k], DivergedError):
                     continue
                 phases[k] = plan[p]
-                last = p == len(plan) - 1
-                task = self.slots[k].task
-                observe = observe_probes is not None and not last
-                scorers[k] = task.observe_scorer(observe_probes) if observe else (
-                    task.scorer if last or every else None
-                )
+                scorers[k] = self.slots[k].task.scorer_after(p == len(plan) - 1, every, observe_probes)
             for k, res in self.run_phases(phases, scorers).items():
                 if isinstance(res, FloatingPointError):
                     results[k] = res if isinstance(res, DivergedError) else DivergedError(str(res))

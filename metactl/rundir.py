@@ -239,15 +239,20 @@ def claim_output(out: Path, command: str, *, resume: bool = False, overwrite: bo
     raise ConfigError(f"--out {out}: it holds a {command} run; {fixes} to replace it, or pick another --out.")
 
 
+def read_yaml(path: Path, label: str | None = None):
+    """A YAML file's data; a syntax error is a :class:`ConfigError` naming ``label`` (default: the path)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label or path}: not valid YAML ({exc}).") from exc
+
+
 def read_config_data(run_dir: str | Path) -> dict | None:
     """The raw ``config.yaml`` of a run dir as plain data (no validation), or None without one."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}).") from exc
+    data = read_yaml(path)
     return data if isinstance(data, dict) else {}
 
 

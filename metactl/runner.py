@@ -72,6 +72,13 @@ class TaskState:
             self._observe[probes] = scorer
         return self._observe[probes]
 
+    def scorer_after(self, last: bool, every: bool, observe_probes: int | None) -> Scorer | None:
+        """What a phase of a whole-schedule run is scored with: the reported splits after the last phase
+        (and after every phase with ``every``), the observe split before it with ``observe_probes``."""
+        if observe_probes is not None and not last:
+            return self.observe_scorer(observe_probes)
+        return self.scorer if last or every else None
+
     def observe_base(self, probes: int = 0) -> dict[str, float]:
         """The base model's scores on the observe split (what a controller sees before training)."""
         if probes not in self._observe_base:
@@ -179,6 +186,7 @@ class Engine:
         ep = self.episode(seed)
         steps = schedule.phase_steps(self.config.training.total_steps)
         results: list[PhaseResult] = []
+        every = self.config.training.score_every_phase if score_every_phase is None else score_every_phase
         fingerprint = (
             f"{self.config.to_yaml()}\n{schedule.to_yaml()}\nseed={seed} task_seed={self.task.suite.task_seed}"
         )
@@ -195,12 +203,9 @@ class Engine:
             for i, (phase, n) in enumerate(zip(schedule.phases, steps)):
                 if i < len(results):
                     continue
-                last = i == len(schedule.phases) - 1
                 bar.set_postfix(phase=i)
-                every = self.config.training.score_every_phase if score_every_phase is None else score_every_phase
-                observe = observe_probes is not None and not last
-                scorer = self.task.observe_scorer(observe_probes) if observe else None
-                res = ep.run_phase(phase, n, score=last or every or observe, on_step=bar.update, scorer=scorer)
+                scorer = self.task.scorer_after(i == len(schedule.phases) - 1, every, observe_probes)
+                res = ep.run_phase(phase, n, score=scorer is not None, on_step=bar.update, scorer=scorer)
                 results.append(res)
                 if checkpoint is not None:
                     ep.save(checkpoint, fingerprint, results)

@@ -134,9 +134,6 @@ class Scorer:
         keep = self.retain.attention_mask.bool()
         return [h[keep].float() for h in hidden[1:]]  # one [tokens, d] matrix per decoder layer
 
-    def probe_logprobs(self, model) -> torch.Tensor:
-        return self.probes.logprobs(model)
-
     @torch.no_grad()
     def score(self, model) -> dict[str, float]:
         return score_blocks([self], model)[0]

@@ -29,10 +29,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import yaml
-
 from metactl.errors import ConfigError, DataError, did_you_mean
-from metactl.rundir import read_jsonl
+from metactl.rundir import read_jsonl, read_yaml
 from metactl.tasks.suite import (
     EVAL_FIELDS,
     OBSERVE,
@@ -94,10 +92,7 @@ def read_spec(folder: str | Path) -> tuple[Path, dict]:
     spec_path = base / "suite.yaml"
     if not spec_path.is_file():
         raise ConfigError(f"suite: {str(base)!r} is not a built-in suite name and has no suite.yaml.")
-    try:
-        spec = yaml.safe_load(spec_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{spec_path}: not valid YAML ({exc}).") from exc
+    spec = read_yaml(spec_path) or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{spec_path}: expected a mapping with behaviours, data, evals and retain.")
     bad = [k for k in spec if k not in _KEYS]
