@@ -9,6 +9,7 @@ episode end) is the phase env's own, line for line. Envs that end their episode 
 together, the SB3 way (``terminal_observation`` in the info).
 
 Evaluation jobs (``env_method("run_jobs", ...)``) run in this process, one slot at a time.
+:class:`metactl.envs.sharded.ShardedVecEnv` splits the K envs over several such processes.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class SlotEngine:
 class BatchedVecEnv(VecEnv):
     """K phase envs on one population engine (see the module docstring)."""
 
-    def __init__(self, run: RunConfig, env: EnvConfig, n_envs: int) -> None:
+    def __init__(self, run: RunConfig, env: EnvConfig, n_envs: int, offset: int = 0) -> None:
+        """``offset``: the global index of the first env (a shard of a :class:`ShardedVecEnv`), so
+        each env runs its own share of the evaluation jobs wherever it lives."""
         self.population = Population(run, n_envs)
         from metactl.envs import PHASE_ENV_ID, make
 
@@ -101,7 +104,7 @@ class BatchedVecEnv(VecEnv):
             make(PHASE_ENV_ID, run=run, env=env, engine=SlotEngine(self.population, i)) for i in range(n_envs)
         ]
         for i, e in enumerate(self.envs):
-            e.set_worker_index(i)
+            e.set_worker_index(offset + i)
         first = self.envs[0]
         super().__init__(n_envs, first.observation_space, first.action_space)
         self._actions: np.ndarray | None = None

@@ -4,7 +4,9 @@
 
 - ``dummy``: all envs in this process, one after another (debugging, one env);
 - ``subproc``: one local process per env (SB3's ``SubprocVecEnv``; the default for several envs);
-- ``ray``: one Ray actor per env, on this machine or a cluster (:class:`metactl.envs.ray_vec_env.RayVecEnv`).
+- ``ray``: one Ray actor per env, on this machine or a cluster (:class:`metactl.envs.ray_vec_env.RayVecEnv`);
+- ``batched``: the phase env's episodes batched on population engines, one per process
+  (:mod:`metactl.envs.batched`, :mod:`metactl.envs.sharded`).
 
 Every kind builds its envs with :func:`make_env`, an importable function (Ray and forkserver
 workers import it by name), so the same seeds give the same episodes whichever runs them.
@@ -47,16 +49,18 @@ def make_env(env_id: str, run: RunConfig, env: EnvConfig, worker_index: int = 0,
 
 
 def make_venv(env_id: str, run: RunConfig, env: EnvConfig, n_envs: int, vec_env: str = "auto",
-              ray: RayConfig | None = None) -> VecEnv:
-    """``n_envs`` metactl envs under the chosen engine."""
+              ray: RayConfig | None = None, processes: int = 1) -> VecEnv:
+    """``n_envs`` metactl envs under the chosen engine (``processes``: how many processes
+    ``batched`` splits them over)."""
     if vec_env == "batched":
-        return batched_venv(env_id, run, env, n_envs)
+        return batched_venv(env_id, run, env, n_envs, processes)
     fns = [partial(make_env, env_id, run, env, i) for i in range(n_envs)]
     return vectorise(fns, vec_env, ray)
 
 
-def batched_venv(env_id: str, run: RunConfig, env: EnvConfig, n_envs: int) -> VecEnv:
-    """The phase env's ``n_envs`` episodes on one population engine (:mod:`metactl.envs.batched`)."""
+def batched_venv(env_id: str, run: RunConfig, env: EnvConfig, n_envs: int, processes: int = 1) -> VecEnv:
+    """The phase env's ``n_envs`` episodes on population engines: one in this process
+    (:mod:`metactl.envs.batched`), or one per process for ``processes`` > 1 (:mod:`metactl.envs.sharded`)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from metactl.envs import PHASE_ENV_ID
@@ -67,6 +71,10 @@ def batched_venv(env_id: str, run: RunConfig, env: EnvConfig, n_envs: int) -> Ve
         raise ConfigError(
             f"vec_env: 'batched' runs {PHASE_ENV_ID} (policy ppo) only, not {env_id}; use vec_env: subproc for it."
         )
+    if min(processes, n_envs) > 1:
+        from metactl.envs.sharded import ShardedVecEnv
+
+        return VecMonitor(ShardedVecEnv(run, env, n_envs, processes))
     return VecMonitor(BatchedVecEnv(run, env, n_envs))
 
 

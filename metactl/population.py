@@ -29,6 +29,22 @@ from metactl.scoring import Scorer, score_blocks
 from metactl.stacked_lora import StackedAdapters
 from metactl.tasks import load_suite
 
+CONV1D_MODEL_TYPES = ("gpt2", "openai-gpt")  # transformers models built on Conv1D, not nn.Linear
+
+
+def runs_model(model: str) -> bool:
+    """Whether the population engine runs ``model`` (its adapted layers are ``nn.Linear``, not
+    GPT-2's ``Conv1D``), told from the built-in name or the config.json on disk; no weights load."""
+    import json
+
+    from metactl.models import local_config, resolve_model
+
+    ref = resolve_model(model)
+    if ref.kind in ("proxy", "smollm2"):
+        return True
+    config = local_config(ref)
+    return config is not None and json.loads(config.read_text()).get("model_type") not in CONV1D_MODEL_TYPES
+
 
 @dataclass
 class Slot:

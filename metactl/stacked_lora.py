@@ -63,51 +63,68 @@ class StackedLoRALinear(nn.Module):
             owner.capture.append((self, x.detach(), out))
         xs = x.reshape(route.blocks, -1, x.shape[-1])
         tools = route.tools
-        # The tools' adapters side by side (rank r each, len(tools) * r in all): one pass over the
-        # activations for every tool instead of one per tool; sum_t s_t B_t A_t x is unchanged.
-        if len(tools) == 1:
-            a, b = self.A[tools[0]], self.B[tools[0]]
-        else:
-            a = torch.cat([self.A[t] for t in tools], 1)
-            b = torch.cat([self.B[t] for t in tools], 2)
-        if route.index is not None:
-            a, b = a[route.index], b[route.index]
         rank = self.A[tools[0]].shape[1]
         scale = route.scale[:, tools, self.kind, self.target.group].repeat_interleave(rank, dim=1)
-        acc = StackedLoRAUpdate.apply(out.reshape(route.blocks, -1, out.shape[-1]), xs, a, b, scale)
+        weights = [self.A[t] for t in tools] + [self.B[t] for t in tools]
+        acc = StackedLoRAUpdate.apply(out.reshape(route.blocks, -1, out.shape[-1]), xs, scale, route.index, *weights)
         return acc.reshape(out.shape)
 
 
 class StackedLoRAUpdate(torch.autograd.Function):
-    """``out + ((x A^T) * s) B^T`` per block, forward and backward in the layouts CPU BLAS runs fast.
+    """``out + (x (s A)^T) B^T`` per block for the routed tools' adapters side by side, forward and
+    backward in the layouts CPU BLAS runs fast, gradients only for the weights that train.
 
-    With rank 8, a batched matmul producing ``[rows, r]`` or ``[out, r]`` runs 3-5x slower than the
-    same product computed transposed (``[r, rows]``, ``[r, out]``), so every product here is the
-    transposed one; autograd's own backward of ``bmm`` would pick the slow ones. The scale
-    multiplies the rank-r activations, not the ``[rows, out]`` update (peft scales the update):
-    the same product at r/out of the work, and ``baddbmm`` adds it without a separate pass.
+    The tools' adapters are concatenated along the rank (``len(tools) * r`` in all): one pass over
+    the activations serves every tool, and ``sum_t s_t B_t A_t x`` is unchanged. With rank 8, a
+    batched matmul producing ``[rows, r]`` or ``[out, r]`` runs 3-5x slower than the same product
+    computed transposed (``[r, rows]``, ``[r, out]``), so every product here is the transposed one;
+    autograd's own backward of ``bmm`` would pick the slow ones. The scale multiplies ``A``
+    (``[r, in]``), not the ``[rows, out]`` update peft scales: the same product at a fraction of the
+    work. A step trains one tool; the others' adapters only shape the output, so their weight
+    gradients (and the concatenation's split) are never computed.
     """
 
     @staticmethod
-    def forward(ctx, out, x, a, b, s):  # out [n, L, o], x [n, L, i], a [n, r, i], b [n, o, r], s [n, r]
-        hs_t = torch.bmm(a, x.transpose(1, 2)) * s[:, :, None]  # [n, r, L]
-        ctx.save_for_backward(x, a, b, s, hs_t)
+    def forward(ctx, out, x, s, index, *weights):
+        # out [n, L, o], x [n, L, i], s [n, R]; weights: each tool's A [K, r, i], then each tool's B [K, o, r]
+        half = len(weights) // 2
+        ctx.index, ctx.half, ctx.full = index, half, weights[0].shape[0]
+        if index is not None:
+            weights = tuple(w[index] for w in weights)
+        a = weights[0] if half == 1 else torch.cat(weights[:half], 1)
+        b = weights[half] if half == 1 else torch.cat(weights[half:], 2)
+        a_s = a * s[:, :, None]
+        hs_t = torch.bmm(a_s, x.transpose(1, 2))  # [n, R, L]
+        ctx.save_for_backward(x, a_s, b, s, hs_t)
+        ctx.rank = a.shape[1] // half  # every tool's adapter has the same rank
         return torch.baddbmm(out, hs_t.transpose(1, 2), b.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, grad):
-        x, a, b, s, hs_t = ctx.saved_tensors
-        need_out, need_x, need_a, need_b, _ = ctx.needs_input_grad
-        grad_x = grad_a = grad_b = None
-        if need_b:
-            grad_b = torch.bmm(hs_t, grad).transpose(1, 2)  # [n, o, r]
-        if need_x or need_a:
-            g_h_t = torch.bmm(b.transpose(1, 2), grad.transpose(1, 2)) * s[:, :, None]  # [n, r, L]
-            if need_a:
-                grad_a = torch.bmm(g_h_t, x)
-            if need_x:
-                grad_x = torch.bmm(g_h_t.transpose(1, 2), a)
-        return grad if need_out else None, grad_x, grad_a, grad_b, None
+        x, a_s, b, s, hs_t = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        half, r, index = ctx.half, ctx.rank, ctx.index
+        need_a, need_b = need[4 : 4 + half], need[4 + half :]
+        g_h_t = grad_x = None
+        if need[1] or any(need_a):
+            g_h_t = torch.bmm(b.transpose(1, 2), grad.transpose(1, 2))  # [n, R, L]
+        if need[1]:
+            grad_x = torch.bmm(g_h_t.transpose(1, 2), a_s)
+        out_w: list[torch.Tensor | None] = [None] * (2 * half)
+        for j in range(half):
+            rows = slice(j * r, (j + 1) * r)
+            if need_a[j]:
+                out_w[j] = torch.bmm(g_h_t[:, rows], x) * s[:, rows, None]
+            if need_b[j]:
+                out_w[half + j] = torch.bmm(hs_t[:, rows], grad).transpose(1, 2)
+        if index is not None:
+            out_w = [None if g is None else _spread(g, index, ctx.full) for g in out_w]
+        return grad if need[0] else None, grad_x, None, None, *out_w
+
+
+def _spread(g: torch.Tensor, index: torch.Tensor, episodes: int) -> torch.Tensor:
+    """Gradients of the routed blocks placed at their episodes' rows; the other episodes' are zero."""
+    return torch.zeros((episodes, *g.shape[1:]), dtype=g.dtype, device=g.device).index_copy_(0, index, g)
 
 
 class StackedModel(nn.Module):

@@ -38,7 +38,7 @@ class Policy(ABC):
     @property
     def episodes_per_update(self) -> int:
         """Episodes one :meth:`learn` call spends: one batch, a whole number of them per env."""
-        return self.config.n_envs
+        return self.config.resolved_n_envs()
 
     @property
     def updates(self) -> int:

@@ -69,19 +69,29 @@ class ControllerConfig(YamlConfig):
         metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"},
     )
     total_episodes: int = field(
-        default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"}
+        default=88, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"}
     )
     n_envs: int = field(
-        default=2,
-        metadata={"help": "episodes run in parallel, one process or Ray actor each (use the number of CPU cores)"},
+        default=0,
+        metadata={
+            "help": "episodes run in parallel: K under vec_env batched, else one process or Ray actor each "
+            "(0: 8 under batched, 2 otherwise)"
+        },
     )
     vec_env: str = field(
         default="auto",
         metadata={
-            "help": "what runs the envs: subproc (one local process each), "
+            "help": "what runs the envs: batched (policy ppo: the n_envs episodes batched on population engines, "
+            "batched_processes of them), subproc (one local process each), "
             "ray (one Ray actor each, any node of a cluster: see ray), dummy (this process), "
-            "batched (policy ppo: all n_envs episodes in one process, batched on one population engine), "
-            "auto (subproc for n_envs > 1)"
+            "auto (batched for policy ppo on a model it runs, else subproc for n_envs > 1)"
+        },
+    )
+    batched_processes: int = field(
+        default=0,
+        metadata={
+            "help": "vec_env batched: processes the n_envs episodes are split over, each one population engine with "
+            "run.training.threads threads (0: one per CPU core on cpu, one on a GPU; never more than n_envs)"
         },
     )
     seed: int = field(default=0, metadata={"help": "controller seed (policy init, task draws, exploration)"})
@@ -115,10 +125,13 @@ class ControllerConfig(YamlConfig):
 
         # The policy name is checked where policies are built (metactl.policies.policy_class).
         self.total_episodes = int(check_number("total_episodes", self.total_episodes, low=1, high=10**7, integer=True))
-        self.n_envs = int(check_number("n_envs", self.n_envs, low=1, high=4096, integer=True))
+        self.n_envs = int(check_number("n_envs", self.n_envs, low=0, high=4096, integer=True))
         from metactl.envs.vector import VEC_ENVS
 
         check_choice("vec_env", self.vec_env, VEC_ENVS)
+        self.batched_processes = int(
+            check_number("batched_processes", self.batched_processes, low=0, high=4096, integer=True)
+        )
         if self.vec_env == "ray":
             from metactl.envs.ray_vec_env import require_ray
 
@@ -164,6 +177,38 @@ class ControllerConfig(YamlConfig):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
         for name in self.compare:
             Schedule.named(name)  # read and checked now, not after the training budget
+
+    def resolved_vec_env(self, env_id: str | None = None) -> str:
+        """``vec_env`` with ``auto`` resolved for ``env_id`` (default: the policy's env): ``batched`` for
+        the phase env on a model the population engine runs, else ``subproc`` for several envs and
+        ``dummy`` for one."""
+        if self.vec_env != "auto":
+            return self.vec_env
+        from metactl.envs import PHASE_ENV_ID
+        from metactl.policies import policy_class
+        from metactl.population import runs_model
+
+        if (env_id or policy_class(self.policy).env_id) == PHASE_ENV_ID and runs_model(self.run.model):
+            return "batched"
+        return "subproc" if (self.n_envs or 2) > 1 else "dummy"
+
+    def resolved_n_envs(self) -> int:
+        """``n_envs`` with 0 resolved: 8 episodes under ``batched`` (one PPO rollout per round), else 2."""
+        if self.n_envs:
+            return self.n_envs
+        return 8 if self.resolved_vec_env() == "batched" else 2
+
+    def processes(self) -> int:
+        """Processes ``vec_env: batched`` splits the episodes over (``batched_processes`` resolved)."""
+        n = self.resolved_n_envs()
+        if self.batched_processes:
+            return min(self.batched_processes, n)
+        if self.run.training.device != "cpu":
+            return 1
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(cores, n))
 
 
 def load_controller_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ControllerConfig:

@@ -115,7 +115,7 @@ class PPOPolicy(Policy):
     @property
     def episodes_per_update(self) -> int:
         # PPO's rollout: ppo.episodes_per_update, rounded down to whole rounds of the envs.
-        n, per = self.config.n_envs, self.config.ppo.episodes_per_update
+        n, per = self.config.resolved_n_envs(), self.config.ppo.episodes_per_update
         return max(n, per - per % n)
 
     def setup(self, venv, tb_dir: Path | None) -> None:

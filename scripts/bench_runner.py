@@ -12,9 +12,10 @@ and expert schedules at the controller's episode size, with one and with two 1-t
 
 Then the default controller episode (the phase env of ``metactl train-controller``'s default
 config, actions drawn as its initial PPO policy draws them) under ``vec_env: subproc`` (two
-1-thread processes) and ``vec_env: batched`` (one process using both cores, K episodes in one
-population engine) for several K, each in a fresh process: episodes/min, peak memory per
-episode, and the batched train step's fraction of the fp32 matmul rate. The last line is
+1-thread processes, one episode each) and ``vec_env: batched`` (K episodes on population
+engines: two 1-thread processes with K/2 each, and one 2-thread process with all K) for several
+K, each in a fresh process: episodes/min, peak memory per episode, and the batched train step's
+fraction of the fp32 matmul rate. The last line is
 ``episodes/min: batched N1 (K=k), subprocess N2, ratio R``.
 """
 
@@ -104,9 +105,10 @@ def _episodes_worker(args: tuple[list[str], str, int, int]) -> tuple[float, int]
     return time.perf_counter() - start, episodes
 
 
-def _controller_episodes(args: tuple[str, int, int, int]) -> tuple[float, float]:
-    """Episodes/min and peak RSS (MiB) of ``rounds`` rounds of the default controller episode on
-    ``n_envs`` envs under ``vec_env`` (run in a fresh process; the first round is a warm-up)."""
+def _controller_episodes(args: tuple[str, int, int, int, int]) -> tuple[float, float]:
+    """Episodes/min and peak RSS (MiB, the largest process) of ``rounds`` rounds of the default
+    controller episode on ``n_envs`` envs under ``vec_env``, batched over ``processes`` processes
+    (run in a fresh process; the first round is a warm-up)."""
     import resource
 
     import numpy as np
@@ -115,10 +117,10 @@ def _controller_episodes(args: tuple[str, int, int, int]) -> tuple[float, float]
     from metactl.envs import PHASE_ENV_ID
     from metactl.envs.vector import make_venv
 
-    vec_env, n_envs, threads, rounds = args
+    vec_env, n_envs, threads, rounds, processes = args
     cfg, _ = resolve("default", [f"run.training.threads={threads}"])
     torch.set_num_threads(threads)
-    venv = make_venv(PHASE_ENV_ID, cfg.run, cfg.env, n_envs, vec_env)
+    venv = make_venv(PHASE_ENV_ID, cfg.run, cfg.env, n_envs, vec_env, processes=processes)
     venv.seed(0)
     rng = np.random.default_rng(0)
     std = float(np.exp(cfg.ppo.log_std_init))
@@ -137,15 +139,16 @@ def _controller_episodes(args: tuple[str, int, int, int]) -> tuple[float, float]
         one_round()
     wall = time.perf_counter() - start
     venv.close()
-    return n_envs * rounds / wall * 60, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return n_envs * rounds / wall * 60, rss / 1024
 
 
-def _send_result(conn, args: tuple[str, int, int, int]) -> None:
+def _send_result(conn, args: tuple[str, int, int, int, int]) -> None:
     conn.send(_controller_episodes(args))
     conn.close()
 
 
-def _in_fresh_process(args: tuple[str, int, int, int]) -> tuple[float, float]:
+def _in_fresh_process(args: tuple[str, int, int, int, int]) -> tuple[float, float]:
     # A plain process, not a Pool worker: Pool workers are daemonic and SubprocVecEnv needs children.
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
@@ -157,7 +160,8 @@ def _in_fresh_process(args: tuple[str, int, int, int]) -> tuple[float, float]:
 
 
 def _batched_step_fraction(k: int, threads: int, peak: float) -> float:
-    """FLOP/s of one batched SFT step of K episodes, as a fraction of ``peak`` x threads."""
+    """FLOP/s of one batched SFT step of K episodes in one process of ``threads`` threads, as a
+    fraction of ``peak`` x threads."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from metactl.commands.train_controller.config import resolve
@@ -179,24 +183,100 @@ def _batched_step_fraction(k: int, threads: int, peak: float) -> float:
     return fc.get_total_flops() / (time.perf_counter() - start) / (peak * threads)
 
 
-def controller_comparison(out, peak: float, ks: list[int], rounds: int, sub_rounds: int) -> None:
+def _population_sft(k: int, threads: int, reps: int, profile: bool = False):
+    """Seconds per batched SFT step of ``k`` episodes on ``threads`` threads (every tool in the
+    forward, as in a phase that runs them all); with ``profile``, also the torch profiler's self
+    CPU time per op over those steps."""
+    from metactl.commands.train_controller.config import resolve
+    from metactl.population import Population
+    from metactl.schedule import Schedule
+
+    cfg, _ = resolve("default", [f"run.training.threads={threads}"])
+    torch.set_num_threads(threads)
+    pop = Population(cfg.run, k)
+    phase = Schedule.named("default", cfg.run.training.layer_groups).phases[0]
+    for slot in range(k):
+        pop.begin(slot, 0, slot)
+        pop.slots[slot].active = list(pop.tool_names)
+    train = {slot: phase for slot in range(k)}
+    slots = list(range(k))
+    pop.model.train()
+    for _ in range(2):
+        pop._train_step("sft", slots, train)
+    ops: dict[str, float] = {}
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(reps):
+                pop._train_step("sft", slots, train)
+        ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    start = time.perf_counter()
+    for _ in range(reps):
+        pop._train_step("sft", slots, train)
+    return (time.perf_counter() - start) / reps, ops
+
+
+def _in_pool(fn, *args):
+    # A fresh process per measurement: torch's thread count is set once per process.
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def batched_breakdown(out, engine_sft: float, reps: int) -> None:
+    """Where a batched step's time goes, and why one 1-thread process per core."""
+    one, ops = _in_pool(_population_sft, 4, 1, reps, True)
+    k1, _ = _in_pool(_population_sft, 1, 1, reps)
+    two, _ = _in_pool(_population_sft, 4, 2, reps)
+    total = sum(ops.values())
+
+    def share(*names: str) -> float:
+        return sum(v for key, v in ops.items() if any(n in key for n in names)) / total
+
+    groups = {
+        "base matmuls (aten::mm)": share("aten::mm"),
+        "LoRA products (bmm, baddbmm)": share("aten::bmm", "aten::baddbmm"),
+        "attention (scaled_dot_product)": share("scaled_dot_product"),
+        "elementwise (mul, add, copy, cat, silu, pow, ...)": 0.0,
+    }
+    groups["elementwise (mul, add, copy, cat, silu, pow, ...)"] = 1 - sum(groups.values())
+    out("Where a batched SFT step's time goes (4 episodes, 1 thread, every tool in the forward; torch profiler, "
+        "self CPU time):")
+    out("")
+    out("| part | share of the step |")
+    out("|---|---|")
+    for name, frac in groups.items():
+        out(f"| {name} | {frac:.2f} |")
+    out("")
+    out(f"- SFT episode-step, 1 thread: {engine_sft * 1e3:.1f} ms through peft (Engine), {k1 * 1e3:.1f} ms on the "
+        f"population engine at K=1, {one / 4 * 1e3:.1f} ms per episode at K=4")
+    out(f"- K=4 on 2 threads: {two / 4 * 1e3:.1f} ms per episode, {2 * two / one:.2f}x the CPU time of 1 thread "
+        "(hence one 1-thread process per core)")
+    out("")
+
+
+def controller_comparison(out, peak: float, setups: list[tuple[int, int, int]], rounds: int, sub_rounds: int) -> None:
+    """Subprocesses against ``vec_env: batched`` at each (K, processes, threads) of ``setups``."""
     out("Default controller episode (the phase env of train-controller's default config), episodes/min:")
     out("")
-    out("| vec_env | processes x threads | K (episodes in one batch) | episodes/min | peak memory per episode |")
+    out("| vec_env | processes x threads | K (episodes in one batch, all processes) | episodes/min | "
+        "peak memory per episode |")
     out("|---|---|---|---|---|")
-    sub, sub_rss = _in_fresh_process(("subproc", 2, 1, sub_rounds))
-    out(f"| subproc | 2 x 1 | 1 | {sub:.1f} | {sub_rss:.0f} MiB (main process) |")
-    best = (0.0, 0)
-    for k in ks:
-        eps, rss = _in_fresh_process(("batched", k, 2, rounds))
-        out(f"| batched | 1 x 2 | {k} | {eps:.1f} | {rss / k:.0f} MiB |")
-        best = max(best, (eps, k))
-    frac = _batched_step_fraction(best[1], 2, peak)
+    sub, sub_rss = _in_fresh_process(("subproc", 2, 1, sub_rounds, 1))
+    out(f"| subproc | 2 x 1 | 1 per process | {sub:.1f} | {sub_rss:.0f} MiB (largest process) |")
+    best = (0.0, 0, 0, 0)
+    for k, procs, threads in setups:
+        eps, rss = _in_fresh_process(("batched", k, threads, rounds, procs))
+        out(f"| batched | {procs} x {threads} | {k} | {eps:.1f} | {rss / (k / procs):.0f} MiB |")
+        best = max(best, (eps, k, procs, threads))
+    eps, k, procs, threads = best
+    frac = _batched_step_fraction(k // procs, threads, peak)
     out("")
-    out(f"A batched train step at K={best[1]} runs at {frac:.2f} of the fp32 matmul rate (2 threads x "
-        f"{peak / 1e9:.1f} GFLOP/s).")
+    out(f"A batched SFT step of {k // procs} episodes in one {threads}-thread process runs at {frac:.2f} of that "
+        f"process's fp32 matmul rate ({threads} x {peak / 1e9:.1f} GFLOP/s).")
     out("")
-    out(f"episodes/min: batched {best[0]:.1f} (K={best[1]}), subprocess {sub:.1f}, ratio {best[0] / sub:.2f}")
+    out(f"episodes/min: batched {eps:.1f} (K={k}), subprocess {sub:.1f}, ratio {eps / sub:.2f}")
 
 
 def _printer(lines: list[str]):
@@ -215,7 +295,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=3, help="timed episodes per schedule and process")
     ap.add_argument("--reps", type=int, default=20, help="timed optimiser steps per measurement")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--quick", action="store_true", help="only the controller-episode comparison (K=8)")
+    ap.add_argument("--quick", action="store_true", help="only the controller-episode comparison (K=8 on 2 processes)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -225,7 +305,7 @@ def main() -> None:
         peak = matmul_flops()
         say(f"fp32 matmul 1024^3, 1 thread: {peak / 1e9:.1f} GFLOP/s")
         say("")
-        controller_comparison(say, peak, [8], rounds=1, sub_rounds=1)
+        controller_comparison(say, peak, [(8, 2, 1)], rounds=1, sub_rounds=2)
         if args.out:
             atomic_write_text(args.out, "\n".join(quick) + "\n")
         return
@@ -246,8 +326,10 @@ def main() -> None:
     out("")
     out("| tool | batch | ms/step | steps/s | GFLOP/step | GFLOP/s | fraction of matmul |")
     out("|---|---|---|---|---|---|---|")
+    sft_step = 0.0
     for tool in engine.tool_names:
         sec = _steps(engine, tool, [1.0] * 4, args.reps)
+        sft_step = sec if tool == "sft" else sft_step
         fl = _step_flops(engine, tool)
         out(
             f"| {tool} | {cfg.tools[tool].batch_size} | {sec * 1e3:.1f} | {1 / sec:.1f} | {fl / 1e9:.3f} | "
@@ -323,7 +405,9 @@ def main() -> None:
         eps2 = sum(n for _, n in res) / wall_two * 60
         out(f"| {name} | {n_phases} | {secs / n:.2f} | {n / secs * 60:.1f} | {eps2:.1f} |")
     out("")
-    controller_comparison(out, peak, [1, 4, 8, 16, 32], rounds=1, sub_rounds=3)
+    batched_breakdown(out, sft_step, args.reps)
+    sweep = [(1, 1, 1), (2, 2, 1), (4, 2, 1), (8, 2, 1), (16, 2, 1), (32, 2, 1), (8, 1, 2)]
+    controller_comparison(out, peak, sweep, rounds=1, sub_rounds=3)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         cmd = "python scripts/bench_runner.py" + (f" --steps {args.steps}" if args.steps else "")

@@ -111,8 +111,9 @@ def test_an_episode_exports_peft_adapters_that_reload_with_plain_peft(engine, po
 
 
 def test_batched_vec_env_steps_as_the_envs_do_alone():
-    """vec_env batched against dummy (the same phase env, one episode at a time), same seeds and
-    actions, through an automatic reset."""
+    """vec_env batched, in this process and split over two processes (3 envs: shards of 2 and 1),
+    against dummy (the same phase env, one episode at a time), same seeds and actions, through an
+    automatic reset; get_attr and env_method reach the env they name wherever it runs."""
     from metactl.config import load_config
     from metactl.envs import PHASE_ENV_ID
     from metactl.envs.config import EnvConfig
@@ -120,25 +121,35 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
 
     run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8"])
     env = EnvConfig(phases=2, quick_probes=4, interference_rows=4)
-    traces = {}
-    for kind in ("batched", "dummy"):
-        venv = make_venv(PHASE_ENV_ID, run, env, 2, kind)
-        venv.seed(3)
-        rng = np.random.default_rng(0)
-        trace = [venv.reset()]
-        for _ in range(3):
-            obs, rewards, dones, infos = venv.step(rng.uniform(-0.5, 0.5, (2, *venv.action_space.shape)).astype("f4"))
-            trace.append((obs, rewards, dones, [i.get("episode_return") for i in infos]))
-        traces[kind] = trace
-    batched, dummy = traces["batched"], traces["dummy"]
+    n = 3
+    traces, rngs = {}, {}
+    for kind, processes in (("batched", 1), ("batched", 2), ("dummy", 1)):
+        venv = make_venv(PHASE_ENV_ID, run, env, n, kind, processes=processes)
+        try:
+            venv.seed(3)
+            rng = np.random.default_rng(0)
+            trace = [venv.reset()]
+            for _ in range(3):
+                actions = rng.uniform(-0.5, 0.5, (n, *venv.action_space.shape)).astype("f4")
+                obs, rewards, dones, infos = venv.step(actions)
+                trace.append((obs, rewards, dones, [i.get("episode_return") for i in infos]))
+            traces[kind, processes] = trace
+            rngs[kind, processes] = [g.bit_generator.state for g in venv.get_attr("np_random", indices=[2, 0])]
+            assert venv.env_method("set_worker_index", 2, indices=[2]) == [None]
+        finally:
+            venv.close()
+    dummy = traces["dummy", 1]
     # Before any training retain's loss is KL(base || base): its gradient is zero up to rounding,
     # so its cosines at reset are rounding noise, which differs between the two paths.
     labels = make_venv(PHASE_ENV_ID, run, env, 1, "dummy").get_attr("observer")[0].labels
     noise = np.array([label.startswith("cos/") and "retain" in label for label in labels])
-    assert np.allclose(batched[0][:, ~noise], dummy[0][:, ~noise], atol=TOL)
-    for (o1, r1, d1, e1), (o2, r2, d2, e2) in zip(batched[1:], dummy[1:]):
-        assert np.allclose(o1, o2, atol=TOL) and np.allclose(r1, r2, atol=TOL)
-        assert (d1 == d2).all()
-        assert [e is None for e in e1] == [e is None for e in e2]
-        assert all(a is None or a == pytest.approx(b, abs=TOL) for a, b in zip(e1, e2))
-    assert batched[2][2].all()  # the episodes ended and were reset, as SB3 VecEnvs do
+    for processes in (1, 2):
+        batched = traces["batched", processes]
+        assert rngs["batched", processes] == rngs["dummy", 1]
+        assert np.allclose(batched[0][:, ~noise], dummy[0][:, ~noise], atol=TOL)
+        for (o1, r1, d1, e1), (o2, r2, d2, e2) in zip(batched[1:], dummy[1:]):
+            assert np.allclose(o1, o2, atol=TOL) and np.allclose(r1, r2, atol=TOL)
+            assert (d1 == d2).all()
+            assert [e is None for e in e1] == [e is None for e in e2]
+            assert all(a is None or a == pytest.approx(b, abs=TOL) for a, b in zip(e1, e2))
+        assert batched[2][2].all()  # the episodes ended and were reset, as SB3 VecEnvs do

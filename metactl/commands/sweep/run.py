@@ -98,11 +98,12 @@ def trial_resources(cfg: SweepConfig) -> Any:
     ccfg = trial_config(cfg, preview_trials(cfg)[0])
     check_trial_resources(ccfg)
     head = {"CPU": cfg.trial_cpus} if cfg.trial_cpus > 0 else {}
-    if ccfg.vec_env == "ray":
+    kind, n_envs = ccfg.resolved_vec_env(), ccfg.resolved_n_envs()
+    if kind == "ray":
         env = {"CPU": ccfg.ray.cpus_per_env, **({"GPU": ccfg.ray.gpus_per_env} if ccfg.ray.gpus_per_env else {})}
         env = {k: v for k, v in env.items() if v > 0}
-        return tune.PlacementGroupFactory([head, *[env] * ccfg.n_envs], strategy="PACK")
-    procs = ccfg.n_envs if ccfg.n_envs > 1 and ccfg.vec_env != "dummy" else 1
+        return tune.PlacementGroupFactory([head, *[env] * n_envs], strategy="PACK")
+    procs = ccfg.processes() if kind == "batched" else n_envs if n_envs > 1 and kind != "dummy" else 1
     return tune.PlacementGroupFactory([{"CPU": cfg.trial_cpus + procs}])
 
 @dataclass

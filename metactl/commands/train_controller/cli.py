@@ -27,7 +27,9 @@ def command(
         help="continue an interrupted run from its directory (its config.yaml wins)"
     )] = None,
     vec_env: Annotated[str | None, typer.Option(help=(
-        "what runs the envs: subproc (local processes), ray (Ray actors, local or on a cluster), dummy (this process)"
+        "what runs the envs: batched (policy ppo: n_envs episodes batched on population engines, one 1-thread "
+        "process per core; what auto picks for ppo), subproc (local processes), ray (Ray actors, local or on a "
+        "cluster), dummy (this process)"
     ))] = None,
     ray_address: Annotated[str | None, typer.Option(help=(
         "with --vec-env ray: 'auto' joins the cluster `ray start` made, HOST:PORT or ray://HOST:10001 another; "

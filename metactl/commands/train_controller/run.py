@@ -53,8 +53,11 @@ log = logging.getLogger("metactl.train_controller")
 
 
 def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None) -> VecEnv:
-    """``n_envs`` copies of the env under ``cfg.vec_env`` (subprocesses, Ray actors or in-process)."""
-    return _make_venv(env_id, cfg.run, cfg.env, n_envs or cfg.n_envs, cfg.vec_env, cfg.ray)
+    """``n_envs`` copies of the env under ``cfg.vec_env`` (population engines, subprocesses, Ray actors or
+    in-process)."""
+    kind = cfg.resolved_vec_env(env_id)
+    n_envs = n_envs or cfg.n_envs or (8 if kind == "batched" else 2)
+    return _make_venv(env_id, cfg.run, cfg.env, n_envs, kind, cfg.ray, cfg.processes())
 
 
 def _job(label: str, actor: object, task_seed: int, seed: int, save: str | None = None) -> Job:
