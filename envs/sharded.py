@@ -1,9 +1,9 @@
 """``vec_env: batched`` over several processes: the K episodes split into shards, one population each.
 
 On CPU a population engine's step is made of small, memory-bound kernels (rank-8 LoRA products,
-norms, rotary, attention over ~30 tokens) that two threads of one process share badly: a 1-thread
-process runs an episode-step in about 0.6 of the CPU time a 2-thread one needs
-(``docs/bench_population.md``). :class:`ShardedVecEnv` therefore runs one
+norms, rotary, attention over ~30 tokens) that two threads of one process share badly: two
+1-thread processes step more episodes per second than one 2-thread process (``scripts/bench_runner.py``
+measures both). :class:`ShardedVecEnv` therefore runs one
 :class:`metactl.envs.batched.BatchedVecEnv` per process, each with ``run.training.threads``
 threads and its share of the K episodes, and steps them all at once. Episodes are the same
 whichever process runs them: each env keeps its global index, its seed and its own RNG.

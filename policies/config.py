@@ -69,7 +69,7 @@ class ControllerConfig(YamlConfig):
         metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"},
     )
     total_episodes: int = field(
-        default=88, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"}
+        default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"}
     )
     n_envs: int = field(
         default=0,
