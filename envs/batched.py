@@ -165,23 +165,18 @@ class BatchedVecEnv(VecEnv):
     def close(self) -> None:
         pass
 
-    def _indices(self, indices) -> list[int]:
-        if indices is None:
-            return list(range(self.num_envs))
-        return [indices] if isinstance(indices, int) else list(indices)
-
     def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        return [getattr(self.envs[i], attr_name) for i in self._indices(indices)]
+        return [getattr(self.envs[i], attr_name) for i in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        for i in self._indices(indices):
+        for i in self._get_indices(indices):
             setattr(self.envs[i], attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-        return [getattr(self.envs[i], method_name)(*method_args, **method_kwargs) for i in self._indices(indices)]
+        return [getattr(self.envs[i], method_name)(*method_args, **method_kwargs) for i in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
+        return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None for _ in self.envs]

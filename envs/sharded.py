@@ -143,12 +143,8 @@ class ShardedVecEnv(VecEnv):
     # -- the rest of the VecEnv API, routed to the process holding each env ----------------------
     def _by_process(self, indices) -> list[tuple[int, list[int]]]:
         """(process, local indices) pairs for global ``indices``, in the order the indices come."""
-        if indices is None:
-            indices = range(self.num_envs)
-        elif isinstance(indices, int):
-            indices = [indices]
         out: list[tuple[int, list[int]]] = []
-        for i in indices:
+        for i in self._get_indices(indices):
             p = next(p for p, (lo, hi) in enumerate(self._ranges) if lo <= i < hi)
             if not out or out[-1][0] != p:
                 out.append((p, []))
@@ -172,12 +168,7 @@ class ShardedVecEnv(VecEnv):
         self._call("set_attr", indices, lambda local: (attr_name, value, local))
 
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
-
-    def _indices(self, indices) -> list[int]:
-        if indices is None:
-            return list(range(self.num_envs))
-        return [indices] if isinstance(indices, int) else list(indices)
+        return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None for _ in range(self.num_envs)]

@@ -192,11 +192,12 @@ class ControllerConfig(YamlConfig):
             return "batched"
         return "subproc" if (self.n_envs or 2) > 1 else "dummy"
 
-    def resolved_n_envs(self) -> int:
-        """``n_envs`` with 0 resolved: 8 episodes under ``batched`` (one PPO rollout per round), else 2."""
+    def resolved_n_envs(self, vec_env: str | None = None) -> int:
+        """``n_envs`` with 0 resolved for ``vec_env`` (default: the resolved one): 8 episodes under
+        ``batched`` (one PPO rollout per round), else 2."""
         if self.n_envs:
             return self.n_envs
-        return 8 if self.resolved_vec_env() == "batched" else 2
+        return 8 if (vec_env or self.resolved_vec_env()) == "batched" else 2
 
     def processes(self) -> int:
         """Processes ``vec_env: batched`` splits the episodes over (``batched_processes`` resolved)."""

@@ -56,7 +56,7 @@ def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None) -> 
     """``n_envs`` copies of the env under ``cfg.vec_env`` (population engines, subprocesses, Ray actors or
     in-process)."""
     kind = cfg.resolved_vec_env(env_id)
-    n_envs = n_envs or cfg.n_envs or (8 if kind == "batched" else 2)
+    n_envs = n_envs or cfg.resolved_n_envs(kind)
     return _make_venv(env_id, cfg.run, cfg.env, n_envs, kind, cfg.ray, cfg.processes())
 
 
