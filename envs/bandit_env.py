@@ -37,8 +37,9 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
 
     ``Box(float32)``: the base model's scores on the task's *observe* split (behaviour accuracies
     on training-distribution probes no reported score uses, stability and CKA on its own retain
-    texts, composite / max, all in [0, 1]) and the task's features (clipped to [-5, 5]).
-    ``reset``'s info carries ``observation_labels``, the name of every entry.
+    texts, composite / max, all in [0, 1]), each behaviour named by the tool that produces it, so
+    any suite with the same tools gives the same layout. ``reset``'s info carries
+    ``observation_labels``, the name of every entry.
 
     ## Rewards
 
@@ -78,7 +79,7 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
         return self.space.schedule(apply_residual(self.prior, action), name=name)
 
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:
-        obs, _ = self.reset(options={"task_seed": job.task_seed, "episode_seed": job.episode_seed})
+        obs, _ = self.reset(options=job.options())
         action, _ = job.actor.predict(obs, deterministic=True)
         schedule = self.decode(action, name=job.label)
         self._ready = False

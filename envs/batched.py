@@ -68,13 +68,16 @@ class SlotEngine:
         self.model_path = population.model_path
         self.adapters = _SlotAdapters(population, slot)
         self.task: TaskState = population.load_task(self.config.task_seed)
+        self.task_key: tuple[int, str | None] = (self.config.task_seed, None)
 
-    def load_task(self, task_seed: int) -> TaskState:
-        self.task = self.population.load_task(task_seed)
+    def load_task(self, task_seed: int, suite_name: str | None = None) -> TaskState:
+        self.task = self.population.load_task(task_seed, suite_name=suite_name)
+        self.task_key = (task_seed, suite_name)
         return self.task
 
     def episode(self, seed: int) -> _SlotEpisode:
-        self.population.begin(self.slot, self.task.suite.task_seed, seed)
+        task_seed, suite_name = self.task_key
+        self.population.begin(self.slot, task_seed, seed, suite_name)
         return _SlotEpisode(self)
 
     def gradient_cosines(self, rows: int = 8) -> dict[str, list[float]]:
@@ -83,8 +86,9 @@ class SlotEngine:
     def run(self, schedule: Schedule, seed: int | None = None, score_every_phase: bool | None = None,
             observe_probes: int | None = None, **_: Any) -> list[PhaseResult]:
         seed = self.config.training.seed if seed is None else seed
+        task_seed, suite_name = self.task_key
         res = self.population.run(
-            [schedule], [seed], [self.task.suite.task_seed], score_every_phase, observe_probes, slots=[self.slot]
+            [schedule], [seed], [task_seed], score_every_phase, observe_probes, slots=[self.slot], suite_name=suite_name
         )[0]
         if isinstance(res, FloatingPointError):
             raise res

@@ -48,6 +48,12 @@ class Job:
     actor: Any = None  # an object with SB3's predict(), or it pickled
     label: str = ""
     save_adapters: str | None = None  # the caller writes the resulting adapters here (peft format)
+    suite: str | None = None  # the task's suite (None: the run's own, run.suite)
+
+    def options(self) -> dict[str, Any]:
+        """The env ``reset`` options that pin this job's task and episode."""
+        pinned = {"task_seed": self.task_seed, "episode_seed": self.episode_seed}
+        return {**pinned, "suite": self.suite} if self.suite else pinned
 
 
 class EngineEnvMixin(ABC):
@@ -63,7 +69,8 @@ class EngineEnvMixin(ABC):
         self._resumed_rng = rng
 
     def begin_task(self, options: dict[str, Any] | None) -> None:
-        """Pin or draw (from ``self.np_random``) the task and episode seeds; load the task."""
+        """Pin or draw (from ``self.np_random``) the task and episode seeds; load the task (of
+        ``options["suite"]`` when given, an evaluation suite; else of the run's suite)."""
         if self._resumed_rng is not None:
             self.np_random, self._resumed_rng = self._resumed_rng, None
         options = options or {}
@@ -72,7 +79,8 @@ class EngineEnvMixin(ABC):
         self.episode_seed = (
             int(options["episode_seed"]) if "episode_seed" in options else int(self.np_random.integers(2**31 - 1))
         )
-        self.engine.load_task(self.task_seed)
+        self.suite_name = options.get("suite")
+        self.engine.load_task(self.task_seed, suite_name=self.suite_name)
 
     def set_worker_index(self, index: int) -> None:
         # A method, not set_attr: VecEnv.set_attr would set it on the Monitor wrapper.
@@ -99,7 +107,7 @@ class EngineEnvMixin(ABC):
     def _run_job(self, job: Job) -> dict:
         if job.schedule is not None:
             engine = self.engine
-            engine.load_task(job.task_seed)
+            engine.load_task(job.task_seed, suite_name=job.suite)
             results = engine.run(job.schedule, seed=job.episode_seed, score_every_phase=False)
             schedule, final = job.schedule, results[-1].scores
         else:
@@ -108,7 +116,8 @@ class EngineEnvMixin(ABC):
                 job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
         out = {
-            "label": job.label, "task_seed": job.task_seed, "episode_seed": job.episode_seed,
+            "label": job.label, "suite": job.suite or self.run_config.suite, "family": self.engine.task.suite.name,
+            "task_seed": job.task_seed, "episode_seed": job.episode_seed,
             "scores": final, "base": dict(self.engine.task.base_scores), "schedule": schedule,
             "model_path": self.engine.model_path,
         }

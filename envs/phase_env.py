@@ -46,7 +46,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     on its own retain texts, their composite / max), a one-hot phase index and the fraction of
     the budget left, ``log1p`` of each tool's update norm per layer group, the gradient cosine
     between each pair of tools per layer group on the shared base weights (interference,
-    :mod:`metactl.interference`), and the task's features. ``reset``'s info carries
+    :mod:`metactl.interference`), and each tool's loss and gradient norm on a fixed batch relative
+    to the episode's start. Nothing names the suite or its generator's knobs: the same layout
+    comes from any suite whose behaviours are produced by the same tools. ``reset``'s info carries
     ``observation_labels``, the name of every entry. No held-out or test probe is read before
     the episode's final score.
 
@@ -65,7 +67,8 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
 
     Fresh adapters (zero update) on a task whose seed is drawn from ``env.train_task_seeds``;
     ``reset(options={"task_seed": s, "episode_seed": e})`` pins either (evaluation uses task
-    seeds outside the training range).
+    seeds outside the training range); ``"suite": name`` takes the task from another suite with
+    the same tools (an evaluation suite, e.g. task families the controller never trained on).
 
     ## Episode End
 
@@ -126,12 +129,13 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self.phase = 0
         # The controller reads the observe split only; the reported scores are read once, at the end.
         self.observed = dict(self.engine.task.observe_base(self.env_config.quick_probes))
+        self.observed_base = self.observed
         self.potential0 = self.observed[OBSERVED_COMPOSITE]
         self.scores: dict[str, float] = {}
 
     def first_observation(self, cosines: dict[str, list[float]]) -> tuple[np.ndarray, dict]:
-        self.cosines = cosines
-        obs = self.observer(self.observed, 0, self.engine.adapters.norms(), self.cosines)
+        self.cosines = self.start_reading = cosines
+        obs = self._observe(0, self.engine.adapters.norms())
         return obs, {
             "task_seed": self.task_seed,
             "episode_seed": self.episode_seed,
@@ -170,7 +174,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
                 episode_return=-self.env_config.diverged_penalty,
             )
             reward = -(before - self.potential0) - self.env_config.diverged_penalty
-            obs = self.observer(self.observed, self.phase, None, None)
+            obs = self._observe(self.phase, None)
             return obs, float(reward), True, False, info
         if not last:  # nothing acts on the final observation
             self.cosines = cosines
@@ -193,11 +197,11 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             self.observed = result.scores
             reward = self.observed[OBSERVED_COMPOSITE] - before
         # After the last phase the observation keeps the last observe reading (nothing acts on it).
-        obs = self.observer(self.observed, self.phase, result.norms, self.cosines)
+        obs = self._observe(self.phase, result.norms)
         return obs, float(reward), False, last, info
 
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:
-        obs, _ = self.reset(options={"task_seed": job.task_seed, "episode_seed": job.episode_seed})
+        obs, _ = self.reset(options=job.options())
         done = False
         while not done:
             action, _ = job.actor.predict(obs, deterministic=True)
@@ -208,6 +212,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         return self.schedule(name=job.label), dict(self.scores)
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _observe(self, phase: int, norms: dict[str, list[float]] | None) -> np.ndarray:
+        return self.observer(self.observed, phase, norms, self.cosines, self.observed_base, self.start_reading)
+
     def schedule(self, name: str = "") -> Schedule:
         """The phases this episode has run so far, as a portable schedule."""
         return Schedule(phases=list(self._phases), layer_groups=self.controls.groups, name=name)

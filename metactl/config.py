@@ -102,7 +102,13 @@ class YamlConfig:
 @dataclass
 class RunConfig(YamlConfig):
     model: str = field(default="proxy-tiny", metadata={"help": "built-in model name, HF folder or hub id"})
-    suite: str = field(default="style-vs-truth", metadata={"help": "built-in suite name or a folder with suite.yaml"})
+    suite: str = field(
+        default="style-vs-truth",
+        metadata={
+            "help": "built-in suite name, a folder with suite.yaml, or a mixture of task families (a+b, "
+            "train-families, heldout-families: task seed s is task s // n of member s % n)"
+        },
+    )
     task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "episode size, adapters, seeds"})
     tools: dict[str, ToolConfig] = field(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,25 +50,83 @@ class PhaseResult:
 
 
 @dataclass
+class LossMemory:
+    """Each tool's last and best training loss in the episode: what the ``max-gap`` order reads."""
+
+    last: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    previous: str = ""  # the tool of the latest step: on a tie the other tool goes, so tools alternate
+
+    def record(self, tool: str, value: float) -> None:
+        self.last[tool] = value
+        self.best[tool] = min(self.best.get(tool, math.inf), value)
+        self.previous = tool
+
+    def furthest(self, shares: dict[str, float]) -> str:
+        """The tool whose last loss is furthest above its best, weighted by its share of ``shares``
+        (MAXRIGHT's rule, arXiv 2410.15483, with the best loss so far standing in for the optimum)."""
+        unseen = [t for t in shares if t not in self.last]
+        if unseen:
+            return unseen[0]
+        total = sum(shares.values())
+        gap = {t: s / total * (self.last[t] - self.best[t]) for t, s in shares.items()}
+        top = max(gap.values())
+        tied = [t for t in shares if gap[t] == top]
+        return next((t for t in tied if t != self.previous), tied[0])
+
+    def to_dict(self) -> dict:
+        return {"last": dict(self.last), "best": dict(self.best), "previous": self.previous}
+
+
+@dataclass
 class PhasePlan:
     outputs: dict[str, Grid]  # every tool's output scales in this phase (1.0 where the phase is silent on it)
-    order: list[str]  # the tool of each step
+    order: list[tuple[str, ...]]  # the tools of each step (one each, but every tool under ``joint``)
     active: list[str]  # the tools whose adapters can change the forward pass
+    rule: str = "interleave"
+    shares: dict[str, float] = field(default_factory=dict)  # the tools taking part, by share
+
+    def tools_at(self, step: int, memory: LossMemory) -> tuple[str, ...]:
+        """The tools of step ``step``; under ``max-gap`` chosen now, from the losses so far."""
+        if self.rule == "max-gap":
+            return (memory.furthest(self.shares),)
+        return self.order[step]
 
 
-def plan_phase(phase: Phase, steps: int, tools: list[str], groups: int, trained: set[str]) -> PhasePlan:
+def plan_phase(
+    phase: Phase, steps: int, tools: list[str], groups: int, trained: set[str], order_seed: int = 0
+) -> PhasePlan:
     """What a phase does, for one episode or a population alike; adds the phase's tools to ``trained``.
 
-    An adapter still at its zero init, or scaled to zero everywhere, adds exactly nothing: leaving
-    it out of the forward pass saves its FLOPs and the per-module overhead.
+    ``order_seed`` draws a ``random`` order (its own stream, so the batches an episode draws do not
+    depend on the order rule). An adapter still at its zero init, or scaled to zero everywhere, adds
+    exactly nothing: leaving it out of the forward pass saves its FLOPs and the per-module overhead.
     """
     full = {t: full_grid(1.0, groups) for t in tools}
     outputs = {**full, **{t: c.output for t, c in phase.tools.items() if t in full}}
-    order = interleave({t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None}, steps)
-    trained |= set(order)
+    shares = {t: c.share for t, c in phase.tools.items() if c.lowest_trained_group() is not None and c.share > 0}
+    names = list(shares)
+    if not names:
+        order: list[tuple[str, ...]] = []
+    elif phase.order == "random":
+        weights = torch.tensor([shares[t] for t in names], dtype=torch.float64)
+        gen = torch.Generator().manual_seed(order_seed)
+        order = [(names[i],) for i in torch.multinomial(weights, steps, replacement=True, generator=gen).tolist()]
+    elif phase.order == "joint":
+        order = [tuple(names)] * ((steps + len(names) // 2) // len(names))
+    elif phase.order == "max-gap":
+        order = [()] * steps  # chosen step by step (PhasePlan.tools_at)
+    else:
+        order = [(t,) for t in interleave(shares, steps)]
+    trained |= set(names)
     silent = {t for t, grid in outputs.items() if not any(v for row in grid for v in row)}
-    active = [t for t in tools if t in set(order) or (t in trained and t not in silent)]
-    return PhasePlan(outputs, order, active)
+    active = [t for t in tools if t in shares or (t in trained and t not in silent)]
+    return PhasePlan(outputs, order, active, phase.order, shares)
+
+
+def order_seed(seed: int, phase_index: int) -> int:
+    """The seed of a ``random`` phase's order: the episode seed and the phase, nothing else."""
+    return (seed * 1_000_003 + phase_index * 7_919 + 17) % (2**63)
 
 
 class Episode:
@@ -79,6 +137,7 @@ class Episode:
         self.seed = seed
         self.phase_index = 0
         self.trained: set[str] = set()  # tools whose adapters have moved from their zero init
+        self.losses = LossMemory()
         engine.adapters.reset(seed)
         self.gen = torch.Generator().manual_seed(seed)
         cfg = engine.config
@@ -101,6 +160,7 @@ class Episode:
             "generator": self.gen.get_state(),
             "phase_index": self.phase_index,
             "trained": sorted(self.trained),
+            "losses": self.losses.to_dict(),
             "results": [r.to_row() for r in results],
         }
         atomic_write_with(path, lambda tmp: torch.save(state, tmp))
@@ -127,6 +187,7 @@ class Episode:
         self.gen.set_state(state["generator"])
         self.phase_index = state["phase_index"]
         self.trained = set(state["trained"])
+        self.losses = LossMemory(**state.get("losses", {}))
         return [PhaseResult(**row) for row in state["results"]]
 
     def _apply_train(self, phase: Phase) -> None:
@@ -160,38 +221,43 @@ class Episode:
     ) -> PhaseResult:
         eng = self.engine
         t0 = time.perf_counter()
-        plan = plan_phase(phase, steps, eng.tool_names, eng.layer_map.groups, self.trained)
+        plan = plan_phase(
+            phase, steps, eng.tool_names, eng.layer_map.groups, self.trained, order_seed(self.seed, self.phase_index)
+        )
         eng.adapters.set_output(plan.outputs)
         self._apply_train(phase)
-        order = plan.order
         eng.adapters.activate(plan.active or eng.tool_names[:1])
         eng.model.train()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         current = None
-        for tool_name in order:
-            if tool_name != current:
-                eng.adapters.trainable(tool_name, phase.tools[tool_name].train)
-                current = tool_name
-            loss, value = self._loss(eng.task.tools[tool_name])
-            if not math.isfinite(value):
-                raise DivergedError(
-                    f"phase {self.phase_index}: {tool_name} loss is {value} (diverged); lower tools.{tool_name}.lr "
-                    "or that tool's train control."
-                )
-            loss.backward()
+        for i in range(len(plan.order)):
+            # Every tool of a step computes its gradient at the same parameters; one update follows.
+            step_tools = plan.tools_at(i, self.losses)
+            for tool_name in step_tools:
+                if tool_name != current:
+                    eng.adapters.trainable(tool_name, phase.tools[tool_name].train)
+                    current = tool_name
+                loss, value = self._loss(eng.task.tools[tool_name])
+                if not math.isfinite(value):
+                    raise DivergedError(
+                        f"phase {self.phase_index}: {tool_name} loss is {value} (diverged); lower "
+                        f"tools.{tool_name}.lr or that tool's train control."
+                    )
+                loss.backward()
+                self.losses.record(tool_name, value)
+                sums[tool_name] = sums.get(tool_name, 0.0) + value
+                counts[tool_name] = counts.get(tool_name, 0) + 1
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            sums[tool_name] = sums.get(tool_name, 0.0) + value
-            counts[tool_name] = counts.get(tool_name, 0) + 1
             if on_step:
-                on_step(1)
+                on_step(len(step_tools))
         eng.model.eval()
         eng.adapters.freeze()  # nothing keeps a gradient between phases
         scores = (scorer or eng.task.scorer).score(eng.model) if score else None
         result = PhaseResult(
             phase=self.phase_index,
-            steps=len(order),
+            steps=sum(counts.values()),
             tool_steps=counts,
             losses={t: sums[t] / counts[t] for t in counts},
             norms=eng.adapters.norms(),

@@ -20,8 +20,26 @@ class Evaluation:
 
     @property
     def parts(self) -> list[str]:
-        """The score parts every table of this evaluation shows (from the suite's behaviours)."""
-        return reported_parts(self.rows[0]["scores"]) if self.rows else []
+        """The score parts every table of this evaluation shows (from the suite's behaviours). Rows
+        of task families with different behaviours share their per-split parts instead."""
+        if not self.rows:
+            return []
+        common = set.intersection(*(set(r["scores"]) for r in self.rows))
+        first = reported_parts(self.rows[0]["scores"])
+        parts = [p for p in first if p in common]
+        if len(parts) < len(first):
+            parts = [p for p in ("target", "heldout") if p in common] + [p for p in parts if "/" not in p]
+        return parts
+
+    def suites(self) -> list[str]:
+        """The suites the rows come from, in order (rows from before suites were recorded: none)."""
+        return list(dict.fromkeys(r["suite"] for r in self.rows if r.get("suite")))
+
+    def of_suite(self, suite: str | None) -> Evaluation:
+        """The rows of ``suite`` (None: rows that name no suite, or every row when none does)."""
+        if suite is None and not self.suites():
+            return self
+        return Evaluation([r for r in self.rows if r.get("suite") == suite])
 
     def summary(self) -> dict[str, dict]:
         """Per label: mean and std of every part, the gain over base, and the gain ratio to default."""

@@ -23,7 +23,10 @@ def pair_names(tools: list[str]) -> list[str]:
 
 
 def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
-    """Per tool pair ``"a|b"``, per layer group: cosine of the tools' base-weight gradients."""
+    """Per tool pair ``"a|b"``, per layer group: cosine of the tools' base-weight gradients; and per
+    tool, from the same backward, ``"loss/<tool>"`` (its loss on the fixed rows, one value) and
+    ``"gnorm/<tool>"`` (the norm of its base-weight gradient per layer group): readings any suite
+    gives, which a controller compares with their values at the start of the episode."""
     adapters = engine.adapters
     groups = adapters.layer_map.groups
     weights: list[list[torch.nn.Parameter]] = [[] for _ in range(groups)]
@@ -32,6 +35,7 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
     flat = [w for ws in weights for w in ws]
     adapters.activate(engine.tool_names)
     grads: dict[str, list[torch.Tensor]] = {}
+    losses: dict[str, float] = {}
     try:
         for w in flat:
             w.requires_grad_(True)
@@ -39,6 +43,7 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
             tool = engine.task.tools[name]
             index = torch.arange(min(rows, len(tool)))
             loss = tool.loss(engine.model, index)
+            losses[name] = float(loss.detach())
             g = torch.autograd.grad(loss, flat, allow_unused=True)
             by_group, i = [], 0
             for ws in weights:
@@ -55,4 +60,18 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
         out[f"{a}|{b}"] = [
             float(torch.nn.functional.cosine_similarity(ga, gb, dim=0, eps=1e-12)) for ga, gb in zip(grads[a], grads[b])
         ]
+    return {**out, **tool_readings(losses, grads)}
+
+
+def tool_readings(losses: dict[str, float], grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+    """``loss/<tool>`` and ``gnorm/<tool>`` (per layer group) entries of the interference reading."""
+    out: dict[str, list[float]] = {}
+    for name, loss in losses.items():
+        out[f"loss/{name}"] = [loss]
+        out[f"gnorm/{name}"] = [float(g.norm()) for g in grads[name]]
     return out
+
+
+def is_cosine(key: str) -> bool:
+    """Whether a key of the interference reading is a tool pair's cosine (not a loss or a norm)."""
+    return "|" in key

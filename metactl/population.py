@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import torch
 
 from metactl.config import RunConfig
-from metactl.episode import DivergedError, PhaseResult, plan_phase
+from metactl.episode import DivergedError, LossMemory, PhasePlan, PhaseResult, order_seed, plan_phase
 from metactl.forward import concat_pairs, forward_logits
 from metactl.layer_grid import MODULE_KINDS
-from metactl.runner import TaskState, build_task, check_names, check_schedule, load_base, suite_tools
+from metactl.runner import TaskState, build_task, check_layout, check_names, check_schedule, load_base, suite_tools
 from metactl.schedule import Phase, Schedule
 from metactl.scoring import Scorer, score_blocks
 from metactl.stacked_lora import StackedAdapters
@@ -56,6 +56,7 @@ class Slot:
     trained: set[str] = field(default_factory=set)
     active: list[str] = field(default_factory=list)
     phase_index: int = 0
+    losses: LossMemory = field(default_factory=LossMemory)
 
 
 class Population:
@@ -73,23 +74,28 @@ class Population:
         self.adapters = StackedAdapters(model, self.tool_names, self.layer_map, lora, size)
         self.model = self.adapters.model
         self.model.eval()
-        self._tasks: dict[int, TaskState] = {}
+        self._tasks: dict[tuple[str, int], TaskState] = {}
         self.load_task(config.task_seed, first_suite)
         self.slots: list[Slot | None] = [None] * size
 
-    def load_task(self, task_seed: int, suite=None) -> TaskState:
-        """The task ``task_seed`` (built and cached on first use: data, references, scorers)."""
-        if task_seed not in self._tasks:
-            suite = suite or load_suite(self.config.suite, task_seed)
-            self._tasks[task_seed] = build_task(
+    def load_task(self, task_seed: int, suite=None, suite_name: str | None = None) -> TaskState:
+        """Task ``task_seed`` of ``suite_name`` (default: the config's suite), built and cached on
+        first use: data, references, scorers."""
+        name = suite_name or self.config.suite
+        if (name, task_seed) not in self._tasks:
+            suite = suite or load_suite(name, task_seed)
+            check_layout(self.config, suite, self.tool_names)
+            self._tasks[name, task_seed] = build_task(
                 self.config, suite, self.tokenizer, self.model, self.tool_names, self.device
             )
-        return self._tasks[task_seed]
+        return self._tasks[name, task_seed]
 
-    def begin(self, slot: int, task_seed: int, seed: int) -> Slot:
-        """Start a fresh episode in ``slot``: adapters and optimiser from ``seed``, on ``task_seed``."""
+    def begin(self, slot: int, task_seed: int, seed: int, suite_name: str | None = None) -> Slot:
+        """Start a fresh episode in ``slot``: adapters and optimiser from ``seed``, on task ``task_seed``
+        of ``suite_name`` (default: the config's suite)."""
         self.adapters.reset(slot, seed)
-        self.slots[slot] = Slot(seed, self.load_task(task_seed), torch.Generator().manual_seed(seed))
+        task = self.load_task(task_seed, suite_name=suite_name)
+        self.slots[slot] = Slot(seed, task, torch.Generator().manual_seed(seed))
         return self.slots[slot]
 
     # -- training -----------------------------------------------------------------------------------
@@ -104,23 +110,29 @@ class Population:
         t0 = time.perf_counter()
         scorers = scorers or {}
         groups = self.layer_map.groups
-        orders: dict[int, list[str]] = {}
+        plans: dict[int, PhasePlan] = {}
         train: dict[int, Phase] = {}
         for k, (phase, steps) in phases.items():
             s = self._slot(k)
-            plan = plan_phase(phase, steps, self.tool_names, groups, s.trained)
-            self.adapters.set_output(k, plan.outputs)
-            s.active = plan.active
-            orders[k], train[k] = plan.order, phase
+            plans[k] = plan_phase(
+                phase, steps, self.tool_names, groups, s.trained, order_seed(s.seed, s.phase_index)
+            )
+            self.adapters.set_output(k, plans[k].outputs)
+            s.active = plans[k].active
+            train[k] = phase
         failed: dict[int, DivergedError] = {}
         sums: dict[int, dict[str, float]] = {k: {} for k in phases}
         counts: dict[int, dict[str, int]] = {k: {} for k in phases}
         self.model.train()
-        for i in range(max((len(o) for o in orders.values()), default=0)):
+        for i in range(max((len(p.order) for p in plans.values()), default=0)):
             by_tool: dict[str, list[int]] = {}
-            for k, order in orders.items():
-                if i < len(order) and k not in failed:
-                    by_tool.setdefault(order[i], []).append(k)
+            for k, plan in plans.items():
+                if i < len(plan.order) and k not in failed:
+                    for tool in plan.tools_at(i, self.slots[k].losses):
+                        by_tool.setdefault(tool, []).append(k)
+            # Every tool's gradients first, then the updates: a slot whose step trains several tools
+            # (``joint``) computes them all at the same parameters, as Episode does.
+            rates: dict[str, torch.Tensor] = {}
             for tool in self.tool_names:
                 if tool not in by_tool:
                     continue
@@ -132,11 +144,17 @@ class Population:
                             f"tools.{tool}.lr or that tool's train control."
                         )
                         continue
+                    self.slots[k].losses.record(tool, value)
                     sums[k][tool] = sums[k].get(tool, 0.0) + value
                     counts[k][tool] = counts[k].get(tool, 0) + 1
                     grid = train[k].tools[tool].train
                     strength = torch.tensor([v for row in grid for v in row], dtype=torch.float64)
                     lr[k] = strength * self.config.tools[tool].lr
+                rates[tool] = lr
+            for k in failed:  # a slot that diverged in this step takes none of its updates
+                for lr in rates.values():
+                    lr[k] = 0.0
+            for tool, lr in rates.items():
                 self.adapters.adamw_step(tool, lr)
         self.model.eval()
         ok = [k for k in phases if k not in failed]
@@ -150,7 +168,7 @@ class Population:
                 continue
             s = self.slots[k]
             out[k] = PhaseResult(
-                phase=s.phase_index, steps=len(orders[k]), tool_steps=counts[k],
+                phase=s.phase_index, steps=sum(counts[k].values()), tool_steps=counts[k],
                 losses={t: sums[k][t] / counts[k][t] for t in counts[k]}, norms=norms[k], seconds=seconds,
                 scores=scores.get(k),
             )
@@ -226,12 +244,13 @@ class Population:
         sum is its own episode's gradient, so the per-episode gradients come from one batched
         backward (the base weights are shared, the row blocks are not).
         """
-        from metactl.interference import pair_names
+        from metactl.interference import pair_names, tool_readings
 
         weights = [w for _, w in self.adapters.layers]
         base = [m.base_layer.weight for m in weights]
         groups = self.layer_map.groups
         grads: dict[str, list[list[torch.Tensor]]] = {}  # tool -> per block, per group: flat gradient
+        losses: list[dict[str, float]] = [{} for _ in slots]
         try:
             for w in base:
                 w.requires_grad_(True)
@@ -249,12 +268,14 @@ class Population:
                 with self.adapters.routing(slots, self.tool_names):
                     logits = forward_logits(self.model, batch)
                 n = n_rows.pop()
-                loss = sum(
+                per_slot = [
                     t.loss_of(logits[i * n : (i + 1) * n, : b.input_ids.shape[1]], b, extra)
                     for i, (t, b, extra) in enumerate(picked)
-                )
+                ]
+                for i, value in enumerate(torch.stack(per_slot).tolist()):
+                    losses[i][name] = value
                 captured, self.adapters.capture = self.adapters.capture, None
-                outs = torch.autograd.grad(loss, [o for _, _, o in captured])
+                outs = torch.autograd.grad(sum(per_slot), [o for _, _, o in captured])
                 by_group: list[list[list[torch.Tensor]]] = [[[] for _ in range(groups)] for _ in slots]
                 for (mod, x, _), g in zip(captured, outs):
                     blocks = len(slots)
@@ -276,6 +297,7 @@ class Population:
                 ]
                 for pair, (a, b) in zip(pair_names(self.tool_names), itertools.combinations(self.tool_names, 2))
             }
+            out[k].update(tool_readings(losses[i], {name: grads[name][i] for name in self.tool_names}))
         return out
 
     def norms(self, slot: int) -> dict[str, list[float]]:
@@ -290,6 +312,7 @@ class Population:
         score_every_phase: bool | None = None,
         observe_probes: int | None = None,
         slots: list[int] | None = None,
+        suite_name: str | None = None,
     ) -> list[list[PhaseResult] | DivergedError]:
         """Run whole schedules from fresh adapters, one per slot (default: the first ones): what
         :meth:`Engine.run` gives for each (same seeds, same task), K at a time. Phase ``p`` of every
@@ -304,7 +327,7 @@ class Population:
         plans = {}
         for k, sched, seed, task_seed in zip(slots, schedules, seeds, task_seeds):
             check_schedule(self.config, sched, self.tool_names)
-            self.begin(k, task_seed, seed)
+            self.begin(k, task_seed, seed, suite_name)
             plans[k] = list(zip(sched.phases, sched.phase_steps(self.config.training.total_steps)))
         results: dict[int, list[PhaseResult] | DivergedError] = {k: [] for k in slots}
         for p in range(max(len(plan) for plan in plans.values())):

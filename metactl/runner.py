@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from metactl.parallel import DataParallel
 
 __all__ = [
-    "DivergedError", "Engine", "Episode", "PhaseResult", "TaskState", "build_task", "check_schedule", "suite_tools"
+    "DivergedError", "Engine", "Episode", "PhaseResult", "TaskState", "build_task", "check_layout", "check_schedule",
+    "suite_tools",
 ]
 
 
@@ -145,17 +146,20 @@ class Engine:
         # What the tools' training forward runs through: DDP around the model in a data-parallel
         # run (references and scores always use the unwrapped model).
         self.train_model = parallel.wrap(self.adapters) if parallel is not None else self.model
-        self._tasks: dict[int, TaskState] = {}
+        self._tasks: dict[tuple[str, int], TaskState] = {}
         self.task = self.load_task(config.task_seed, first_suite)
 
-    def load_task(self, task_seed: int, suite: TaskSuite | None = None) -> TaskState:
-        """Switch to ``task_seed`` (built and cached on first use: data, references, scorers)."""
-        if task_seed not in self._tasks:
-            suite = suite or load_suite(self.config.suite, task_seed)
-            self._tasks[task_seed] = build_task(
+    def load_task(self, task_seed: int, suite: TaskSuite | None = None, suite_name: str | None = None) -> TaskState:
+        """Switch to task ``task_seed`` of ``suite_name`` (default: the config's suite), built and
+        cached on first use: data, references, scorers."""
+        name = suite_name or self.config.suite
+        if (name, task_seed) not in self._tasks:
+            suite = suite or load_suite(name, task_seed)
+            check_layout(self.config, suite, self.tool_names)
+            self._tasks[name, task_seed] = build_task(
                 self.config, suite, self.tokenizer, self.model, self.tool_names, self.device, self.parallel
             )
-        self.task = self._tasks[task_seed]
+        self.task = self._tasks[name, task_seed]
         return self.task
 
     def episode(self, seed: int | None = None) -> Episode:
@@ -250,6 +254,17 @@ def suite_tools(config: RunConfig, suite: TaskSuite, tools: list[str] | None = N
     if not names:
         raise ConfigError(f"suite {config.suite!r} has no data for any of the requested tools.")
     return names
+
+
+def check_layout(config: RunConfig, suite: TaskSuite, tools: list[str]) -> None:
+    """Another suite on an engine built for ``tools`` (an evaluation suite, a mixture's member)
+    must give every one of them data: their adapters and losses were set up for it."""
+    missing = [t for t in tools if not suite.data.get(t)]
+    if missing:
+        raise ConfigError(
+            f"suite {suite.name!r} (task {suite.task_seed}) has no {missing[0]} data, but this run trains the tools "
+            f"{', '.join(tools)} (from suite {config.suite!r}); evaluate on suites with data for the same tools."
+        )
 
 
 def check_schedule(

@@ -17,6 +17,7 @@ YAML form (schema_version 1)::
             train: 1.0           # learning-rate multiplier; 0 freezes the adapter
             output: 0.7          # adapter output scale (peft's per-module scaling)
           dpo: {share: 1.0, train: [0, 0, 1, 1], output: {attn: 1.0, mlp: [1, 1, 0.5, 0.5]}}
+        order: interleave        # how the phase's steps go to its tools (ORDERS; optional)
 
 ``train`` and ``output`` take a scalar, a list with one value per layer group, or a mapping
 ``{attn: ..., mlp: ...}`` of either. A tool omitted from a phase gets no steps there and keeps
@@ -42,6 +43,18 @@ MAX_TRAIN = 10.0
 MAX_OUTPUT = 2.0
 _FRACTION_TOL = 1e-6
 
+# How a phase hands its steps to its tools (tools with share 0 or no trained cell sit it out).
+# The published hand rules for the SFT/preference conflict (ALRIGHT and MAXRIGHT, arXiv
+# 2410.15483) and the summed-loss "mix" are orders, so they run through the same runner.
+ORDERS = {
+    "interleave": "deterministic: each tool's count follows its share and turns alternate (the default)",
+    "random": "each step draws its tool independently, with probability proportional to its share (ALRIGHT)",
+    "max-gap": "each step goes to the tool whose last loss is furthest above its best loss so far in the "
+    "episode, weighted by share (MAXRIGHT; a tool not yet run goes first)",
+    "joint": "every step trains every tool at the same parameters (each on its own loss), and the phase's steps "
+    "are counted per tool, so a step budget buys the same number of forward/backward passes (mix)",
+}
+
 
 
 @dataclass
@@ -61,6 +74,7 @@ class ToolControls:
 class Phase:
     fraction: float
     tools: dict[str, ToolControls]
+    order: str = "interleave"  # one of ORDERS
 
 
 @dataclass
@@ -108,7 +122,11 @@ class Schedule:
             return [[sum(row[o] for o in cells(g)) / len(cells(g)) for g in range(groups)] for row in gr]
 
         phases = [
-            Phase(p.fraction, {t: ToolControls(c.share, grid(c.train), grid(c.output)) for t, c in p.tools.items()})
+            Phase(
+                p.fraction,
+                {t: ToolControls(c.share, grid(c.train), grid(c.output)) for t, c in p.tools.items()},
+                p.order,
+            )
             for p in self.phases
         ]
         return Schedule(phases=phases, layer_groups=groups, name=self.name)
@@ -126,6 +144,7 @@ class Schedule:
                         t: {"share": round(c.share, 6), "train": _compact(c.train), "output": _compact(c.output)}
                         for t, c in p.tools.items()
                     },
+                    **({"order": p.order} if p.order != "interleave" else {}),
                 }
                 for p in self.phases
             ],
@@ -235,12 +254,14 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
     last_output = {t: full_grid(1.0, groups) for t in names}
     for i, ph in enumerate(raw_phases):
         where = f"{source}: phases[{i}]"
-        bad = [k for k in ph if k not in ("fraction", "tools")]
+        bad = [k for k in ph if k not in ("fraction", "tools", "order")]
         if bad:
             raise ConfigError(
                 f"{where}: unknown key {bad[0]!r}; "
-                f"allowed: fraction, tools.{did_you_mean(bad[0], ['fraction', 'tools'])}"
+                f"allowed: fraction, tools, order.{did_you_mean(bad[0], ['fraction', 'tools', 'order'])}"
             )
+        order = ph.get("order", "interleave")
+        check_choice(f"{where}.order", order, ORDERS)
         fraction = check_number(f"{where}.fraction", ph.get("fraction"), low=0.0, high=1.0, low_open=True)
         tools_in = ph.get("tools") or {}
         if not isinstance(tools_in, dict):
@@ -270,7 +291,7 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
             last_output[t] = output
         # A phase where every share is 0 trains nothing and only sets output scales; controllers
         # produce such phases on purpose (e.g. scale an adapter down before the final phase).
-        phases.append(Phase(fraction, controls))
+        phases.append(Phase(fraction, controls, order))
 
     total = sum(p.fraction for p in phases)
     if abs(total - 1.0) > _FRACTION_TOL:

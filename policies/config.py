@@ -66,7 +66,10 @@ class PPOConfig:
 class ControllerConfig(YamlConfig):
     policy: str = field(
         default="ppo",
-        metadata={"help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, default, expert"},
+        metadata={
+            "help": "what learns or searches (metactl policies): ppo, bandit, random, optuna, tuned-lr, or a fixed "
+            "schedule: default, expert, alright, maxright, mix"
+        },
     )
     total_episodes: int = field(
         default=64, metadata={"help": "proxy episodes the policy may use (rounded up to whole updates)"}
@@ -99,6 +102,20 @@ class ControllerConfig(YamlConfig):
         default_factory=lambda: [1000, 1001, 1002, 1003, 1004],
         metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds)"},
     )
+    eval_episodes: int = field(
+        default=1,
+        metadata={
+            "help": "episode seeds per held-out task (run.training.seed and the next ones): the same seeds for every "
+            "method, so differences are paired; 3+ separates methods from episode-seed noise"
+        },
+    )
+    eval_suites: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "suites evaluated besides run.suite, at the same eval_task_seeds, each reported apart: e.g. "
+            "heldout-families, task families the controller never trained on (same tools as run.suite)"
+        },
+    )
     schedule_task_seed: int = field(
         default=3000,
         metadata={
@@ -107,7 +124,12 @@ class ControllerConfig(YamlConfig):
         },
     )
     compare: list[str] = field(
-        default_factory=lambda: ["default", "expert"], metadata={"help": "schedules the final table compares against"}
+        default_factory=lambda: ["default", "expert", "alright", "maxright", "mix", "averaged"],
+        metadata={
+            "help": "schedules the final table compares against (built-in names or YAML paths); 'averaged': a "
+            "closed-loop policy's phase controls on training tasks averaged into one fixed schedule (skipped for "
+            "open-loop policies, whose schedule is fixed already)"
+        },
     )
     checkpoint_every: int = field(
         default=1, metadata={"help": "checkpoint after this many updates (or search batches)"}
@@ -167,6 +189,16 @@ class ControllerConfig(YamlConfig):
                 f"eval_task_seeds: {inside} lie inside env.train_task_seeds [{lo}, {hi}); held-out evaluation needs "
                 f"seeds outside it, e.g. [{hi + 1000}, {hi + 1001}]."
             )
+        self.eval_episodes = int(check_number("eval_episodes", self.eval_episodes, low=1, high=1000, integer=True))
+        if not isinstance(self.eval_suites, list):
+            raise ConfigError(f"eval_suites: expected a list of suite names, got {self.eval_suites!r}.")
+        from metactl.tasks import check_suite_name
+
+        for i, name in enumerate(self.eval_suites):
+            if not isinstance(name, str):
+                raise ConfigError(f"eval_suites[{i}]: expected a suite name, got {name!r}.")
+            check_suite_name(name, f"eval_suites[{i}]")
+        self.eval_suites = [s for s in self.eval_suites if s != self.run.suite]  # run.suite is always evaluated
         self.schedule_task_seed = int(check_number("schedule_task_seed", self.schedule_task_seed, low=0, integer=True))
         if self.env.is_training_seed(self.schedule_task_seed) or self.schedule_task_seed in self.eval_task_seeds:
             raise ConfigError(
@@ -176,6 +208,8 @@ class ControllerConfig(YamlConfig):
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
         for name in self.compare:
+            if name == "averaged":  # train_controller.run.AVERAGED: made from a closed-loop policy, if any
+                continue
             Schedule.named(name)  # read and checked now, not after the training budget
 
     def resolved_vec_env(self, env_id: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Hand-written schedules as policies: the ``default`` and ``expert`` baselines."""
+"""Hand-written schedules as policies: ``default``, ``expert`` and the published hand rules
+(``alright``, ``maxright``) with the summed-loss ``mix``."""
 
 from __future__ import annotations
 
@@ -28,3 +29,21 @@ class ExpertSchedule(FixedSchedule):
     name = "expert"
     schedule_name = "expert"
     help = "the hand-tuned expert schedule (docs/headroom.md); learns nothing"
+
+
+class AlrightSchedule(FixedSchedule):
+    name = "alright"
+    schedule_name = "alright"
+    help = "ALRIGHT (arXiv 2410.15483): each step SFT or DPO at random, lambda 0.5; learns nothing"
+
+
+class MaxrightSchedule(FixedSchedule):
+    name = "maxright"
+    schedule_name = "maxright"
+    help = "MAXRIGHT (arXiv 2410.15483): each step the tool furthest above its best loss; learns nothing"
+
+
+class MixSchedule(FixedSchedule):
+    name = "mix"
+    schedule_name = "mix"
+    help = "SFT and DPO every step on their summed losses, at equal forward/backward passes; learns nothing"

@@ -150,3 +150,55 @@ class OptunaTPE(_Search):
         if not self.trials:
             self.study.enqueue_trial({f"a{j}": 0.0 for j in range(self.space.dim)})  # start at the prior
         self._asked = []
+
+
+class TunedLR(OptunaTPE):
+    """"Just tune the learning rates": the prior schedule (``env.prior``, default ``default``) as it is,
+    with one learning-rate multiplier per tool that takes part in it searched by Optuna TPE
+    (x0.25 to x4, every layer group and module kind alike). The baseline a learned conductor must
+    beat to show that *how* tools are combined matters, not only how fast each one learns."""
+
+    name = "tuned-lr"
+    help = "the prior schedule with each tool's learning rate searched by Optuna TPE (x0.25-x4); keeps the best"
+
+    def setup(self, venv, tb_dir: Path | None) -> None:
+        super().setup(venv, tb_dir)
+        labels = self.space.labels()
+        shares = self.prior[: self.space.phases * len(self.space.tools)].reshape(self.space.phases, -1)
+        # Tools the prior never gives a step to would add dimensions that change nothing.
+        self.tuned = [t for i, t in enumerate(self.space.tools) if (shares[:, i] > -1.0).any()]
+        self.cells = {t: [j for j, lb in enumerate(labels) if lb.startswith(f"{t}.train.")] for t in self.tuned}
+        self._restore({})
+
+    def _action(self, codes: dict[str, float]) -> np.ndarray:
+        # The action is a residual decoded as clip(prior + 2a): a = code / 2 spans the train
+        # control's whole range around the prior's own multiplier without clipping plateaus.
+        a = np.zeros(self.space.dim)
+        for t, code in codes.items():
+            a[self.cells[t]] = code / 2.0
+        return a
+
+    def propose(self, n: int) -> list[np.ndarray]:
+        self._asked = [self.study.ask() for _ in range(n)]
+        return [self._action({t: trial.suggest_float(f"lr_{t}", -1.0, 1.0) for t in self.tuned})
+                for trial in self._asked]
+
+    def _restore(self, state: dict) -> None:
+        import optuna
+
+        dims = {f"lr_{t}": optuna.distributions.FloatDistribution(-1.0, 1.0) for t in self.tuned}
+        sampler = optuna.samplers.TPESampler(
+            seed=self.config.seed + len(self.trials),
+            n_startup_trials=max(2, min(10, self.config.total_episodes // 4)),
+        )
+        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study.add_trials([
+            optuna.trial.create_trial(
+                params={f"lr_{t}": float(np.clip(2.0 * a[self.cells[t][0]], -1.0, 1.0)) for t in self.tuned},
+                distributions=dims, value=r,
+            )
+            for a, r in self.trials
+        ])
+        if not self.trials:
+            self.study.enqueue_trial({f"lr_{t}": 0.0 for t in self.tuned})  # start at the prior
+        self._asked = []

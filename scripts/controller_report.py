@@ -5,9 +5,17 @@
 Each seed runs ``train_controller`` with the built-in default config (the same function the CLI
 calls) into ``RUNS/tc-s<seed>``; a finished run dir is read back instead of retrained (its wall
 time is kept in ``RUNS/tc-s<seed>/wall_seconds.txt``). The report holds, from those run dirs'
-``eval.jsonl``: every method's held-out scores (each seed's mean over the held-out tasks, then
-mean ± std over seeds), the gain over base per held-out task, and the wall time of each run. The
-whole file is written by this script; commentary about it lives elsewhere (docs/controller.md).
+``eval.jsonl``, one section per evaluated suite (the training families' held-out seeds, then each
+of ``eval_suites``, e.g. families the controller never saw):
+
+- every method's held-out scores: each seed's mean over the (task, episode seed) pairs, then
+  mean ± std over controller seeds (the fixed schedules see the same pairs on every seed);
+- the learned policy minus each method, paired on the same (task, episode seed): mean ± std over
+  controller seeds of each seed's mean difference, and the share of pairs the learned policy wins;
+- the mean gain per task family;
+
+and the wall time of each run. The whole file is written by this script; commentary about it lives
+elsewhere (docs/controller.md).
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ from pathlib import Path
 
 from metactl.commands.train_controller.config import resolve
 from metactl.commands.train_controller.run import train_controller
+from metactl.evaluation import Evaluation
 from metactl.rundir import EVAL, SCHEDULE, atomic_write_text, read_jsonl
-from metactl.score_parts import reported_parts
 from metactl.tables import mean_std, render_table
 
 WALL = "wall_seconds.txt"
@@ -38,6 +46,64 @@ def run_seed(seed: int, runs: Path, overrides: list[str]) -> tuple[Path, float]:
     return out, wall
 
 
+def gain(row: dict) -> float:
+    return row["scores"]["composite"] - row["base"]["composite"]
+
+
+def pair_key(row: dict) -> tuple:
+    return row.get("suite"), row["task_seed"], row.get("episode_seed", 0)
+
+
+def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str) -> str:
+    """Tables for one evaluated suite from each controller seed's rows of it."""
+    all_rows = [r for rows in by_seed.values() for r in rows]
+    parts = Evaluation(all_rows).parts
+    labels = list(dict.fromkeys(r["label"] for r in all_rows))
+    scores = [["method", *parts, "gain over base"]]
+    for label in labels:
+        per_seed = []
+        for rows in by_seed.values():
+            mine = [r for r in rows if r["label"] == label]
+            per_seed.append({p: statistics.mean(r["scores"][p] for r in mine) for p in parts}
+                            | {"gain": statistics.mean(gain(r) for r in mine)})
+        scores.append([label, *(mean_std([s[p] for s in per_seed]) for p in parts),
+                       mean_std([s["gain"] for s in per_seed], signed=True)])
+    paired = [["method", f"{policy} - method (mean ± std over controller seeds)", f"{policy} wins", "pairs"]]
+    for label in labels:
+        if label == policy:
+            continue
+        diffs, wins, n = [], 0, 0
+        for rows in by_seed.values():
+            mine = {pair_key(r): gain(r) for r in rows if r["label"] == policy}
+            theirs = {pair_key(r): gain(r) for r in rows if r["label"] == label}
+            common = sorted(set(mine) & set(theirs))
+            d = [mine[k] - theirs[k] for k in common]
+            diffs.append(statistics.mean(d))
+            wins += sum(x > 0 for x in d)
+            n += len(d)
+        paired.append([label, mean_std(diffs, signed=True), f"{wins}/{n} ({wins / n:.0%})", str(n)])
+    families = list(dict.fromkeys(r.get("family", "?") for r in all_rows))
+    fam = [["method", *families]]
+    for label in labels:
+        cells = []
+        for f in families:
+            g = [gain(r) for r in all_rows if r["label"] == label and r.get("family", "?") == f]
+            cells.append(f"{statistics.mean(g):+.3f}" if g else "-")
+        fam.append([label, *cells])
+    tasks = sorted({r["task_seed"] for r in all_rows})
+    episodes = sorted({r.get("episode_seed", 0) for r in all_rows})
+    title = suite or "run suite"
+    return (
+        f"## {title}\n\nTask seeds {tasks}, episode seeds {episodes} on each (the same pairs for every method).\n\n"
+        "Held-out scores, each controller seed's mean over the pairs, then mean ± std over controller seeds:\n\n"
+        + render_table(scores, "markdown")
+        + f"\n\nPaired on the same (task, episode seed): {policy} minus each method.\n\n"
+        + render_table(paired, "markdown")
+        + "\n\nMean gain over base per task family (over controller seeds, tasks and episode seeds):\n\n"
+        + render_table(fam, "markdown") + "\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -46,54 +112,29 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/controller_results.md"))
     args = ap.parse_args()
 
-    per_seed: dict[str, list[dict]] = {}  # method -> one row of per-seed means per seed
-    gains: dict[str, dict[int, list[float]]] = {}  # method -> task seed -> gains (one per controller seed)
-    walls, tasks, policy = [], [], ""
+    walls: list[float] = []
+    by_suite: dict[str | None, dict[int, list[dict]]] = {}
+    policy = ""
     for seed in args.seeds:
         out, wall = run_seed(seed, args.runs, args.overrides)
         walls.append(wall)
         rows = read_jsonl(out / EVAL, appended=True)
         policy = rows[0]["label"]
-        tasks = sorted({r["task_seed"] for r in rows})
-        for label in dict.fromkeys(r["label"] for r in rows):
-            mine = [r for r in rows if r["label"] == label]
-            parts = reported_parts(mine[0]["scores"])
-            mean = {p: statistics.mean(r["scores"][p] for r in mine) for p in parts}
-            mean["gain"] = statistics.mean(r["scores"]["composite"] - r["base"]["composite"] for r in mine)
-            per_seed.setdefault(label, []).append(mean)
-            for r in mine:
-                gains.setdefault(label, {}).setdefault(r["task_seed"], []).append(
-                    r["scores"]["composite"] - r["base"]["composite"]
-                )
-    parts = [p for p in next(iter(per_seed.values()))[0] if p != "gain"]
-    default_gain = statistics.mean(s["gain"] for s in per_seed.get("default", [{"gain": float("nan")}]))
-    scores = [["method", *parts, "gain over base", "x default's gain"]]
-    for label, seeds in per_seed.items():
-        ratio = statistics.mean(s["gain"] for s in seeds) / default_gain if default_gain > 0 else float("nan")
-        scores.append([label, *(mean_std([s[p] for s in seeds]) for p in parts),
-                       mean_std([s["gain"] for s in seeds], signed=True), f"{ratio:.2f}x"])
-    per_task = [["method", *(f"task {t}" for t in tasks)]]
-    for label, by_task in gains.items():
-        if label == policy:
-            for i, seed in enumerate(args.seeds):
-                per_task.append([f"{label} seed {seed}", *(f"{by_task[t][i]:+.3f}" for t in tasks)])
-        else:  # fixed schedules: the same on every controller seed
-            per_task.append([label, *(f"{by_task[t][0]:+.3f}" for t in tasks)])
+        for r in rows:
+            by_suite.setdefault(r.get("suite"), {}).setdefault(seed, []).append(r)
     runs = [["controller seed", "wall time (training + evaluation)"]]
     runs += [[str(s), f"{w:.0f} s ({w / 60:.1f} min)"] for s, w in zip(args.seeds, walls)]
     cmd = f"python scripts/controller_report.py --seeds {' '.join(map(str, args.seeds))}" + (
         f" --set {' '.join(args.overrides)}" if args.overrides else ""
-    )
+    ) + (f" --runs {args.runs}" if args.runs != Path("runs") else "") + f" --out {args.out}"
     text = (
         "# The default `metactl train-controller`, over controller seeds\n\n"
         f"<!-- Written by `{cmd}`; do not edit by hand (commentary: docs/controller.md). -->\n\n"
         f"Made by `{cmd}`: the built-in default config (`configs/train/default.yaml`), controller seeds "
-        f"{args.seeds}, judged on held-out task seeds {tasks}. The controller observes only the observe "
-        "split (training-distribution probes no reported score uses).\n\n"
-        "Held-out scores: each controller seed's mean over the held-out tasks, then mean ± std over the seeds "
-        "(the fixed schedules are deterministic: std 0).\n\n"
-        + render_table(scores, "markdown") + "\n\nGain over base per held-out task:\n\n"
-        + render_table(per_task, "markdown") + "\n\nWall time per run, on this machine (2 CPU cores):\n\n"
+        f"{args.seeds}. The controller observes only the observe split (training-distribution probes no "
+        "reported score uses) and nothing that names its task family.\n\n"
+        + "\n".join(suite_section(suite, by_seed, policy) for suite, by_seed in by_suite.items())
+        + "\nWall time per run, on this machine (2 CPU cores):\n\n"
         + render_table(runs, "markdown") + "\n"
     )
     atomic_write_text(args.out, text)

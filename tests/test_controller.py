@@ -105,6 +105,23 @@ def test_ppo_learns_something_and_reloads_in_a_fresh_process(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "act.npy"), here)
 
 
+def test_learned_policy_is_judged_on_other_suites_and_against_its_average(tmp_path):
+    """eval_suites adds task families the controller never trained on, reported apart; compare's
+    'averaged' is the learned policy's phase controls averaged into one open-loop schedule."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "train-controller", "--episodes", "2", "--out", str(out), "--quiet",
+        *_args("compare=[default,averaged]", "eval_suites=[heldout-families]", "eval_episodes=2"),
+    ])
+    assert res.exit_code == 0, res.output
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert {e["label"] for e in evals} == {"ppo", "default", "averaged"}
+    assert {e["suite"] for e in evals} == {load_controller_config(out / "config.yaml").run.suite, "heldout-families"}
+    assert {e["episode_seed"] for e in evals} == {0, 1}
+    assert len(evals) == 3 * 2 * 2  # methods x suites x episode seeds, on one task seed
+    assert "heldout-families:" in res.output
+
+
 def test_same_seed_twice_gives_identical_actions_and_rewards(tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -205,7 +222,8 @@ def test_bad_config_fails_before_training_with_the_fix(tmp_path, no_weights, ove
 
 def test_default_config_file_matches_the_code_defaults():
     """configs/train/default.yaml is what train-controller runs with no arguments: every field equals
-    the code's default except the one it documents (2 layer groups), and its text is the config's own
+    the code's default except the ones it documents (2 layer groups; trained on the training task
+    families, judged also on the held-out ones), and its text is the config's own
     commented YAML. (Made to fail once by editing ppo.n_epochs in the file, which the old two-field
     check missed.)"""
     from metactl.policies.config import ControllerConfig
@@ -214,6 +232,7 @@ def test_default_config_file_matches_the_code_defaults():
     cfg = load_controller_config(path)
     expected = ControllerConfig()
     expected.run.training.layer_groups = 2
+    expected.run.suite, expected.eval_suites = "train-families", ["heldout-families"]
     assert cfg == expected
     body = "".join(path.read_text().splitlines(True)[2:])  # after the two header comment lines
     assert body == cfg.to_commented_yaml(), "regenerate the file from ControllerConfig.to_commented_yaml()"
@@ -238,7 +257,7 @@ def test_unknown_policy_is_a_config_error_where_policies_are_built():
 
     cfg = load_controller_config(None, ["policy=ppo2"])
     for build in (make_policy, check):
-        with pytest.raises(ConfigError, match="allowed: bandit, default, expert, optuna, ppo, random"):
+        with pytest.raises(ConfigError, match=f"allowed: {', '.join(sorted(POLICIES))}"):
             build(cfg)
 
 

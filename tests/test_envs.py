@@ -14,6 +14,7 @@ from metactl.config import load_config
 from metactl.envs.config import EnvConfig
 from metactl.envs.spaces import PhaseControlSpace, ScheduleSpace, apply_residual
 from metactl.errors import ConfigError
+from metactl.interference import is_cosine
 from metactl.schedule import Schedule
 
 TINY_RUN = ["training.total_steps=4", "training.layer_groups=2"]
@@ -168,11 +169,20 @@ def test_interference_reads_opposed_tools():
     run = load_config(None, TINY_RUN)
     env = envs.PhaseControlEnv(run, EnvConfig(phases=2, train_task_seeds=[0, 1]))
     env.reset(seed=0)
-    cos = env.cosines
+    reading = env.cosines
+    cos = {k: v for k, v in reading.items() if is_cosine(k)}
     assert set(cos) == {"sft|dpo", "sft|retain", "dpo|retain"}
     values = [v for vals in cos.values() for v in vals]
     assert all(-1.0 <= v <= 1.0 for v in values)
     assert min(cos["sft|dpo"]) < max(cos["sft|retain"])
+    # The same backward gives each tool's loss and gradient norm per group, the observation's
+    # unit-free inputs (log-ratios to these starting values).
+    for t in ("sft", "dpo", "retain"):
+        assert len(reading[f"gnorm/{t}"]) == 2 and all(v >= 0 for v in reading[f"gnorm/{t}"])
+        assert reading[f"loss/{t}"][0] > (-1e-6 if t == "retain" else 0)  # retain: KL to the base, 0 at the start
+    obs, _ = env.reset(seed=0)
+    labels = env.observer.labels
+    assert obs[labels.index("loss/sft")] == 0.0 and obs[labels.index("gnorm/dpo")] == 0.0  # start vs itself
 
 
 def test_spaces_encode_then_decode_round_trips():

@@ -63,6 +63,27 @@ def test_episodes_run_together_score_as_they_do_alone(engine, population):
         _assert_same(engine.run(sched, seed=seed, score_every_phase=True), got)
 
 
+def test_hand_rules_run_together_as_they_do_alone(engine, population):
+    """ALRIGHT (random order), MAXRIGHT (order chosen from the losses, step by step) and mix (two
+    tools per step) next to the default in one batch, against each run alone."""
+    names = ["alright", "maxright", "mix", "default"]
+    schedules = [Schedule.named(n) for n in names]
+    tasks, seeds = [0, 1, 2, 3], [21, 22, 23, 24]
+    together = population.run(schedules, seeds, tasks, score_every_phase=True)
+    for name, sched, seed, task, got in zip(names, schedules, seeds, tasks, together):
+        engine.load_task(task)
+        alone = engine.run(sched, seed=seed, score_every_phase=True)
+        _assert_same(alone, got)
+        steps = alone[-1].tool_steps
+        if name != "default":  # one phase: the 16 steps split between the two tools
+            assert sum(steps.values()) == 16 and set(steps) == {"sft", "dpo"}, (name, steps)
+        if name == "mix":
+            assert steps == {"sft": 8, "dpo": 8}
+    # The random order is the episode seed's: another seed draws another split of the steps.
+    draws = {tuple(sorted(engine.run(schedules[0], seed=s)[-1].tool_steps.items())) for s in (21, 99, 5, 6)}
+    assert len(draws) > 1, draws
+
+
 def test_observe_readings_between_phases_match(engine, population):
     sched = Schedule.named("expert")
     together = population.run([sched, sched], [3, 4], [5, 6], observe_probes=8)

@@ -69,7 +69,17 @@ def test_runner_on_a_gpt2_folder(tmp_path, expert):
     assert sum(r.steps for r in res) == 8 and res[-1].scores["kl"] > 0
 
 
-def test_interrupted_run_resumes_to_identical_results(engine, expert, tmp_path):
+@pytest.mark.parametrize("name", ["expert", "maxright-2"])
+def test_interrupted_run_resumes_to_identical_results(engine, name, tmp_path):
+    """Also for MAXRIGHT over two phases: its order reads the losses of earlier phases, so they
+    are part of the checkpoint."""
+    if name == "expert":
+        sched = Schedule.named("expert")
+    else:
+        data = Schedule.named("maxright").to_dict()
+        data["phases"] = [dict(data["phases"][0], fraction=f) for f in (0.25, 0.25, 0.25, 0.25)]
+        sched = Schedule.from_dict(data)
+    expert = sched
     ckpt = tmp_path / "ckpt.pt"
     full = engine.run(expert, seed=3)
 

@@ -15,7 +15,7 @@ def _sched(*phases, **top):
     return {"schema_version": 1, "layer_groups": 4, "phases": list(phases), **top}
 
 
-@pytest.mark.parametrize("name", ["default", "expert"])
+@pytest.mark.parametrize("name", ["default", "expert", "alright", "maxright", "mix"])
 def test_builtin_schedules_round_trip(name, tmp_path):
     s = Schedule.named(name)
     s.save(tmp_path / "s.yaml")
@@ -55,6 +55,8 @@ def test_per_group_and_kind_forms_round_trip(tmp_path):
         (_sched(_phase(sft={"share": 1, "scale": 1})), "did you mean 'share'"),
         (_sched(_phase(sft={"share": 1, "output": {"atn": 1}})), "did you mean 'attn'"),
         (_sched(), "non-empty list"),
+        (_sched({**_phase(), "order": "randm"}), "phases[0].order: unknown value 'randm'"),
+        (_sched({**_phase(), "ordre": "random"}), "did you mean 'order'"),
     ],
 )
 def test_bad_schedules_name_field_and_fix(data, needle):
@@ -76,3 +78,9 @@ def test_interleave_matches_shares_and_alternates():
     order = interleave({"sft": 3.0, "dpo": 1.0, "retain": 0.0}, 8)
     assert order.count("sft") == 6 and order.count("dpo") == 2 and "retain" not in order
     assert math.isclose(order.index("dpo"), 1, abs_tol=1)  # dpo is spread, not bunched at the end
+
+
+def test_order_is_written_only_when_not_the_default():
+    """Schedules written before phases had an order load and save unchanged."""
+    assert "order" not in Schedule.named("expert").to_yaml()
+    assert Schedule.named("alright").to_dict()["phases"][0]["order"] == "random"

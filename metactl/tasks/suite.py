@@ -144,6 +144,60 @@ def draw_observe(
     return out, kept
 
 
+# The tool that produces each behaviour of a built-in family, in order: the controller's
+# observation and the reports read behaviour 0 as sft's and behaviour 1 as dpo's.
+FAMILY_TOOLS = ("sft", "dpo")
+
+ProbeDraw = Callable[[int], EvalItem]  # the i-th probe of a split (i lets a split alternate kinds of input)
+
+
+def two_tool_suite(
+    name: str,
+    task_seed: int,
+    *,
+    behaviours: tuple[Behaviour, Behaviour],
+    data: dict[str, list[dict]],
+    target: dict[str, ProbeDraw],
+    heldout: dict[str, ProbeDraw],
+    observe: dict[str, Callable[[], EvalItem]],
+    retain: list[str],
+    observe_retain: Callable[[], str],
+    features: dict[str, float],
+    description: str,
+    n_eval: int = 64,
+) -> TaskSuite:
+    """A built-in family's suite: ``sft`` produces the first behaviour, ``dpo`` the second.
+
+    ``target[b](i)`` and ``heldout[b](i)`` draw the reported probes (``n_eval`` each, target
+    before heldout, behaviours in order, so a family's RNG stream fixes them); ``observe[b]()``
+    and ``observe_retain()`` draw the controller's split, which must come from a stream of its
+    own so that the reported probes do not depend on it, and skips every reported prompt.
+    """
+    if tuple(b.tool for b in behaviours) != FAMILY_TOOLS:
+        raise ConfigError(
+            f"suite {name!r}: a built-in family's behaviours are made by {', '.join(FAMILY_TOOLS)} in that "
+            f"order, got {', '.join(b.tool for b in behaviours)}."
+        )
+    evals = {
+        split: {b.name: [draw[b.name](i) for i in range(n_eval)] for b in behaviours}
+        for split, draw in (("target", target), ("heldout", heldout))
+    }
+    reported = {item.prompt for split in evals.values() for items in split.values() for item in items}
+    obs, obs_retain = draw_observe(reported, retain, observe, observe_retain)
+    return TaskSuite(
+        name=name,
+        task_seed=task_seed,
+        data=data,
+        behaviours=list(behaviours),
+        evals=evals,
+        retain=retain,
+        observe=obs,
+        observe_retain=obs_retain,
+        features=features,
+        description=description,
+    )
+
+
 def style_truth_suite(
     name: str,
     task_seed: int,
@@ -157,7 +211,8 @@ def style_truth_suite(
     observe: dict[str, list[EvalItem]],
     observe_retain: list[str],
 ) -> TaskSuite:
-    """The built-in suites' shape: ``sft`` produces a ``style``, ``dpo`` produces ``truth``."""
+    """The first built-in suites' shape: ``sft`` produces a ``style``, ``dpo`` produces ``truth``
+    (their probes drawn by the caller; newer families use :func:`two_tool_suite`)."""
     return TaskSuite(
         name=name,
         task_seed=task_seed,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metactl.interference import is_cosine
 from metactl.layer_grid import MODULE_KINDS
 from metactl.rundir import atomic_write_with
 from metactl.score_parts import HEADLINE_PARTS
@@ -201,7 +202,7 @@ def implantation_png(report: dict, path: Path) -> Path:
     ax = axes[0]
     styles = ["-", "--", ":", "-."]
     for j, (label, series) in enumerate(imp["cosines"].items()):
-        for i, pair in enumerate(series[0]):
+        for i, pair in enumerate(k for k in series[0] if is_cosine(k)):
             for g in range(report["layer_groups"]):
                 ax.plot(
                     range(len(series)),

@@ -131,7 +131,9 @@ def learning(rd: RunDir, pool: JobPool, random_keys: dict[int, str]) -> dict:
     by_label: dict[str, list[dict]] = {}
     if eval_path.is_file():
         for r in read_jsonl(eval_path, appended=True):
-            by_label.setdefault(r["label"], []).append(r["scores"])
+            # The run's own suite: eval_suites (families it never trained on) are reported apart.
+            if r.get("suite", rd.config.run.suite) == rd.config.run.suite:
+                by_label.setdefault(r["label"], []).append(r["scores"])
     if random_keys:
         by_label[RANDOM_SCHEDULES] = [pool.result(k) for k in random_keys.values()]
     for label, scores in by_label.items():

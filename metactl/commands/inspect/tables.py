@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from metactl.interference import is_cosine
 from metactl.layer_grid import MODULE_KINDS
 from metactl.score_parts import HEADLINE_PARTS
 from metactl.tables import render_table
@@ -125,7 +126,7 @@ def implantation_tables(report: dict) -> list[Table]:
     out = []
     rows = []
     for label, series in imp["cosines"].items():
-        for pair in series[0]:
+        for pair in filter(is_cosine, series[0]):
             for g in range(report["layer_groups"]):
                 rows.append([label, pair, f"g{g}"] + [f"{s[pair][g]:+.2f}" for s in series])
     n = max(len(s) for s in imp["cosines"].values())

@@ -13,9 +13,15 @@ LEARNING_CURVE = "learning_curve.png"
 
 
 def result_text(eval_task_seeds: list[int], evaluation: Evaluation, episodes: int, seconds: float) -> str:
-    """The final table: every method's score parts on the held-out tasks (mean ± std over tasks)."""
-    return (f"held-out task seeds {eval_task_seeds} (mean ± std over tasks), {episodes} episodes, {seconds:.0f}s:\n"
-            + render_table(format_table(evaluation)))
+    """The final tables: every method's score parts on the held-out tasks (mean ± std over tasks),
+    one table per evaluated suite (run.suite first, then eval_suites)."""
+    head = f"{episodes} episodes, {seconds:.0f}s; held-out task seeds {eval_task_seeds} (mean ± std over tasks)"
+    suites = evaluation.suites() or [None]
+    parts = [head]
+    for suite in suites:
+        part = evaluation.of_suite(suite)
+        parts.append((f"{suite}:\n" if suite else "") + render_table(format_table(part)))
+    return "\n".join(parts)
 
 
 def plot_learning_curve(out: Path, evaluation: Evaluation) -> Path | None:

@@ -60,24 +60,33 @@ def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None) -> 
     return _make_venv(env_id, cfg.run, cfg.env, n_envs, kind, cfg.ray, cfg.processes())
 
 
-def _job(label: str, actor: object, task_seed: int, seed: int, save: str | None = None) -> Job:
+def _job(
+    label: str, actor: object, task_seed: int, seed: int, save: str | None = None, suite: str | None = None
+) -> Job:
     if isinstance(actor, Schedule):
-        return Job(task_seed, seed, schedule=actor, label=label, save_adapters=save)
+        return Job(task_seed, seed, schedule=actor, label=label, save_adapters=save, suite=suite)
     # Pickled up front with the plain pickler: torch's multiprocessing pickler refuses parameters
     # that require grad, and the worker only needs a copy.
-    return Job(task_seed, seed, actor=pickle.dumps(actor), label=label, save_adapters=save)
+    return Job(task_seed, seed, actor=pickle.dumps(actor), label=label, save_adapters=save, suite=suite)
 
 
 def evaluate(
     cfg: ControllerConfig, venv: VecEnv, actors: dict[str, object], adapters: Path | None = None
 ) -> tuple[Evaluation, dict | None]:
-    """Each actor (Schedule or SB3-style policy) on every held-out task seed, same episode seed.
+    """Each actor (Schedule or SB3-style policy) on every held-out task seed of run.suite and of
+    every suite of ``cfg.eval_suites``, on the same ``cfg.eval_episodes`` episode seeds.
 
     With ``adapters``, the first actor also runs on ``cfg.schedule_task_seed`` (a task no score is
     reported on), and that run's adapters are saved there; its result comes back second.
     """
     seed = cfg.run.training.seed
-    jobs = [_job(label, actor, ts, seed) for label, actor in actors.items() for ts in cfg.eval_task_seeds]
+    jobs = [
+        _job(label, actor, ts, seed + e, suite=suite)
+        for suite in [None, *cfg.eval_suites]
+        for label, actor in actors.items()
+        for ts in cfg.eval_task_seeds
+        for e in range(cfg.eval_episodes)
+    ]
     if adapters is not None:
         label, actor = next(iter(actors.items()))
         jobs.append(_job(label, actor, cfg.schedule_task_seed, seed, save=str(adapters)))
@@ -87,7 +96,32 @@ def evaluate(
 
 def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
     groups = cfg.run.training.layer_groups
-    return {name: Schedule.named(name, groups) for name in cfg.compare}
+    return {name: Schedule.named(name, groups) for name in cfg.compare if name != AVERAGED}
+
+
+AVERAGED = "averaged"  # in ``compare``: the learned policy's phase controls averaged into one fixed schedule
+AVERAGED_TASKS = 8  # training tasks the closed-loop policy is rolled out on to average it
+
+
+def averaged_schedule(cfg: ControllerConfig, venv: VecEnv, actor: object) -> Schedule:
+    """The closed-loop ``actor``'s greedy phase controls on the first training tasks, averaged phase by
+    phase in action space (so learning-rate multipliers average geometrically): the open-loop schedule
+    closest to what it does on average. If it matches the policy, closed-loop control did not matter."""
+    import numpy as np
+
+    from metactl.envs.spaces import PhaseControlSpace
+
+    lo, hi = cfg.env.train_task_seeds
+    jobs = [_job(AVERAGED, actor, ts, cfg.run.training.seed) for ts in range(lo, min(hi, lo + AVERAGED_TASKS))]
+    schedules: list[Schedule] = [row["schedule"] for row in run_jobs(venv, jobs)]
+    tools = tuple(schedules[0].tool_names)
+    space = PhaseControlSpace(tools, schedules[0].layer_groups)
+    phases = []
+    for i, first in enumerate(schedules[0].phases):
+        mean = np.mean([space.encode(s.phases[i]) for s in schedules], axis=0)
+        phases.append(space.phase(mean, first.fraction))
+    name = f"{cfg.policy} averaged over {len(schedules)} training tasks"
+    return Schedule(phases, schedules[0].layer_groups, name=name)
 
 
 @dataclass
@@ -143,6 +177,8 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
                     save_checkpoint(out, policy, venv, episode_log.episodes, updates)
         policy.save(out)
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
+        if AVERAGED in cfg.compare and not isinstance(actors[cfg.policy], Schedule):
+            actors[AVERAGED] = averaged_schedule(cfg, venv, actors[cfg.policy])
         evaluation, kept = evaluate(cfg, venv, actors, adapters=out / ADAPTERS)
     finally:
         policy.close()
@@ -154,5 +190,5 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     schedule.name = f"{cfg.policy} greedy schedule on task seed {kept['task_seed']}"
     schedule.save(out / SCHEDULE)
     atomic_write_text(out / BASE_MODEL, kept["model_path"] + "\n")
-    plot_learning_curve(out, evaluation)
+    plot_learning_curve(out, evaluation.of_suite(cfg.run.suite))
     return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, evaluation, schedule)

@@ -10,7 +10,7 @@ from pathlib import Path
 from metactl.commands.transfer.source import MODES, Source, load_source
 from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides, read_config_file
 from metactl.envs import PHASE_ENV_ID
-from metactl.envs.observe import observation_labels
+from metactl.envs.observe import layout_hint, observation_labels
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.layer_map import preflight_layer_map
 from metactl.models import resolve_model
@@ -170,5 +170,6 @@ def _check_observations(cfg: TransferConfig, source: Source, suite: TaskSuite, t
         raise ConfigError(
             f"--mode policy: the controller was trained on observations of suite {source.run.suite!r} "
             f"({len(want)} entries); suite {cfg.run.suite!r} gives {len(got)}, differing at entry {diff} "
-            f"({a!r} vs {b!r}). Use a suite with the same behaviours, tools and features, or --mode schedule."
+            f"({a!r} vs {b!r}). The controller needs a suite with {layout_hint(want)}, and {phases} phases; "
+            "or use --mode schedule, which replays the learned schedule on any suite."
         )
