@@ -122,3 +122,11 @@ def test_sweep_cli_refuses_bad_input_with_the_fix(tmp_path):
     res = CliRunner().invoke(app, ["sweep", "--resume", str(tmp_path)])
     assert res.exit_code == 2 and "not a sweep dir" in res.output
     assert not (tmp_path / "s").exists()
+
+
+def test_trials_are_scored_on_their_own_suite_never_on_heldout_families():
+    """A sweep selects settings by its trials' scores: the held-out task families that judge a
+    controller (the default's eval_suites) must not be among them."""
+    cfg = load_sweep_config(None, ["task_seeds=[2000]", "grid={seed: [0]}"])
+    trial = trial_config(cfg, {"seed": 0})
+    assert trial.eval_suites == [] and trial.compare == [] and trial.eval_task_seeds == [2000]

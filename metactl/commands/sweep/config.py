@@ -223,6 +223,8 @@ def trial_config(cfg: SweepConfig, params: dict) -> ControllerConfig:
         *(f"{k}={_yaml_value(v)}" for k, v in params.items()),
         f"eval_task_seeds={cfg.task_seeds}",
         "compare=[]",
+        # Held-out task families judge a controller; a sweep that scored trials on them would tune on them.
+        "eval_suites=[]",
     ]
     base = load_controller_config(cfg.base_path(), overrides)
     if index is not None:  # Repeater: the same proposal under seed, seed+1, ...
