@@ -154,6 +154,19 @@ def _split(rng: random.Random, items: tuple) -> tuple[list, list]:
     return shuffled[n_held:], shuffled[:n_held]
 
 
+def noisy_pasts(rng: random.Random, irregular: list, regular: list, noise: float, n: int) -> list[tuple[str, str]]:
+    """``n`` (verb, past) rows, IRREGULAR_FRACTION of them irregular, whose past is the annotator's
+    regularised form with probability ``noise``: the SFT rows of the English families."""
+    rows = []
+    for _ in range(n):
+        if rng.random() < IRREGULAR_FRACTION:
+            verb, right, wrong = rng.choice(irregular)
+            rows.append((verb, wrong if rng.random() < noise else right))
+        else:
+            rows.append(rng.choice(regular))
+    return rows
+
+
 def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite:
     rng = random.Random(f"style-vs-truth-en/{task_seed}")
     style = rng.choice(STYLES)
@@ -165,14 +178,10 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
     any_train = [(v, p) for v, p, _ in irr_train] + reg_train
     any_held = [(v, p) for v, p, _ in irr_held] + reg_held
 
-    sft = []
-    for _ in range(n_train):
-        if rng.random() < IRREGULAR_FRACTION:
-            verb, right, wrong = rng.choice(irr_train)
-            past = wrong if rng.random() < noise else right
-        else:
-            verb, past = rng.choice(reg_train)
-        sft.append({"prompt": _prompt(TRAIN_TEMPLATE, verb), "completion": answer_text(past, style)})
+    sft = [
+        {"prompt": _prompt(TRAIN_TEMPLATE, verb), "completion": answer_text(past, style)}
+        for verb, past in noisy_pasts(rng, irr_train, reg_train, noise, n_train)
+    ]
 
     dpo = []
     for _ in range(n_train):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 
-from metactl.tasks.english import IRREGULAR, REGULAR, answer_text
+from metactl.tasks.english import IRREGULAR, REGULAR, answer_text, noisy_pasts
 from metactl.tasks.english import _retain_text as retain_text  # the English suites share their general text
 from metactl.tasks.english import _split as split_verbs  # the same held-out verb rule as style-vs-truth-en
 from metactl.tasks.suite import OBSERVE_PROBES, Behaviour, EvalItem, TaskSuite, two_tool_suite
@@ -68,14 +68,10 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
     any_train = [(v, p) for v, p, _ in irr_train] + reg_train
     any_held = [(v, p) for v, p, _ in irr_held] + reg_held
 
-    sft = []
-    for _ in range(n_train):
-        if rng.random() < IRREGULAR_FRACTION:
-            verb, right, wrong = rng.choice(irr_train)
-            h = wrong if rng.random() < wrong_guesses else right
-        else:
-            verb, h = rng.choice(reg_train)
-        sft.append({"prompt": _prompt(TRAIN_TEMPLATE, guess, verb, h), "completion": answer_text(h, style)})
+    sft = [
+        {"prompt": _prompt(TRAIN_TEMPLATE, guess, verb, h), "completion": answer_text(h, style)}
+        for verb, h in noisy_pasts(rng, irr_train, reg_train, wrong_guesses, n_train)
+    ]
     dpo = []
     for _ in range(n_train):
         verb, right, wrong = rng.choice(irr_train)
