@@ -8,7 +8,9 @@ env finish its step (``finish_step``): the env logic (observations, shaped rewar
 episode end) is the phase env's own, line for line. Envs that end their episode are reset
 together, the SB3 way (``terminal_observation`` in the info).
 
-Evaluation jobs (``env_method("run_jobs", ...)``) run in this process, one slot at a time.
+Evaluation jobs (``env_method("run_jobs", ...)``) run batched too: in rounds, each env's next job on
+its own slot, fixed schedules through :meth:`Population.run` and greedy actors phase by phase through
+the same plan/run/finish path as ``step_wait``.
 :class:`metactl.envs.sharded.ShardedVecEnv` splits the K envs over several such processes.
 """
 
@@ -23,6 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from metactl.config import RunConfig
 from metactl.envs.config import EnvConfig
+from metactl.envs.jobs import Job, adapter_files
 from metactl.envs.phase_env import PhaseControlEnv
 from metactl.episode import PhaseResult
 from metactl.population import Population
@@ -177,7 +180,99 @@ class BatchedVecEnv(VecEnv):
             setattr(self.envs[i], attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        if method_name == "run_jobs":
+            return self.run_jobs(*method_args, indices=indices, **method_kwargs)
         return [getattr(self.envs[i], method_name)(*method_args, **method_kwargs) for i in self._get_indices(indices)]
+
+    # -- evaluation jobs, batched ------------------------------------------------------------------
+    def run_jobs(self, jobs_by_worker: dict[int, list[Job]], indices=None) -> list[list[dict]]:
+        """What ``env.run_jobs`` gives for each env in ``indices`` (its own worker's jobs), computed a
+        round at a time: round ``r`` runs every env's ``r``-th job together, each on the env's slot."""
+        local = list(self._get_indices(indices))
+        queues = {i: list(jobs_by_worker.get(self.envs[i].worker_index, [])) for i in local}
+        out: dict[int, list[dict]] = {i: [] for i in local}
+        for r in range(max((len(q) for q in queues.values()), default=0)):
+            round_jobs = {i: q[r] for i, q in queues.items() if r < len(q)}
+            for i, res in self._run_round(round_jobs).items():
+                out[i].append(res)
+        return [out[i] for i in local]
+
+    def _run_round(self, jobs: dict[int, Job]) -> dict[int, dict]:
+        import dataclasses
+        import pickle
+
+        from metactl.errors import DivergedRun
+
+        jobs = {i: dataclasses.replace(j, actor=pickle.loads(j.actor)) if isinstance(j.actor, bytes) else j
+                for i, j in jobs.items()}
+        done: dict[int, tuple[Schedule, dict] | FloatingPointError] = {}
+        fixed = {i: j for i, j in jobs.items() if j.schedule is not None}
+        for suite in dict.fromkeys(j.suite for j in fixed.values()):
+            slots = [i for i, j in fixed.items() if j.suite == suite]
+            results = self.population.run(
+                [fixed[i].schedule for i in slots], [fixed[i].episode_seed for i in slots],
+                [fixed[i].task_seed for i in slots], score_every_phase=False, slots=slots, suite_name=suite,
+            )
+            for i, res in zip(slots, results):
+                done[i] = res if isinstance(res, FloatingPointError) else (fixed[i].schedule, res[-1].scores)
+        done.update(self._act_greedily({i: j for i, j in jobs.items() if j.schedule is None}))
+        out = {}
+        for i, job in jobs.items():
+            res = done[i]
+            if isinstance(res, FloatingPointError):
+                out[i] = {"diverged": str(DivergedRun(job.label, job.task_seed, job.episode_seed, str(res)))}
+                continue
+            schedule, final = res
+            task = self.population.load_task(job.task_seed, suite_name=job.suite)
+            out[i] = {
+                "label": job.label, "suite": job.suite or self.envs[i].run_config.suite, "family": task.suite.name,
+                "task_seed": job.task_seed, "episode_seed": job.episode_seed,
+                "scores": final, "base": dict(task.base_scores), "schedule": schedule,
+                "model_path": self.population.model_path,
+            }
+            if job.save_adapters:
+                out[i]["adapter_files"] = adapter_files(self.envs[i].engine.adapters)
+        return out
+
+    def _act_greedily(self, jobs: dict[int, Job]) -> dict[int, tuple[Schedule, dict] | FloatingPointError]:
+        """Each job's actor acting deterministically in its env, all envs' phases run together."""
+        if not jobs:
+            return {}
+        for i, job in jobs.items():
+            env = self.envs[i]
+            super(PhaseControlEnv, env).reset(options=job.options())
+            env.start_episode(job.options())
+        rows = self.envs[0].env_config.interference_rows
+        cosines = self.population.gradient_cosines(list(jobs), rows)
+        obs = {i: self.envs[i].first_observation(cosines[i])[0] for i in jobs}
+        out: dict[int, tuple[Schedule, dict] | FloatingPointError] = {}
+        live = list(jobs)
+        while live:
+            plans = {i: self.envs[i].plan_step(jobs[i].actor.predict(obs[i], deterministic=True)[0]) for i in live}
+            results = self.population.run_phases(
+                {i: (phase, steps) for i, (phase, steps, _) in plans.items()},
+                {i: scorer for i, (_, _, scorer) in plans.items()},
+            )
+            for i, res in results.items():
+                if not isinstance(res, FloatingPointError):
+                    try:
+                        self.envs[i].check_result(res)
+                    except FloatingPointError as exc:
+                        results[i] = exc
+            reading = [i for i in live if not self.envs[i].in_last_phase
+                       and not isinstance(results[i], FloatingPointError)]
+            cosines = self.population.gradient_cosines(reading, rows) if reading else {}
+            for i in list(live):
+                env = self.envs[i]
+                obs[i], _, terminated, truncated, info = env.finish_step(plans[i][0], results[i], cosines.get(i))
+                if "diverged" in info:
+                    task = jobs[i].task_seed
+                    out[i] = FloatingPointError(f"greedy rollout on task {task} diverged: {info['diverged']}")
+                elif terminated or truncated:
+                    out[i] = (env.schedule(name=jobs[i].label), dict(env.scores))
+                if i in out:
+                    live.remove(i)
+        return out
 
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from metactl.errors import ConfigError, check_number
+from metactl.errors import ConfigError, check_number, did_you_mean
 
 if TYPE_CHECKING:
     from metactl.schedule import Schedule
@@ -35,6 +35,13 @@ class EnvConfig:
             "a YAML path, or 'neutral'"
         },
     )
+    controls: str = field(
+        default="layer",
+        metadata={
+            "help": "what the phase env's action sets per tool: 'layer' (share, then train and output per module "
+            "kind and layer group) or 'tool' (share, one train, one output: fewer directions to explore)"
+        },
+    )
     diverged_penalty: float = field(
         default=1.0, metadata={"help": "an episode whose loss or score turns NaN ends with return -penalty"}
     )
@@ -59,6 +66,13 @@ class EnvConfig:
             from metactl.schedule import Schedule
 
             Schedule.named(self.prior)  # read and checked here, before any weights load
+        from metactl.envs.spaces import CONTROL_GRAINS
+
+        if self.controls not in CONTROL_GRAINS:
+            raise ConfigError(
+                f"env.controls: got {self.controls!r}; expected one of {list(CONTROL_GRAINS)}."
+                f"{did_you_mean(str(self.controls), CONTROL_GRAINS)}"
+            )
         self.diverged_penalty = check_number("env.diverged_penalty", self.diverged_penalty, low=0.0)
 
     def prior_schedule(self, groups: int) -> Schedule | None:

@@ -30,7 +30,8 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     ## Action Space
 
     ``Box(-1, 1, (T * (1 + 4G),), float32)`` for ``T`` tools and ``G`` layer groups; per tool, in
-    order: ``share``, then ``train`` for (attn, mlp) x groups, then ``output`` likewise. The
+    order: ``share``, then ``train`` for (attn, mlp) x groups, then ``output`` likewise
+    (``env.controls: tool``: ``Box(-1, 1, (3T,))``, one ``train`` and one ``output`` per tool). The
     action is a residual around the prior schedule's phase (``env.prior``): the controls are
     decoded from ``clip(prior + 2 * action, -1, 1)`` as in :mod:`metactl.envs.spaces`:
     share = (a+1)/2 in [0, 1] (relative share of the phase's steps; 0 sits the tool out),
@@ -84,7 +85,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self.run_config = run or RunConfig()
         self.env_config = env or EnvConfig()
         self.engine = engine or Engine(self.run_config, progress=False)
-        self.controls = PhaseControlSpace(tuple(self.engine.tool_names), self.engine.layer_map.groups)
+        self.controls = PhaseControlSpace(
+            tuple(self.engine.tool_names), self.engine.layer_map.groups, tied=self.env_config.controls == "tool"
+        )
         self.observer = Observer(self.engine, self.env_config.phases)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.controls.dim,), dtype=np.float32)
         self.observation_space = self.observer.space

@@ -71,35 +71,54 @@ def _grid(values: np.ndarray, groups: int, fn) -> list[list[float]]:
     return [[fn(values[k * groups + g]) for g in range(groups)] for k in range(len(MODULE_KINDS))]
 
 
+CONTROL_GRAINS = ("layer", "tool")  # env.controls: what one action component of the phase env sets
+
+
 @dataclass(frozen=True)
 class PhaseControlSpace:
-    """One phase's controls: per tool ``[share, train[kind][group]..., output[kind][group]...]``."""
+    """One phase's controls: per tool ``[share, train[kind][group]..., output[kind][group]...]``.
+
+    ``tied=True`` (``env.controls: tool``) ties every (module kind, layer group) cell of a tool to
+    one train and one output component: ``[share, train, output]`` per tool. Nine numbers instead of
+    27 for three tools on two groups: a policy with tens of episodes explores fewer directions, at the
+    price of per-layer allocation (the decoded schedule still has the full grid, all cells equal).
+    """
 
     tools: tuple[str, ...]
     groups: int
+    tied: bool = False
+
+    @property
+    def cells(self) -> int:
+        return 1 if self.tied else len(MODULE_KINDS) * self.groups
 
     @property
     def per_tool(self) -> int:
-        return 1 + 2 * len(MODULE_KINDS) * self.groups
+        return 1 + 2 * self.cells
 
     @property
     def dim(self) -> int:
         return len(self.tools) * self.per_tool
 
+    def _grid(self, values: np.ndarray, fn) -> list[list[float]]:
+        if self.tied:
+            return [[fn(values[0])] * self.groups for _ in MODULE_KINDS]
+        return _grid(values, self.groups, fn)
+
     def phase(self, action: np.ndarray, fraction: float) -> Phase:
         action = np.asarray(action, dtype=np.float64).reshape(len(self.tools), self.per_tool)
-        cells = len(MODULE_KINDS) * self.groups
+        cells = self.cells
         tools = {}
         for t, row in zip(self.tools, action):
             tools[t] = ToolControls(
                 share=share_of(row[0]),
-                train=_grid(row[1 : 1 + cells], self.groups, train_of),
-                output=_grid(row[1 + cells :], self.groups, output_of),
+                train=self._grid(row[1 : 1 + cells], train_of),
+                output=self._grid(row[1 + cells :], output_of),
             )
         return Phase(fraction=fraction, tools=tools)
 
     def encode(self, phase: Phase) -> np.ndarray:
-        """The action that decodes to ``phase`` (as near as the ranges allow)."""
+        """The action that decodes to ``phase`` (as near as the ranges allow; tied: each grid's mean code)."""
         top = max((c.share for c in phase.tools.values()), default=0.0)
         vec: list[float] = []
         for t in self.tools:
@@ -107,7 +126,10 @@ class PhaseControlSpace:
             if c is None:
                 vec += [-1.0] + [0.0] * (self.per_tool - 1)
                 continue
-            vec += [share_code(c.share, top)] + _code_grid(c.train, train_code) + _code_grid(c.output, output_code)
+            train, output = _code_grid(c.train, train_code), _code_grid(c.output, output_code)
+            if self.tied:
+                train, output = [float(np.mean(train))], [float(np.mean(output))]
+            vec += [share_code(c.share, top)] + train + output
         return np.array(vec, dtype=np.float64)
 
     def labels(self) -> list[str]:
@@ -115,7 +137,10 @@ class PhaseControlSpace:
         for t in self.tools:
             out.append(f"{t}.share")
             for what in ("train", "output"):
-                out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
+                if self.tied:
+                    out.append(f"{t}.{what}")
+                else:
+                    out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
         return out
 
 

@@ -230,6 +230,36 @@ def test_env_config_rejects_bad_values_with_the_fix():
         EnvConfig(prior="expret")
     with pytest.raises(ConfigError, match="env.phases"):
         EnvConfig(phases=0)
+    with pytest.raises(ConfigError, match=r"env.controls: got 'tools'; expected one of \['layer', 'tool'\].*'tool'"):
+        EnvConfig(controls="tools")
+
+
+def test_tool_level_controls_tie_every_cell_and_keep_the_prior():
+    """env.controls=tool: three numbers per tool, each grid filled with one value, the prior (uniform
+    grids) encoded exactly, and the zero action runs the same episode as under layer-level controls."""
+    tools = ("sft", "dpo", "retain")
+    tied = PhaseControlSpace(tools, 2, tied=True)
+    assert tied.dim == 9 and tied.labels()[:3] == ["sft.share", "sft.train", "sft.output"]
+    phase = tied.phase(np.array([1.0, 0.5, -0.25, 0.0, -1.0, 1.0, -1.0, 0.0, 0.0]), 0.5)
+    assert phase.tools["sft"].train == [[2.0, 2.0], [2.0, 2.0]]
+    assert phase.tools["dpo"].output == [[2.0, 2.0], [2.0, 2.0]] and phase.tools["retain"].share == 0.0
+    for prior in ("default", "expert"):
+        for ph in Schedule.named(prior, 2).phases:
+            again = tied.phase(tied.encode(ph), ph.fraction)
+            for t, c in ph.tools.items():
+                np.testing.assert_allclose(again.tools[t].train, c.train)
+                np.testing.assert_allclose(again.tools[t].output, c.output)
+
+    run = load_config(None, TINY_RUN)
+    scores = {}
+    for controls in ("layer", "tool"):
+        env = gym.make(envs.PHASE_ENV_ID, run=run, env=EnvConfig(phases=2, train_task_seeds=[0, 1], controls=controls))
+        assert env.action_space.shape == ((9,) if controls == "tool" else (27,))
+        env.reset(options={"task_seed": 0, "episode_seed": 3})
+        for _ in range(2):
+            *_, info = env.step(np.zeros(env.action_space.shape, np.float32))
+        scores[controls] = info["result"]["scores"]["composite"]
+    assert scores["tool"] == pytest.approx(scores["layer"], abs=1e-6)
 
 
 def test_a_diverged_evaluation_job_is_a_named_error(made, monkeypatch):

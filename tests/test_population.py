@@ -174,3 +174,64 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
             assert [e is None for e in e1] == [e is None for e in e2]
             assert all(a is None or a == pytest.approx(b, abs=TOL) for a, b in zip(e1, e2))
         assert batched[2][2].all()  # the episodes ended and were reset, as SB3 VecEnvs do
+
+
+def _leaves(tree) -> list:
+    if isinstance(tree, dict):
+        return [x for k in sorted(tree) for x in _leaves(tree[k])]
+    if isinstance(tree, (list, tuple)):
+        return [x for v in tree for x in _leaves(v)]
+    return [tree] if isinstance(tree, (int, float)) else []
+
+
+class _ObsActor:
+    """A deterministic closed-loop actor: its action depends on what it observes."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def predict(self, obs, deterministic: bool = True):
+        obs = np.asarray(obs, dtype=np.float64)
+        return (0.3 * np.tanh(obs[: self.dim] + obs[-self.dim:])).astype("f4"), None
+
+
+def test_batched_evaluation_jobs_match_the_envs_run_alone():
+    """Evaluation under vec_env batched (rounds of jobs, one per env, on their slots; fixed schedules and
+    greedy actors mixed in one round; another suite's task; more jobs than envs) gives the results the
+    dummy VecEnv gives running each job alone, in the same order."""
+    from metactl.config import load_config
+    from metactl.envs import PHASE_ENV_ID
+    from metactl.envs.config import EnvConfig
+    from metactl.envs.jobs import Job
+    from metactl.envs.vector import make_venv, run_jobs
+
+    run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8"])
+    env = EnvConfig(phases=2, quick_probes=4, interference_rows=4)
+    default, expert = Schedule.named("default", 2), Schedule.named("expert", 2)
+    out = {}
+    for kind, processes in (("batched", 1), ("batched", 2), ("dummy", 1)):
+        venv = make_venv(PHASE_ENV_ID, run, env, 3, kind, processes=processes)
+        try:
+            actor = _ObsActor(venv.action_space.shape[0])
+            jobs = [
+                Job(1000, 0, schedule=default, label="default"),
+                Job(1001, 1, actor=actor, label="actor"),
+                Job(1000, 0, actor=actor, label="actor", suite="sycophancy"),
+                Job(1002, 2, schedule=expert, label="expert", suite="sycophancy"),
+                Job(1001, 0, schedule=expert, label="expert"),
+            ]
+            out[kind, processes] = run_jobs(venv, jobs)
+        finally:
+            venv.close()
+    alone = out["dummy", 1]
+    for key in (("batched", 1), ("batched", 2)):
+        together = out[key]
+        assert [(r["label"], r["suite"], r["family"], r["task_seed"]) for r in together] == [
+            (r["label"], r["suite"], r["family"], r["task_seed"]) for r in alone
+        ]
+        for a, b in zip(alone, together):
+            # An actor's controls follow its observations, equal to rounding: compare the numbers to TOL.
+            assert _leaves(b["schedule"].to_dict()) == pytest.approx(_leaves(a["schedule"].to_dict()), abs=TOL)
+            assert b["scores"]["composite"] == pytest.approx(a["scores"]["composite"], abs=TOL)
+            assert b["base"]["composite"] == pytest.approx(a["base"]["composite"], abs=TOL)
+    assert alone[2]["family"] == "sycophancy" and alone[0]["family"] == "style-vs-truth"

@@ -42,9 +42,10 @@ def command(
 
     Each episode adapts the proxy model on a task drawn from env.train_task_seeds, run by the same runner as
     run-schedule. The policy (SB3 PPO by default) sets every tool's step share, learning-rate multiplier and output
-    scale per layer group and module kind, phase by phase, as a residual around env.prior. When the budget is
-    spent, the learned policy, the default and the expert schedule are run on held-out task seeds and a table of
-    every score part (mean ± std) is printed.
+    scale (one each per tool with env.controls=tool, the default; per layer group and module kind with
+    env.controls=layer), phase by phase, as a residual around env.prior. When the budget is spent, the learned
+    policy and the compare schedules (default, expert, the published hand rules) are run on held-out task seeds
+    of the training suite and of each eval suite, and a table of every score part (mean ± std) is printed.
 
     The run dir holds config.yaml, scores.jsonl (one row per episode and phase), checkpoints/, controller.zip,
     schedule.yaml (the greedy schedule on schedule_task_seed, a task no score is reported on), eval.jsonl and
