@@ -1,12 +1,16 @@
 """The default ``metactl train-controller`` over several controller seeds, as the README reports it.
 
-    python scripts/controller_report.py --seeds 0 1 2 --runs runs --out docs/controller_results.md
+    python scripts/controller_report.py --seeds 0 1 2 3 4 --searches tuned-lr optuna --out docs/controller_results.md
 
 Each seed runs ``train_controller`` with the built-in default config (the same function the CLI
 calls) into ``RUNS/tc-s<seed>``; a finished run dir is read back instead of retrained (its wall
-time is kept in ``RUNS/tc-s<seed>/wall_seconds.txt``). The report holds, from those run dirs'
-``eval.jsonl``, one section per evaluated suite (the training families' held-out seeds, then each
-of ``eval_suites``, e.g. families the controller never saw):
+time is kept in ``RUNS/tc-s<seed>/wall_seconds.txt``). The fixed schedules of the config's
+``compare`` do not depend on the controller seed: they are evaluated once, on the same (task,
+episode seed) pairs, into ``RUNS/baselines/eval.jsonl`` and paired with every seed (each seed's run
+keeps only ``averaged``, which does depend on it). Each policy of ``--searches`` (e.g. ``tuned-lr``,
+``optuna``) runs at the same episode budget and seed into ``RUNS/<policy>-s<seed>``. The report
+holds, from those run dirs' ``eval.jsonl``, one section per evaluated suite (the training families'
+held-out seeds, then each of ``eval_suites``, e.g. families the controller never saw):
 
 - every method's held-out scores: each seed's mean over the (task, episode seed) pairs, then
   mean ± std over controller seeds (the fixed schedules see the same pairs on every seed);
@@ -21,29 +25,54 @@ elsewhere (docs/controller.md).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
 
 from metactl.commands.train_controller.config import resolve
-from metactl.commands.train_controller.run import train_controller
+from metactl.commands.train_controller.run import AVERAGED, comparison_actors, evaluate, make_venv, train_controller
+from metactl.envs import PHASE_ENV_ID
 from metactl.evaluation import Evaluation
 from metactl.rundir import EVAL, SCHEDULE, atomic_write_text, read_jsonl
 from metactl.tables import mean_std, render_table
 
 WALL = "wall_seconds.txt"
+BASELINES = "baselines"
 
 
-def run_seed(seed: int, runs: Path, overrides: list[str]) -> tuple[Path, float]:
-    out = runs / f"tc-s{seed}"
+def run_seed(seed: int, runs: Path, overrides: list[str], policy: str = "ppo",
+             compare: list[str] | None = None) -> tuple[Path, float]:
+    out = runs / (f"tc-s{seed}" if policy == "ppo" else f"{policy}-s{seed}")
     if (out / SCHEDULE).is_file() and (out / WALL).is_file():
         return out, float((out / WALL).read_text())
-    cfg, out = resolve("default", [*overrides, f"seed={seed}"], None, out)
+    extra = [f"policy={policy}"] + ([f"compare=[{','.join(compare)}]"] if compare is not None else [])
+    cfg, out = resolve("default", [*overrides, *extra, f"seed={seed}"], None, out)
     t0 = time.perf_counter()
     train_controller(cfg, out, resume=(out / "config.yaml").is_file(), progress=True)
     wall = time.perf_counter() - t0
     atomic_write_text(out / WALL, f"{wall:.1f}\n")
     return out, wall
+
+
+def run_baselines(out: Path, overrides: list[str]) -> tuple[list[dict], float]:
+    """The config's fixed ``compare`` schedules on the evaluation pairs, once (they learn nothing, so
+    every controller seed would get the same rows), batched on the population engine like the CLI's
+    own evaluation."""
+    if (out / EVAL).is_file() and (out / WALL).is_file():
+        return read_jsonl(out / EVAL), float((out / WALL).read_text())
+    cfg, _ = resolve("default", overrides, None, out)
+    t0 = time.perf_counter()
+    venv = make_venv(cfg, PHASE_ENV_ID)
+    try:
+        evaluation, _ = evaluate(cfg, venv, comparison_actors(cfg))
+    finally:
+        venv.close()
+    wall = time.perf_counter() - t0
+    rows = [{k: v for k, v in r.items() if k != "schedule"} for r in evaluation.rows]
+    atomic_write_text(out / EVAL, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / WALL, f"{wall:.1f}\n")
+    return rows, wall
 
 
 def gain(row: dict) -> float:
@@ -82,6 +111,13 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
             wins += sum(x > 0 for x in d)
             n += len(d)
         paired.append([label, mean_std(diffs, signed=True), f"{wins}/{n} ({wins / n:.0%})", str(n)])
+    # Methods that depend on the controller seed (the learned policy, averaged, searches): per seed.
+    seeds = [["method", *(f"seed {s}" for s in by_seed)]]
+    for label in labels:
+        means = [statistics.mean([gain(r) for r in rows if r["label"] == label] or [float("nan")])
+                 for rows in by_seed.values()]
+        if len({round(m, 9) for m in means}) > 1:
+            seeds.append([label, *(f"{m:+.3f}" for m in means)])
     families = list(dict.fromkeys(r.get("family", "?") for r in all_rows))
     fam = [["method", *families]]
     for label in labels:
@@ -99,6 +135,8 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
         + render_table(scores, "markdown")
         + f"\n\nPaired on the same (task, episode seed): {policy} minus each method.\n\n"
         + render_table(paired, "markdown")
+        + "\n\nMean gain over base of each controller seed (the spread the ± above summarises):\n\n"
+        + render_table(seeds, "markdown")
         + "\n\nMean gain over base per task family (over controller seeds, tasks and episode seeds):\n\n"
         + render_table(fam, "markdown") + "\n"
     )
@@ -109,32 +147,52 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides KEY=VALUE")
+    ap.add_argument("--baselines", type=Path, default=None,
+                    help="where the fixed schedules' rows are kept (default RUNS/baselines); several reports with "
+                    "the same evaluation settings may share it")
+    ap.add_argument("--searches", nargs="*", default=[],
+                    help="search policies run per seed at the same episode budget (tuned-lr, optuna, random)")
     ap.add_argument("--out", type=Path, default=Path("docs/controller_results.md"))
     args = ap.parse_args()
 
-    walls: list[float] = []
+    cfg, _ = resolve("default", args.overrides, None, args.runs)
+    per_seed = [AVERAGED] if AVERAGED in cfg.compare else []
+    baselines, baseline_wall = run_baselines(args.baselines or args.runs / BASELINES, args.overrides)
+    fixed = {r["label"] for r in baselines}
+    walls: list[list[str]] = []
     by_suite: dict[str | None, dict[int, list[dict]]] = {}
-    policy = ""
+    policy = "ppo"
     for seed in args.seeds:
-        out, wall = run_seed(seed, args.runs, args.overrides)
-        walls.append(wall)
-        rows = read_jsonl(out / EVAL, appended=True)
-        policy = rows[0]["label"]
-        for r in rows:
+        rows = []
+        out, wall = run_seed(seed, args.runs, args.overrides, compare=per_seed)
+        walls.append([str(seed), "ppo", f"{wall:.0f} s ({wall / 60:.1f} min)"])
+        rows += read_jsonl(out / EVAL, appended=True)
+        for search in args.searches:
+            out, wall = run_seed(seed, args.runs, args.overrides, policy=search, compare=[])
+            walls.append([str(seed), search, f"{wall:.0f} s ({wall / 60:.1f} min)"])
+            rows += read_jsonl(out / EVAL, appended=True)
+        # A run dir made with the fixed schedules in its own compare list: the shared rows stand for them.
+        for r in [r for r in rows if r["label"] not in fixed] + baselines:
             by_suite.setdefault(r.get("suite"), {}).setdefault(seed, []).append(r)
-    runs = [["controller seed", "wall time (training + evaluation)"]]
-    runs += [[str(s), f"{w:.0f} s ({w / 60:.1f} min)"] for s, w in zip(args.seeds, walls)]
+    runs = [["controller seed", "policy", "wall time (training + evaluation)"], *walls]
+    runs.append(["-", "fixed schedules " + ", ".join(n for n in cfg.compare if n != AVERAGED),
+                 f"{baseline_wall:.0f} s ({baseline_wall / 60:.1f} min), once for all seeds"])
     cmd = f"python scripts/controller_report.py --seeds {' '.join(map(str, args.seeds))}" + (
-        f" --set {' '.join(args.overrides)}" if args.overrides else ""
-    ) + (f" --runs {args.runs}" if args.runs != Path("runs") else "") + f" --out {args.out}"
+        f" --searches {' '.join(args.searches)}" if args.searches else ""
+    ) + (f" --set {' '.join(args.overrides)}" if args.overrides else "") + (
+        f" --runs {args.runs}" if args.runs != Path("runs") else "") + (
+        f" --baselines {args.baselines}" if args.baselines else "") + f" --out {args.out}"
     text = (
         "# The default `metactl train-controller`, over controller seeds\n\n"
         f"<!-- Written by `{cmd}`; do not edit by hand (commentary: docs/controller.md). -->\n\n"
-        f"Made by `{cmd}`: the built-in default config (`configs/train/default.yaml`), controller seeds "
+        f"Made by `{cmd}`: the built-in default config (`configs/train/default.yaml`)"
+        + (" with the `--set` overrides above" if args.overrides else "") + f", controller seeds "
         f"{args.seeds}. The controller observes only the observe split (training-distribution probes no "
         "reported score uses) and nothing that names its task family.\n\n"
         + "\n".join(suite_section(suite, by_seed, policy) for suite, by_seed in by_suite.items())
-        + "\nWall time per run, on this machine (2 CPU cores):\n\n"
+        + f"\n{', '.join(args.searches) or 'No search'} ran at the controller's episode budget "
+        f"({cfg.total_episodes} episodes) with the same seed. Wall time per run, on this machine (2 CPU cores); "
+        "the default command alone is one ppo run plus the fixed schedules' evaluation:\n\n"
         + render_table(runs, "markdown") + "\n"
     )
     atomic_write_text(args.out, text)
