@@ -136,8 +136,10 @@ class BatchedVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
 
-    def step_wait(self):
-        plans = {i: env.plan_step(self._actions[i]) for i, env in enumerate(self.envs)}
+    def _run_planned(self, plans: dict[int, tuple[Phase, int, Scorer | None]]) -> tuple[dict, dict]:
+        """The planned phases of these envs in one batched pass, each result checked as the env checks
+        it (a non-finite composite becomes its FloatingPointError), then the interference reading of
+        every env that goes on."""
         results = self.population.run_phases(
             {i: (phase, steps) for i, (phase, steps, _) in plans.items()},
             {i: scorer for i, (_, _, scorer) in plans.items()},
@@ -148,10 +150,14 @@ class BatchedVecEnv(VecEnv):
                     self.envs[i].check_result(res)
                 except FloatingPointError as exc:
                     results[i] = exc
-        reading = [i for i, env in enumerate(self.envs)
-                   if not env.in_last_phase and not isinstance(results[i], FloatingPointError)]
+        reading = [i for i in plans
+                   if not self.envs[i].in_last_phase and not isinstance(results[i], FloatingPointError)]
         rows = self.envs[0].env_config.interference_rows
-        cosines = self.population.gradient_cosines(reading, rows) if reading else {}
+        return results, (self.population.gradient_cosines(reading, rows) if reading else {})
+
+    def step_wait(self):
+        plans = {i: env.plan_step(self._actions[i]) for i, env in enumerate(self.envs)}
+        results, cosines = self._run_planned(plans)
         obs, rewards, dones, infos = [], np.zeros(self.num_envs, dtype=np.float32), [], []
         for i, env in enumerate(self.envs):
             o, r, terminated, truncated, info = env.finish_step(plans[i][0], results[i], cosines.get(i))
@@ -242,26 +248,13 @@ class BatchedVecEnv(VecEnv):
             env = self.envs[i]
             super(PhaseControlEnv, env).reset(options=job.options())
             env.start_episode(job.options())
-        rows = self.envs[0].env_config.interference_rows
-        cosines = self.population.gradient_cosines(list(jobs), rows)
+        cosines = self.population.gradient_cosines(list(jobs), self.envs[0].env_config.interference_rows)
         obs = {i: self.envs[i].first_observation(cosines[i])[0] for i in jobs}
         out: dict[int, tuple[Schedule, dict] | FloatingPointError] = {}
         live = list(jobs)
         while live:
             plans = {i: self.envs[i].plan_step(jobs[i].actor.predict(obs[i], deterministic=True)[0]) for i in live}
-            results = self.population.run_phases(
-                {i: (phase, steps) for i, (phase, steps, _) in plans.items()},
-                {i: scorer for i, (_, _, scorer) in plans.items()},
-            )
-            for i, res in results.items():
-                if not isinstance(res, FloatingPointError):
-                    try:
-                        self.envs[i].check_result(res)
-                    except FloatingPointError as exc:
-                        results[i] = exc
-            reading = [i for i in live if not self.envs[i].in_last_phase
-                       and not isinstance(results[i], FloatingPointError)]
-            cosines = self.population.gradient_cosines(reading, rows) if reading else {}
+            results, cosines = self._run_planned(plans)
             for i in list(live):
                 env = self.envs[i]
                 obs[i], _, terminated, truncated, info = env.finish_step(plans[i][0], results[i], cosines.get(i))
