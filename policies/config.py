@@ -99,8 +99,9 @@ class ControllerConfig(YamlConfig):
     )
     seed: int = field(default=0, metadata={"help": "controller seed (policy init, task draws, exploration)"})
     eval_task_seeds: list[int] = field(
-        default_factory=lambda: [1000, 1001, 1002, 1003, 1004],
-        metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds)"},
+        default_factory=lambda: [1000, 1001, 1002],
+        metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds); each "
+                          "costs one episode per method, suite and eval episode"},
     )
     eval_episodes: int = field(
         default=1,

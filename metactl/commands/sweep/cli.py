@@ -31,7 +31,7 @@ def command(
     """Run many train-controller trials on Ray Tune: a grid (controller seeds, policies) or an Optuna TPE search.
 
     Every trial is one train-controller run (same runner, same envs) with its own settings, scored on the sweep's
-    task_seeds (validation tasks 2000-2004 by default, apart from the 1000-1004 of train-controller's table). A
+    task_seeds (validation tasks 2000-2004 by default, apart from the 1000-1002 of train-controller's table). A
     grid runs every combination of `grid` values (tune.grid_search); a search lets Optuna TPE (OptunaSearch behind
     a ConcurrencyLimiter) propose values for the keys of search.space, each under search.repeats controller seeds.
     Each trial reserves its envs (one placement-group bundle per env actor with vec_env: ray), so trials never

@@ -14,7 +14,7 @@ env actor (they may land on other nodes; Tune places the trial's own child actor
 otherwise one bundle holding the trial and its env subprocesses.
 
 Trials are scored on ``task_seeds`` (validation tasks, by default 2000-2004: neither training
-tasks nor the 1000-1004 that train-controller's final table reports), so picking the best trial
+tasks nor the 1000-1002 that train-controller's final table reports), so picking the best trial
 does not tune on the tasks the result is then reported on.
 
 Output directory::
