@@ -28,11 +28,17 @@ from metactl.rundir import atomic_write_text, read_jsonl
 from metactl.score_parts import is_better
 from metactl.tables import render_table
 
+STYLE_NOTE = (
+    "- On the style-vs-truth targets the `default` schedule (SFT, then DPO at full force) loses the "
+    "style entirely, so most of the margin over it is the style the learned schedule keeps; on the parts "
+    "where default is already at the ceiling (truth) the learned side can only tie or lose a little."
+)
 CASES = {
     "proxy-large": {
         "model": "proxy-large",
         "mode": "schedule",
         "title": "proxy-tiny -> proxy-large (proxy world), schedule mode",
+        "notes": [STYLE_NOTE],
     },
     "proxy-large-policy": {
         "model": "proxy-large",
@@ -44,6 +50,7 @@ CASES = {
         "mode": "schedule",
         "merge": True,
         "title": "proxy-tiny -> smollm2-135m (English suite), schedule mode",
+        "notes": [STYLE_NOTE],
     },
     # A closed-loop run on SmolLM2 reads interference and a quick score after every phase (221 s
     # against 155 s open loop), so one task seed.
@@ -53,12 +60,24 @@ CASES = {
         "seeds": [1000],
         "title": "proxy-tiny -> smollm2-135m (English suite), policy mode, one task seed",
     },
+    # Closed loop on an English family whose proxy counterpart is one of the held-out families:
+    # the controller never trained on this conflict in any language.
+    "smollm2-policy-unseen": {
+        "model": "smollm2-135m",
+        "mode": "policy",
+        "suite": "sycophancy-en",
+        "compare": ["maxright"],
+        "title": "proxy-tiny -> smollm2-135m, policy mode, on sycophancy-en (a family the controller never saw)",
+        "notes": [(
+            "- sycophancy-en: both fixed schedules end below the base (their gain over base row): at the preset's "
+            "learning rates, SFT then DPO at full force (`default`) and maxright's full-strength alternation "
+            "overtrain SmolLM2 on this family (KL far above the learned side's, stability near 0), so most of the "
+            "learned side's margin is the collapse it avoided, and its own gain over the base is small beside its "
+            "spread over tasks. `expert` was not run on this case."
+        )],
+    },
 }
-VERDICT_PARTS = [
-    ("target", "target behaviour", ["target/style", "target/truth"]),
-    ("heldout", "held-out generalisation", ["heldout/style", "heldout/truth"]),
-    ("kl", "KL to base", ["kl"]),
-]
+VERDICT_PARTS = [("target", "target behaviour"), ("heldout", "held-out generalisation"), ("kl", "KL to base")]
 
 
 def metactl(*args: str) -> list[str]:
@@ -82,9 +101,11 @@ def run_case(name: str, run: Path, seeds: list[int], work: Path, compare: list[s
     case = CASES[name]
     out = work / name
     args = ["transfer", str(run), "--model", case["model"], "--mode", case["mode"], "--out", str(out)]
+    if "suite" in case:
+        args += ["--suite", case["suite"]]
     for s in case.get("seeds", seeds):
         args += ["--task-seed", str(s)]
-    for c in compare:
+    for c in case.get("compare", compare):
         args += ["--compare", c]
     if case.get("merge"):
         args.append("--merge")
@@ -135,35 +156,36 @@ def section(result: dict) -> list[str]:
         "```",
         "",
     ]
-    # Per task: does learned beat default on the composite?
+    # Per task: does learned beat each baseline on the composite?
     by = {(r["label"], r["task_seed"]): r for r in rows}
     seeds = sorted({r["task_seed"] for r in rows})
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    per_task = [["task seed", "base", *labels, "learned beats default"]]
-    wins = 0
+    others = [lb for lb in labels if lb != "learned"]
+    per_task = [["task seed", "base", *labels, *(f"learned beats {lb}" for lb in others)]]
+    wins = dict.fromkeys(others, 0)
     for ts in seeds:
         comp = {lb: by[(lb, ts)]["scores"]["composite"] for lb in labels}
-        win = comp["learned"] > comp["default"]
-        wins += win
+        for lb in others:
+            wins[lb] += comp["learned"] > comp[lb]
         per_task.append(
             [
                 str(ts),
                 f"{by[('learned', ts)]['base']['composite']:.3f}",
                 *(f"{comp[lb]:.3f}" for lb in labels),
-                "yes" if win else "no",
+                *("yes" if comp["learned"] > comp[lb] else "no" for lb in others),
             ]
         )
-    lines += ["Composite per task seed:", "", render_table(per_task, "markdown")]
-    lines += [
-        "",
-        (
-            f"Learned beats default on the composite on {wins} of {len(seeds)} task seeds "
-            f"(mean {s['learned']['composite'][0]:.3f} vs {s['default']['composite'][0]:.3f})."
-        ),
-        "",
-    ]
+    lines += ["Composite per task seed:", "", render_table(per_task, "markdown"), ""]
+    for lb in others:
+        lines.append(
+            f"Learned beats {lb} on the composite on {wins[lb]} of {len(seeds)} task seeds "
+            f"(mean {s['learned']['composite'][0]:.3f} vs {s[lb]['composite'][0]:.3f}, paired difference "
+            f"{s['learned']['composite'][0] - s[lb]['composite'][0]:+.3f})."
+        )
+    lines.append("")
     verdicts = []
-    for key, what, parts in VERDICT_PARTS:
+    for key, what in VERDICT_PARTS:
+        parts = ["kl"] if key == "kl" else [p for p in s["learned"] if p.startswith(key + "/")]
         d = {p: s["learned"][p][0] - s["default"][p][0] for p in parts}
         detail = ", ".join(f"{p} {v:+.3f}" for p, v in d.items())
         if key == "kl":
@@ -181,7 +203,9 @@ def main() -> None:
     ap.add_argument(
         "--run", type=Path, default=REPO / "runs" / "controller-ppo-s0", help="train-controller run dir to transfer"
     )
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "smollm2-policy-unseen"],
+                    choices=list(CASES), help="which transfers to run and report (the unseen-family case writes "
+                    "docs/transfer_unseen.md: --cases smollm2-policy-unseen --out docs/transfer_unseen.md)")
     ap.add_argument("--task-seeds", nargs="+", type=int, default=[1000, 1001, 1002])
     ap.add_argument(
         "--work", type=Path, default=REPO / "runs" / "transfer-report", help="where the transfer outputs go"
@@ -201,7 +225,8 @@ def main() -> None:
         "Made by `python scripts/transfer_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "` "
         f"on this 2-core CPU machine. Source: `{args.run.name}`, a default `metactl train-controller` run "
         "(PPO, proxy-tiny, 64 episodes" + (f", trained here in {train_s / 60:.1f} min" if train_s else "") + "). "
-        "`learned` is the transferred controller's decisions, `default` and `expert` the hand schedules, "
+        "`learned` is the transferred controller's decisions, the other columns fixed schedules "
+        "(`configs/schedules/`: `default`, `expert`, the published hand rule `maxright`), "
         "all at the same step budget, episode seed and task seeds, through the same runner.",
         "",
     ]
@@ -222,14 +247,10 @@ def main() -> None:
         "## Caveats",
         "",
         (
-            "- One source controller (seed 0). The proxy-tiny figures over three controller seeds are in "
-            "docs/controller.md; transfer from seeds 1 and 2 was not measured here."
+            "- One source controller (seed 0). The proxy-tiny figures over five controller seeds are in "
+            "docs/controller.md; transfer from the other seeds was not measured here."
         ),
-        (
-            "- On both targets the `default` schedule (SFT, then DPO at full force) loses the style "
-            "entirely, so most of the margin over it is the style the learned schedule keeps; on the parts "
-            "where default is already at the ceiling (truth) the learned side can only tie or lose a little."
-        ),
+        *dict.fromkeys(note for name in args.cases for note in CASES[name].get("notes", [])),
         (
             "- SmolLM2 runs with `configs/transfer/smollm2-135m.yaml`: 64 steps (the proxies 96), batch 8 "
             "(16), learning rates about 3x lower than the proxy's (SFT and retain 3e-4, DPO 1e-4), 32 of the "
