@@ -166,8 +166,9 @@ def main() -> None:
         "",
         render_table(pairs, "markdown"),
         "",
-        "Run time inside the runs: " + ", ".join(f"{r['model']} {r['seconds'] / 60:.1f} min "
-                                                 f"({len(r['seeds'])} task seeds)" for r in results) + ".",
+        "Run time inside the runs (longer when other runs share the cores): "
+        + ", ".join(f"{r['model']} {r['seconds'] / 60:.1f} min ({len(r['seeds'])} task seed"
+                    f"{'s' if len(r['seeds']) > 1 else ''})" for r in results) + ".",
         "",
     ]
     atomic_write_text(args.out, "\n".join(lines) + "\n")
