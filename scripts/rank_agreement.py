@@ -32,8 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metactl.commands.transfer.config import LEARNED, plan_from_cli
+from metactl.commands.transfer.config import plan_from_cli
 from metactl.commands.transfer.run import run_transfer
+from metactl.commands.transfer.source import load_source
 from metactl.envs.spaces import ScheduleSpace
 from metactl.rundir import atomic_write_text, read_jsonl
 from metactl.tables import render_table
@@ -91,7 +92,7 @@ def run_model(model: str, args: argparse.Namespace, randoms: list[Path]) -> dict
     seeds = args.smollm2_task_seeds if model not in PROXIES and args.smollm2_task_seeds else args.task_seeds
     suite = suite_for(model, args.family)
     out = args.runs / model
-    compare = [*FIXED[1:], *(str(p) for p in randoms)]
+    compare = [*FIXED[1:], *(str(p) for p in randoms)]  # transfer runs `default` (FIXED[0]) always
     plan = plan_from_cli(args.run, model, "schedule", suite=suite, task_seeds=seeds, compare=compare,
                          overrides=[f"run.training.seed={args.seed}"])
     print(f"== {model} on {suite}, task seeds {seeds}", flush=True)
@@ -119,8 +120,7 @@ def main() -> None:
     args.runs = args.runs / args.family
     args.runs.mkdir(parents=True, exist_ok=True)
 
-    source = plan_from_cli(args.run, args.models[0], "schedule", suite=suite_for(args.models[0], args.family))
-    learned = source.schedules[LEARNED]
+    learned = load_source(args.run, "schedule").schedule  # the random draws share its tools, groups and phases
     randoms = random_schedules(args.runs, tuple(learned.tool_names), learned.layer_groups, len(learned.phases))
     results = [run_model(m, args, randoms) for m in args.models]
     labels = list(results[0]["gains"])
