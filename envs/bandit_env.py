@@ -66,7 +66,10 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
         self.run_config = run or RunConfig()
         self.env_config = env or EnvConfig()
         self.engine = engine or Engine(self.run_config, progress=False)
-        self.space = ScheduleSpace(tuple(self.engine.tool_names), self.engine.layer_map.groups, self.env_config.phases)
+        self.space = ScheduleSpace(
+            tuple(self.engine.tool_names), self.engine.layer_map.groups, self.env_config.phases,
+            train_range=self.env_config.train_range,
+        )
         self.observer = Observer(self.engine, self.env_config.phases, with_progress=False)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.space.dim,), dtype=np.float32)
         self.observation_space = self.observer.space

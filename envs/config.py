@@ -45,6 +45,13 @@ class EnvConfig:
     diverged_penalty: float = field(
         default=1.0, metadata={"help": "an episode whose loss or score turns NaN ends with return -penalty"}
     )
+    train_range: float = field(
+        default=4.0,
+        metadata={
+            "help": "R: a train control (learning-rate multiplier) spans [1/R, R]; smaller keeps exploration away "
+            "from steps that wreck the model, at the price of reach (searches over schedules use it too)"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.phases = int(check_number("env.phases", self.phases, low=1, high=64, integer=True))
@@ -74,6 +81,7 @@ class EnvConfig:
                 f"{did_you_mean(str(self.controls), CONTROL_GRAINS)}"
             )
         self.diverged_penalty = check_number("env.diverged_penalty", self.diverged_penalty, low=0.0)
+        self.train_range = check_number("env.train_range", self.train_range, low=1.0, high=1000.0, low_open=True)
 
     def prior_schedule(self, groups: int) -> Schedule | None:
         if self.prior == "neutral":

@@ -86,7 +86,10 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self.env_config = env or EnvConfig()
         self.engine = engine or Engine(self.run_config, progress=False)
         self.controls = PhaseControlSpace(
-            tuple(self.engine.tool_names), self.engine.layer_map.groups, tied=self.env_config.controls == "tool"
+            tuple(self.engine.tool_names),
+            self.engine.layer_map.groups,
+            tied=self.env_config.controls == "tool",
+            train_range=self.env_config.train_range,
         )
         self.observer = Observer(self.engine, self.env_config.phases)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.controls.dim,), dtype=np.float32)

@@ -9,7 +9,8 @@ Ranges (``a`` is one action component, clipped to [-1, 1]):
 - ``share``  = (a + 1) / 2, in [0, 1]: the tool's relative share of the phase's steps
   (tools interleave step by step; a share of 0 sits the tool out; a phase where every share is 0
   trains nothing).
-- ``train``  = 4 ** a, in [0.25, 4]: learning-rate multiplier per (module kind, layer group).
+- ``train``  = R ** a, in [1/R, R]: learning-rate multiplier per (module kind, layer group),
+  R = ``env.train_range`` (4 unless set).
 - ``output`` = 1 + a, in [0, 2]: adapter output scale per (module kind, layer group).
 
 Policies act *residually* around a prior schedule (``env.prior``, by default the ``default``
@@ -36,8 +37,8 @@ def share_of(a: float) -> float:
     return float((np.clip(a, -1.0, 1.0) + 1.0) / 2.0)
 
 
-def train_of(a: float) -> float:
-    return float(TRAIN_BASE ** np.clip(a, -1.0, 1.0))
+def train_of(a: float, base: float = TRAIN_BASE) -> float:
+    return float(base ** np.clip(a, -1.0, 1.0))
 
 
 def output_of(a: float) -> float:
@@ -51,8 +52,8 @@ def share_code(share: float, top: float) -> float:
     return 2.0 * share / top - 1.0 if top > 0 else -1.0
 
 
-def train_code(x: float) -> float:
-    return float(np.clip(np.log(x) / np.log(TRAIN_BASE), -1.0, 1.0)) if x > 0 else -1.0
+def train_code(x: float, base: float = TRAIN_BASE) -> float:
+    return float(np.clip(np.log(x) / np.log(base), -1.0, 1.0)) if x > 0 else -1.0
 
 
 def output_code(x: float) -> float:
@@ -87,6 +88,7 @@ class PhaseControlSpace:
     tools: tuple[str, ...]
     groups: int
     tied: bool = False
+    train_range: float = TRAIN_BASE
 
     @property
     def cells(self) -> int:
@@ -112,7 +114,7 @@ class PhaseControlSpace:
         for t, row in zip(self.tools, action):
             tools[t] = ToolControls(
                 share=share_of(row[0]),
-                train=self._grid(row[1 : 1 + cells], train_of),
+                train=self._grid(row[1 : 1 + cells], lambda a: train_of(a, self.train_range)),
                 output=self._grid(row[1 + cells :], output_of),
             )
         return Phase(fraction=fraction, tools=tools)
@@ -126,7 +128,8 @@ class PhaseControlSpace:
             if c is None:
                 vec += [-1.0] + [0.0] * (self.per_tool - 1)
                 continue
-            train, output = _code_grid(c.train, train_code), _code_grid(c.output, output_code)
+            train = _code_grid(c.train, lambda x: train_code(x, self.train_range))
+            output = _code_grid(c.output, output_code)
             if self.tied:
                 train, output = [float(np.mean(train))], [float(np.mean(output))]
             vec += [share_code(c.share, top)] + train + output
@@ -157,6 +160,7 @@ class ScheduleSpace:
     tools: tuple[str, ...]
     groups: int
     phases: int
+    train_range: float = TRAIN_BASE
 
     @property
     def cells(self) -> int:
@@ -171,7 +175,10 @@ class ScheduleSpace:
         n_t = len(self.tools)
         shares = action[: self.phases * n_t].reshape(self.phases, n_t)
         rest = action[self.phases * n_t :].reshape(n_t, 2, self.cells)
-        grids = {t: (_grid(rest[i, 0], self.groups, train_of), _grid(rest[i, 1], self.groups, output_of))
+        def train(a: float) -> float:
+            return train_of(a, self.train_range)
+
+        grids = {t: (_grid(rest[i, 0], self.groups, train), _grid(rest[i, 1], self.groups, output_of))
                  for i, t in enumerate(self.tools)}
         phases = [
             Phase(
@@ -195,7 +202,7 @@ class ScheduleSpace:
         rest: list[float] = []
         for t in self.tools:
             used = [ph.tools[t] for ph in schedule.phases if t in ph.tools and ph.tools[t].share > 0]
-            for what, fn in (("train", train_code), ("output", output_code)):
+            for what, fn in (("train", lambda x: train_code(x, self.train_range)), ("output", output_code)):
                 if not used:
                     rest += [0.0] * self.cells
                     continue

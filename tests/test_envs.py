@@ -232,6 +232,25 @@ def test_env_config_rejects_bad_values_with_the_fix():
         EnvConfig(phases=0)
     with pytest.raises(ConfigError, match=r"env.controls: got 'tools'; expected one of \['layer', 'tool'\].*'tool'"):
         EnvConfig(controls="tools")
+    with pytest.raises(ConfigError, match=r"env.train_range"):
+        EnvConfig(train_range=1.0)  # [1, 1]: no learning-rate control left
+
+
+def test_train_range_narrows_the_multiplier_and_round_trips():
+    """env.train_range=R: the extreme action is R (not 4), every multiplier inside [1/R, R] encodes and decodes
+    exactly in both spaces, and the prior's multipliers of 1 stay at the zero action."""
+    tools = ("sft", "dpo", "retain")
+    narrow = PhaseControlSpace(tools, 2, tied=True, train_range=2.0)
+    phase = narrow.phase(np.array([1.0, 1.0, 0.0, 1.0, -1.0, 0.0, 1.0, 0.5, 0.0]), 0.5)
+    assert phase.tools["sft"].train == [[2.0, 2.0], [2.0, 2.0]] and phase.tools["dpo"].train[0][0] == 0.5
+    assert phase.tools["retain"].train[0][0] == pytest.approx(2.0**0.5)
+    np.testing.assert_allclose(narrow.encode(phase), [1.0, 1.0, 0.0, 1.0, -1.0, 0.0, 1.0, 0.5, 0.0])
+    default = Schedule.named("default", 2)
+    assert not narrow.encode(default.phases[0])[[1, 4, 7]].any()
+    sched = ScheduleSpace(tools, 2, 4, train_range=2.0)
+    decoded = sched.schedule(np.ones(sched.dim))
+    assert decoded.phases[0].tools["dpo"].train[0][0] == 2.0
+    np.testing.assert_allclose(sched.encode(decoded), np.ones(sched.dim))
 
 
 def test_tool_level_controls_tie_every_cell_and_keep_the_prior():

@@ -185,13 +185,18 @@ def _leaves(tree) -> list:
 
 
 class _ObsActor:
-    """A deterministic closed-loop actor: its action depends on what it observes."""
+    """A deterministic closed-loop actor: its action depends on what it observes.
 
-    def __init__(self, dim: int) -> None:
+    It ignores the gradient cosines against retain: before any training retain's gradient is zero up to
+    rounding, so those entries are rounding noise that differs between the batched and the single path,
+    and an actor reading them would turn that noise into different controls."""
+
+    def __init__(self, dim: int, labels: list[str]) -> None:
         self.dim = dim
+        self.keep = np.array([not (label.startswith("cos/") and "retain" in label) for label in labels])
 
     def predict(self, obs, deterministic: bool = True):
-        obs = np.asarray(obs, dtype=np.float64)
+        obs = np.where(self.keep, np.asarray(obs, dtype=np.float64), 0.0)
         return (0.3 * np.tanh(obs[: self.dim] + obs[-self.dim:])).astype("f4"), None
 
 
@@ -208,11 +213,14 @@ def test_batched_evaluation_jobs_match_the_envs_run_alone():
     run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8"])
     env = EnvConfig(phases=2, quick_probes=4, interference_rows=4)
     default, expert = Schedule.named("default", 2), Schedule.named("expert", 2)
+    probe = make_venv(PHASE_ENV_ID, run, env, 1, "dummy")
+    labels = probe.get_attr("observer")[0].labels
+    probe.close()
     out = {}
     for kind, processes in (("batched", 1), ("batched", 2), ("dummy", 1)):
         venv = make_venv(PHASE_ENV_ID, run, env, 3, kind, processes=processes)
         try:
-            actor = _ObsActor(venv.action_space.shape[0])
+            actor = _ObsActor(venv.action_space.shape[0], labels)
             jobs = [
                 Job(1000, 0, schedule=default, label="default"),
                 Job(1001, 1, actor=actor, label="actor"),

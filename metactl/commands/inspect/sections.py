@@ -105,7 +105,8 @@ def submit_random(pool: JobPool, engine, cfg, seed: int) -> dict[int, str]:
     """One uniformly random schedule (the bandit's schedule space) per held-out task, seeded."""
     from metactl.envs.spaces import ScheduleSpace
 
-    space = ScheduleSpace(tuple(engine.tool_names), engine.layer_map.groups, cfg.env.phases)
+    space = ScheduleSpace(tuple(engine.tool_names), engine.layer_map.groups, cfg.env.phases,
+                          train_range=cfg.env.train_range)
     out = {}
     for ts in cfg.eval_task_seeds:
         rng = np.random.default_rng([cfg.seed, ts])

@@ -115,7 +115,7 @@ def averaged_schedule(cfg: ControllerConfig, venv: VecEnv, actor: object) -> Sch
     jobs = [_job(AVERAGED, actor, ts, cfg.run.training.seed) for ts in range(lo, min(hi, lo + AVERAGED_TASKS))]
     schedules: list[Schedule] = [row["schedule"] for row in run_jobs(venv, jobs)]
     tools = tuple(schedules[0].tool_names)
-    space = PhaseControlSpace(tools, schedules[0].layer_groups)
+    space = PhaseControlSpace(tools, schedules[0].layer_groups, train_range=cfg.env.train_range)
     phases = []
     for i, first in enumerate(schedules[0].phases):
         mean = np.mean([space.encode(s.phases[i]) for s in schedules], axis=0)
