@@ -87,7 +87,8 @@ def main() -> None:
         (f"Made by `python scripts/lever_effect.py {shown(args.before)} {shown(args.after)} --name \"{args.name}\" "
          f"--out {shown(args.out)}` from the two reports' own tables: [{args.before.name}]({args.before.name}) "
          f"without the lever, [{args.after.name}]({args.after.name}) with it. Each row is one controller seed's "
-         f"mean held-out gain over base (the same (task, episode seed) pairs in both files)."),
+         f"mean held-out gain over base (the same (task, episode seed) pairs in both files), as the reports print "
+         f"it (3 decimals), so a ± here can differ from a report's own in the last digit."),
     ]
     for suite, b in before.items():
         a = after.get(suite)
