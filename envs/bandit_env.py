@@ -28,7 +28,7 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
     ## Action Space
 
     ``Box(-1, 1, (P*T + T*4G,), float32)`` decoded by :class:`metactl.envs.spaces.ScheduleSpace`: a share
-    per phase per tool, then per tool a train (4**a in [0.25, 4]) and an output (1+a in [0, 2])
+    per phase per tool, then per tool a train (R**a in [1/R, R], R = ``env.train_range``) and an output (1+a in [0, 2])
     value per (module kind, layer group), held for the whole run. The action is a residual
     around the prior schedule (``env.prior``): the schedule decoded is that of
     ``clip(prior + 2 * action, -1, 1)``, so the zero action reproduces the prior.

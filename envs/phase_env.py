@@ -35,7 +35,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     action is a residual around the prior schedule's phase (``env.prior``): the controls are
     decoded from ``clip(prior + 2 * action, -1, 1)`` as in :mod:`metactl.envs.spaces`:
     share = (a+1)/2 in [0, 1] (relative share of the phase's steps; 0 sits the tool out),
-    train = 4**a in [0.25, 4] (learning-rate multiplier), output = 1+a in [0, 2] (adapter
+    train = R**a in [1/R, R] (learning-rate multiplier, R = ``env.train_range``, 4), output = 1+a in [0, 2] (adapter
     output scale). The zero action reproduces the prior
     (``env.prior: neutral``: all tools at full force, equal shares).
 

@@ -2,7 +2,7 @@
 
     python scripts/time_tests.py --out docs/test_time.md
 
-Runs ``python -m pytest -m "not slow" -n auto --dist loadfile`` (the README's and CI's command: one
+Runs ``python -m pytest -m "not slow" -n auto --dist loadgroup`` (the README's and CI's command: one
 test process per core, each test file on one process) with ``--durations`` in a subprocess, and
 writes the wall time, the pass/fail line and the slowest tests. The suite should stay under about
 15 minutes on 2 cores (CI's machine).
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from metactl.rundir import atomic_write_text
 
-COMMAND = ["-m", "pytest", "-m", "not slow", "-n", "auto", "--dist", "loadfile"]
+COMMAND = ["-m", "pytest", "-m", "not slow", "-n", "auto", "--dist", "loadgroup"]
 BUDGET_MIN = 15.0
 
 

@@ -32,3 +32,16 @@ def no_weights(monkeypatch):
 
     monkeypatch.setattr(metactl.models, "load_model", boom)
     monkeypatch.setattr(metactl.runner, "load_model", boom)
+
+
+# Tests run one process per core (pytest-xdist, --dist loadgroup): each file is one group, kept on
+# one process, except the files that start Ray, which share a group so that no two Ray instances
+# run at once (test_ray_cluster joins "any running Ray" and would join another file's).
+RAY_FILES = {"test_ray_cluster.py", "test_ray_vec_env.py", "test_sweep.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))
