@@ -24,6 +24,7 @@ prior is learned (residual policy learning). ``env.prior: neutral`` puts the zer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class PhaseControlSpace:
         for t, row in zip(self.tools, action):
             tools[t] = ToolControls(
                 share=share_of(row[0]),
-                train=self._grid(row[1 : 1 + cells], lambda a: train_of(a, self.train_range)),
+                train=self._grid(row[1 : 1 + cells], partial(train_of, base=self.train_range)),
                 output=self._grid(row[1 + cells :], output_of),
             )
         return Phase(fraction=fraction, tools=tools)
@@ -128,7 +129,7 @@ class PhaseControlSpace:
             if c is None:
                 vec += [-1.0] + [0.0] * (self.per_tool - 1)
                 continue
-            train = _code_grid(c.train, lambda x: train_code(x, self.train_range))
+            train = _code_grid(c.train, partial(train_code, base=self.train_range))
             output = _code_grid(c.output, output_code)
             if self.tied:
                 train, output = [float(np.mean(train))], [float(np.mean(output))]
@@ -175,9 +176,7 @@ class ScheduleSpace:
         n_t = len(self.tools)
         shares = action[: self.phases * n_t].reshape(self.phases, n_t)
         rest = action[self.phases * n_t :].reshape(n_t, 2, self.cells)
-        def train(a: float) -> float:
-            return train_of(a, self.train_range)
-
+        train = partial(train_of, base=self.train_range)
         grids = {t: (_grid(rest[i, 0], self.groups, train), _grid(rest[i, 1], self.groups, output_of))
                  for i, t in enumerate(self.tools)}
         phases = [
@@ -202,7 +201,7 @@ class ScheduleSpace:
         rest: list[float] = []
         for t in self.tools:
             used = [ph.tools[t] for ph in schedule.phases if t in ph.tools and ph.tools[t].share > 0]
-            for what, fn in (("train", lambda x: train_code(x, self.train_range)), ("output", output_code)):
+            for what, fn in (("train", partial(train_code, base=self.train_range)), ("output", output_code)):
                 if not used:
                     rest += [0.0] * self.cells
                     continue

@@ -163,7 +163,7 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
     # Before any training retain's loss is KL(base || base): its gradient is zero up to rounding,
     # so its cosines at reset are rounding noise, which differs between the two paths.
     labels = make_venv(PHASE_ENV_ID, run, env, 1, "dummy").get_attr("observer")[0].labels
-    noise = np.array([label.startswith("cos/") and "retain" in label for label in labels])
+    noise = _retain_cosines(labels)
     for processes in (1, 2):
         batched = traces["batched", processes]
         assert rngs["batched", processes] == rngs["dummy", 1]
@@ -174,6 +174,11 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
             assert [e is None for e in e1] == [e is None for e in e2]
             assert all(a is None or a == pytest.approx(b, abs=TOL) for a, b in zip(e1, e2))
         assert batched[2][2].all()  # the episodes ended and were reset, as SB3 VecEnvs do
+
+
+def _retain_cosines(labels: list[str]) -> np.ndarray:
+    """Mask of the gradient cosines against retain: rounding noise before any training (retain's gradient is 0)."""
+    return np.array([label.startswith("cos/") and "retain" in label for label in labels])
 
 
 def _leaves(tree) -> list:
@@ -193,7 +198,7 @@ class _ObsActor:
 
     def __init__(self, dim: int, labels: list[str]) -> None:
         self.dim = dim
-        self.keep = np.array([not (label.startswith("cos/") and "retain" in label) for label in labels])
+        self.keep = ~_retain_cosines(labels)
 
     def predict(self, obs, deterministic: bool = True):
         obs = np.where(self.keep, np.asarray(obs, dtype=np.float64), 0.0)
