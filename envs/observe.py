@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from metactl.errors import ConfigError
-from metactl.interference import pair_names
+from metactl.interference import NOISE_FLOOR, pair_names
 from metactl.runner import Engine
 from metactl.tasks.suite import OBSERVE, TaskSuite
 
@@ -151,8 +151,12 @@ class Observer:
             vec += [c for p in self.pairs for c in reading.get(p, [0.0] * self.groups)]
             vec += [start.get(f"loss/{t}", [0.0])[0] for t in self.tools]
             g0 = {t: sum(start.get(f"gnorm/{t}", [0.0])) for t in self.tools}
-            positive = [v for v in g0.values() if v > 0]
-            mean = math.exp(sum(math.log(v) for v in positive) / len(positive)) if positive else 1.0
+            # The mean is over the tools whose gradient is real: retain's is rounding noise (~1e-8 of
+            # the others') at the start, and in a geometric mean it would drag the mean down so far
+            # that every other tool's ratio saturates at the bound and says nothing.
+            top = max(g0.values(), default=0.0)
+            pulling = [v for v in g0.values() if v > NOISE_FLOOR * top]
+            mean = math.exp(sum(math.log(v) for v in pulling) / len(pulling)) if pulling else 1.0
             floor = GNORM_FLOOR * mean
             vec += [_log_ratio(g0[t], mean, floor) for t in self.tools]
             loss = {t: (reading.get(f"loss/{t}", [0.0])[0], start.get(f"loss/{t}", [0.0])[0]) for t in self.tools}

@@ -17,9 +17,33 @@ import torch
 
 from metactl.runner import Engine
 
+# A tool whose gradient is below this fraction of the largest tool's (in the same layer group) is
+# not pulling anywhere: retain's loss is KL(base || base) before any training, so its gradient is
+# rounding noise (~1e-8 of SFT's), and a cosine with noise is noise that differs between two
+# numerically equivalent paths (batched vs alone). Real readings after training sit at 0.1-1.
+NOISE_FLOOR = 1e-4
+
 
 def pair_names(tools: list[str]) -> list[str]:
     return [f"{a}|{b}" for a, b in itertools.combinations(tools, 2)]
+
+
+def pair_cosines(grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+    """Per tool pair ``"a|b"`` (in ``grads``' order), per layer group: the cosine of the two flat
+    gradients, or exactly 0 where either is below :data:`NOISE_FLOOR` of the group's largest."""
+    tools = list(grads)
+    groups = len(grads[tools[0]]) if tools else 0
+    norms = {t: [float(g.norm()) for g in grads[t]] for t in tools}
+    top = [max(norms[t][i] for t in tools) for i in range(groups)]
+    out = {}
+    for a, b in itertools.combinations(tools, 2):
+        out[f"{a}|{b}"] = [
+            0.0
+            if min(norms[a][i], norms[b][i]) <= NOISE_FLOOR * top[i]
+            else float(torch.dot(grads[a][i], grads[b][i]) / (norms[a][i] * norms[b][i]))
+            for i in range(groups)
+        ]
+    return out
 
 
 def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
@@ -55,12 +79,7 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
             grads[name] = by_group
     finally:
         adapters.freeze()
-    out = {}
-    for a, b in itertools.combinations(engine.tool_names, 2):
-        out[f"{a}|{b}"] = [
-            float(torch.nn.functional.cosine_similarity(ga, gb, dim=0, eps=1e-12)) for ga, gb in zip(grads[a], grads[b])
-        ]
-    return {**out, **tool_readings(losses, grads)}
+    return {**pair_cosines(grads), **tool_readings(losses, grads)}
 
 
 def tool_readings(losses: dict[str, float], grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:

@@ -244,7 +244,7 @@ class Population:
         sum is its own episode's gradient, so the per-episode gradients come from one batched
         backward (the base weights are shared, the row blocks are not).
         """
-        from metactl.interference import pair_names, tool_readings
+        from metactl.interference import pair_cosines, tool_readings
 
         weights = [w for _, w in self.adapters.layers]
         base = [m.base_layer.weight for m in weights]
@@ -290,14 +290,8 @@ class Population:
                 w.requires_grad_(False)
         out = {}
         for i, k in enumerate(slots):
-            out[k] = {
-                pair: [
-                    float(torch.nn.functional.cosine_similarity(ga, gb, dim=0, eps=1e-12))
-                    for ga, gb in zip(grads[a][i], grads[b][i])
-                ]
-                for pair, (a, b) in zip(pair_names(self.tool_names), itertools.combinations(self.tool_names, 2))
-            }
-            out[k].update(tool_readings(losses[i], {name: grads[name][i] for name in self.tool_names}))
+            mine = {name: grads[name][i] for name in self.tool_names}
+            out[k] = {**pair_cosines(mine), **tool_readings(losses[i], mine)}
         return out
 
     def norms(self, slot: int) -> dict[str, list[float]]:

@@ -12,9 +12,10 @@ import torch
 from metactl import envs
 from metactl.config import load_config
 from metactl.envs.config import EnvConfig
+from metactl.envs.observe import LOG_RATIO_BOUND
 from metactl.envs.spaces import PhaseControlSpace, ScheduleSpace, apply_residual
 from metactl.errors import ConfigError
-from metactl.interference import is_cosine
+from metactl.interference import is_cosine, pair_cosines
 from metactl.schedule import Schedule
 
 TINY_RUN = ["training.total_steps=4", "training.layer_groups=2"]
@@ -174,7 +175,10 @@ def test_interference_reads_opposed_tools():
     assert set(cos) == {"sft|dpo", "sft|retain", "dpo|retain"}
     values = [v for vals in cos.values() for v in vals]
     assert all(-1.0 <= v <= 1.0 for v in values)
-    assert min(cos["sft|dpo"]) < max(cos["sft|retain"])
+    # Before any training retain's loss is KL(base || base): its gradient is rounding noise, so
+    # its cosines read exactly 0 (no direction), not noise.
+    assert cos["sft|retain"] == [0.0, 0.0] and cos["dpo|retain"] == [0.0, 0.0]
+    assert min(cos["sft|dpo"]) < 0.0
     # The same backward gives each tool's loss and gradient norm per group, the observation's
     # unit-free inputs (log-ratios to these starting values).
     for t in ("sft", "dpo", "retain"):
@@ -183,6 +187,20 @@ def test_interference_reads_opposed_tools():
     obs, _ = env.reset(seed=0)
     labels = env.observer.labels
     assert obs[labels.index("loss/sft")] == 0.0 and obs[labels.index("gnorm/dpo")] == 0.0  # start vs itself
+    # The tools' mean leaves retain's noise-level norm out, so SFT's and DPO's starting ratios say
+    # how they compare instead of both saturating at the bound.
+    bound = LOG_RATIO_BOUND
+    sft, dpo = obs[labels.index("gnorm0/sft")], obs[labels.index("gnorm0/dpo")]
+    assert abs(sft) < bound and abs(dpo) < bound and sft == pytest.approx(-dpo, abs=1e-5)
+    assert obs[labels.index("gnorm0/retain")] == -bound
+
+
+def test_pair_cosines_read_zero_against_a_noise_level_gradient():
+    g = torch.tensor([1.0, 2.0, -1.0])
+    cos = pair_cosines({"a": [g, g], "b": [-g, 1e-9 * g], "c": [2 * g, torch.tensor([0.0, 1.0, 2.0])]})
+    assert cos["a|b"] == [pytest.approx(-1.0), 0.0]  # group 1: b is 1e-9 of a, below the floor
+    assert cos["a|c"] == [pytest.approx(1.0), pytest.approx(0.0)]  # orthogonal: a real 0
+    assert list(cos) == ["a|b", "a|c", "b|c"]
 
 
 def test_spaces_encode_then_decode_round_trips():

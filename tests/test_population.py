@@ -160,25 +160,16 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
         finally:
             venv.close()
     dummy = traces["dummy", 1]
-    # Before any training retain's loss is KL(base || base): its gradient is zero up to rounding,
-    # so its cosines at reset are rounding noise, which differs between the two paths.
-    labels = make_venv(PHASE_ENV_ID, run, env, 1, "dummy").get_attr("observer")[0].labels
-    noise = _retain_cosines(labels)
     for processes in (1, 2):
         batched = traces["batched", processes]
         assert rngs["batched", processes] == rngs["dummy", 1]
-        assert np.allclose(batched[0][:, ~noise], dummy[0][:, ~noise], atol=TOL)
+        assert np.allclose(batched[0], dummy[0], atol=TOL)
         for (o1, r1, d1, e1), (o2, r2, d2, e2) in zip(batched[1:], dummy[1:]):
             assert np.allclose(o1, o2, atol=TOL) and np.allclose(r1, r2, atol=TOL)
             assert (d1 == d2).all()
             assert [e is None for e in e1] == [e is None for e in e2]
             assert all(a is None or a == pytest.approx(b, abs=TOL) for a, b in zip(e1, e2))
         assert batched[2][2].all()  # the episodes ended and were reset, as SB3 VecEnvs do
-
-
-def _retain_cosines(labels: list[str]) -> np.ndarray:
-    """Mask of the gradient cosines against retain: rounding noise before any training (retain's gradient is 0)."""
-    return np.array([label.startswith("cos/") and "retain" in label for label in labels])
 
 
 def _leaves(tree) -> list:
@@ -190,18 +181,13 @@ def _leaves(tree) -> list:
 
 
 class _ObsActor:
-    """A deterministic closed-loop actor: its action depends on what it observes.
+    """A deterministic closed-loop actor: its action depends on everything it observes."""
 
-    It ignores the gradient cosines against retain: before any training retain's gradient is zero up to
-    rounding, so those entries are rounding noise that differs between the batched and the single path,
-    and an actor reading them would turn that noise into different controls."""
-
-    def __init__(self, dim: int, labels: list[str]) -> None:
+    def __init__(self, dim: int) -> None:
         self.dim = dim
-        self.keep = ~_retain_cosines(labels)
 
     def predict(self, obs, deterministic: bool = True):
-        obs = np.where(self.keep, np.asarray(obs, dtype=np.float64), 0.0)
+        obs = np.asarray(obs, dtype=np.float64)
         return (0.3 * np.tanh(obs[: self.dim] + obs[-self.dim:])).astype("f4"), None
 
 
@@ -218,14 +204,11 @@ def test_batched_evaluation_jobs_match_the_envs_run_alone():
     run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8"])
     env = EnvConfig(phases=2, quick_probes=4, interference_rows=4)
     default, expert = Schedule.named("default", 2), Schedule.named("expert", 2)
-    probe = make_venv(PHASE_ENV_ID, run, env, 1, "dummy")
-    labels = probe.get_attr("observer")[0].labels
-    probe.close()
     out = {}
     for kind, processes in (("batched", 1), ("batched", 2), ("dummy", 1)):
         venv = make_venv(PHASE_ENV_ID, run, env, 3, kind, processes=processes)
         try:
-            actor = _ObsActor(venv.action_space.shape[0], labels)
+            actor = _ObsActor(venv.action_space.shape[0])
             jobs = [
                 Job(1000, 0, schedule=default, label="default"),
                 Job(1001, 1, actor=actor, label="actor"),
