@@ -69,11 +69,14 @@ class EnvConfig:
         self.interference_rows = int(
             check_number("env.interference_rows", self.interference_rows, low=1, high=4096, integer=True)
         )
+        self.train_range = check_number("env.train_range", self.train_range, low=1.0, high=1000.0, low_open=True)
+        from metactl.envs.spaces import CONTROL_GRAINS, check_prior
+
         if self.prior != "neutral":
             from metactl.schedule import Schedule
 
-            Schedule.named(self.prior)  # read and checked here, before any weights load
-        from metactl.envs.spaces import CONTROL_GRAINS
+            # read and checked here, before any weights load
+            check_prior(Schedule.named(self.prior), self.train_range)
 
         if self.controls not in CONTROL_GRAINS:
             raise ConfigError(
@@ -81,7 +84,6 @@ class EnvConfig:
                 f"{did_you_mean(str(self.controls), CONTROL_GRAINS)}"
             )
         self.diverged_penalty = check_number("env.diverged_penalty", self.diverged_penalty, low=0.0)
-        self.train_range = check_number("env.train_range", self.train_range, low=1.0, high=1000.0, low_open=True)
 
     def prior_schedule(self, groups: int) -> Schedule | None:
         if self.prior == "neutral":

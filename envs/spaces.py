@@ -34,6 +34,42 @@ from metactl.schedule import Phase, Schedule, ToolControls
 TRAIN_BASE = 4.0
 
 
+def check_prior(schedule: Schedule, train_range: float, field: str = "env.prior") -> None:
+    """Refuse a prior the actions cannot express: the zero action would silently decode to a
+    different schedule (a clipped multiplier, or an order the actions do not set), and every
+    "gain over the prior" would be measured from a schedule nobody chose."""
+    from metactl.errors import ConfigError
+
+    lo, hi = 1.0 / train_range, train_range
+    for i, phase in enumerate(schedule.phases):
+        where = f"{field}: schedule {schedule.name or '?'!r}, phase {i + 1}"
+        if phase.order != "interleave":
+            raise ConfigError(
+                f"{where}: order {phase.order!r}; the envs' actions set each tool's share and interleave the "
+                "tools, so a prior must use order 'interleave' (run the rule itself as a fixed schedule, "
+                "e.g. --set compare=[...], or use env.prior: neutral)."
+            )
+        for tool, c in phase.tools.items():
+            if c.share <= 0:
+                continue
+            for v in (x for row in c.train for x in row):
+                if not lo - 1e-9 <= v <= hi + 1e-9:
+                    need = max(v, 1.0 / v) if v > 0 else None
+                    fix = (f"raise env.train_range to {need:g} or more" if need else
+                           "a train of 0 (a frozen group) is not an action; give it a small multiplier")
+                    raise ConfigError(
+                        f"{where}, tool {tool!r}: train {v:g} is outside what an action can express, "
+                        f"[1/R, R] = [{lo:g}, {hi:g}] with env.train_range R = {train_range:g}; {fix}, "
+                        "or edit the schedule."
+                    )
+            for v in (x for row in c.output for x in row):
+                if not 0.0 <= v <= 2.0:
+                    raise ConfigError(
+                        f"{where}, tool {tool!r}: output {v:g} is outside what an action can express, [0, 2]; "
+                        "edit the schedule."
+                    )
+
+
 def share_of(a: float) -> float:
     return float((np.clip(a, -1.0, 1.0) + 1.0) / 2.0)
 

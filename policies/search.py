@@ -155,11 +155,15 @@ class OptunaTPE(_Search):
 class TunedLR(OptunaTPE):
     """"Just tune the learning rates": the prior schedule (``env.prior``, default ``default``) as it is,
     with one learning-rate multiplier per tool that takes part in it searched by Optuna TPE
-    (x0.25 to x4, every layer group and module kind alike). The baseline a learned conductor must
-    beat to show that *how* tools are combined matters, not only how fast each one learns."""
+    (x1/R to xR, R = ``env.train_range``, 4 by default; every layer group and module kind alike).
+    The baseline a learned conductor must beat to show that *how* tools are combined matters, not
+    only how fast each one learns."""
 
     name = "tuned-lr"
-    help = "the prior schedule with each tool's learning rate searched by Optuna TPE (x0.25-x4); keeps the best"
+    help = (
+        "the prior schedule with each tool's learning rate searched by Optuna TPE (x1/R-xR, R = env.train_range); "
+        "keeps the best"
+    )
 
     def setup(self, venv, tb_dir: Path | None) -> None:
         super().setup(venv, tb_dir)

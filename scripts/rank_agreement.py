@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from metactl.commands.transfer.config import plan_from_cli
 from metactl.commands.transfer.run import run_transfer
 from metactl.commands.transfer.source import load_source
-from metactl.envs.spaces import ScheduleSpace
+from metactl.envs.spaces import TRAIN_BASE, ScheduleSpace
 from metactl.rundir import atomic_write_text, read_jsonl
 from metactl.tables import render_table
 
@@ -53,10 +53,12 @@ def suite_for(model: str, family: str) -> str:
     return ENGLISH[family]
 
 
-def random_schedules(work: Path, tools: tuple[str, ...], groups: int, phases: int) -> list[Path]:
-    """Uniform draws from the search space (the bandit's and the searches'), saved so every model
-    runs the same ones."""
-    space = ScheduleSpace(tools, groups, phases)
+def random_schedules(
+    work: Path, tools: tuple[str, ...], groups: int, phases: int, train_range: float = TRAIN_BASE
+) -> list[Path]:
+    """Uniform draws from the search space (the bandit's and the searches', with the source run's
+    ``env.train_range``), saved so every model runs the same ones."""
+    space = ScheduleSpace(tools, groups, phases, train_range=train_range)
     paths = []
     for i in range(RANDOM):
         path = work / f"random-{i}.yaml"
@@ -120,8 +122,12 @@ def main() -> None:
     args.runs = args.runs / args.family
     args.runs.mkdir(parents=True, exist_ok=True)
 
-    learned = load_source(args.run, "schedule").schedule  # the random draws share its tools, groups and phases
-    randoms = random_schedules(args.runs, tuple(learned.tool_names), learned.layer_groups, len(learned.phases))
+    source = load_source(args.run, "schedule")
+    learned = source.schedule  # the random draws share its tools, groups, phases and action range
+    train_range = source.env.train_range if source.env else TRAIN_BASE
+    randoms = random_schedules(
+        args.runs, tuple(learned.tool_names), learned.layer_groups, len(learned.phases), train_range
+    )
     results = [run_model(m, args, randoms) for m in args.models]
     labels = list(results[0]["gains"])
 

@@ -254,6 +254,21 @@ def test_env_config_rejects_bad_values_with_the_fix():
         EnvConfig(train_range=1.0)  # [1, 1]: no learning-rate control left
 
 
+
+def test_a_prior_the_actions_cannot_express_is_refused_before_weights_load(tmp_path):
+    """The zero action must reproduce the prior; a multiplier outside [1/R, R] or an order the actions do
+    not set would be silently replaced, so the config is refused with the fix."""
+    strong = Schedule.named("default")
+    strong.phases[1].tools["dpo"].train = [[5.0] * len(r) for r in strong.phases[1].tools["dpo"].train]
+    path = tmp_path / "strong.yaml"
+    strong.save(path)
+    with pytest.raises(ConfigError, match=r"phase 2, tool 'dpo': train 5 .*\[0.25, 4\].*env.train_range to 5"):
+        EnvConfig(prior=str(path))
+    assert EnvConfig(prior=str(path), train_range=8).prior == str(path)
+    with pytest.raises(ConfigError, match=r"order 'max-gap'.*interleave"):
+        EnvConfig(prior="maxright")
+
+
 def test_train_range_narrows_the_multiplier_and_round_trips():
     """env.train_range=R: the extreme action is R (not 4), every multiplier inside [1/R, R] encodes and decodes
     exactly in both spaces, and the prior's multipliers of 1 stay at the zero action."""
