@@ -70,7 +70,7 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
             tuple(self.engine.tool_names), self.engine.layer_map.groups, self.env_config.phases,
             train_range=self.env_config.train_range,
         )
-        self.observer = Observer(self.engine, self.env_config.phases, with_progress=False)
+        self.observer = Observer(self.engine, self.env_config.phases, with_progress=False, hide=self.env_config.hide)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.space.dim,), dtype=np.float32)
         self.observation_space = self.observer.space
         prior = self.env_config.prior_schedule(self.space.groups)

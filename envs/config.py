@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from metactl.schedule import Schedule
 
 
+# The observation's blocks, by the head of their labels (``cos/sft|dpo/0`` is in ``cos``): what
+# ``env.hide`` can leave out, for ablations of what a controller reads (envs/observe.py).
+OBS_BLOCKS = ("obs", "phase", "budget_left", "norm", "cos", "loss0", "gnorm0", "loss", "gnorm")
+
+
 @dataclass
 class EnvConfig:
     phases: int = field(default=4, metadata={"help": "phases per episode (phase env: env steps per episode)"})
@@ -52,6 +57,13 @@ class EnvConfig:
             "from steps that wreck the model, at the price of reach (searches over schedules use it too)"
         },
     )
+    hide: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "observation blocks the controller does not see (ablations of what it reads): any of obs, phase, "
+            "budget_left, norm, cos, loss0, gnorm0, loss, gnorm (docs/controller.md says what each holds)"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.phases = int(check_number("env.phases", self.phases, low=1, high=64, integer=True))
@@ -84,6 +96,15 @@ class EnvConfig:
                 f"{did_you_mean(str(self.controls), CONTROL_GRAINS)}"
             )
         self.diverged_penalty = check_number("env.diverged_penalty", self.diverged_penalty, low=0.0)
+        if not isinstance(self.hide, (list, tuple)):
+            raise ConfigError(f"env.hide: expected a list of observation blocks, e.g. [gnorm0]; got {self.hide!r}.")
+        for block in self.hide:
+            if block not in OBS_BLOCKS:
+                raise ConfigError(
+                    f"env.hide: got {block!r}; expected any of {list(OBS_BLOCKS)}."
+                    f"{did_you_mean(str(block), OBS_BLOCKS)}"
+                )
+        self.hide = list(self.hide)
 
     def prior_schedule(self, groups: int) -> Schedule | None:
         if self.prior == "neutral":

@@ -51,11 +51,21 @@ def score_keys(suite: TaskSuite) -> list[str]:
     return [f"{OBSERVE}/{b.name}" for b in suite.behaviours] + [f"{OBSERVE}/stability", f"{OBSERVE}/cka"]
 
 
+def block_of(label: str) -> str:
+    return label.split("/")[0].split("=")[0]
+
+
 def observation_labels(
-    suite: TaskSuite, tools: list[str], groups: int, phases: int, with_progress: bool = True
+    suite: TaskSuite, tools: list[str], groups: int, phases: int, with_progress: bool = True,
+    hide: tuple[str, ...] | list[str] = (),
 ) -> list[str]:
-    """The name of every observation entry, in order; computable before any weights load, so a
-    transfer can check that a controller's inputs mean the same thing on another model or suite."""
+    """The name of every observation entry, in order, less the blocks in ``hide``; computable before
+    any weights load, so a transfer can check that a controller's inputs mean the same thing on
+    another model or suite."""
+    return [x for x in _all_labels(suite, tools, groups, phases, with_progress) if block_of(x) not in hide]
+
+
+def _all_labels(suite: TaskSuite, tools: list[str], groups: int, phases: int, with_progress: bool) -> list[str]:
     produced = behaviour_tools(suite)
     labels = [f"obs/{t}" for t in produced] + ["obs/stability", "obs/cka", OBSERVED_COMPOSITE]
     if with_progress:
@@ -97,7 +107,9 @@ class Observer:
     observations always lie in the space.
     """
 
-    def __init__(self, engine: Engine, phases: int, with_progress: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, phases: int, with_progress: bool = True, hide: tuple[str, ...] | list[str] = ()
+    ) -> None:
         self.engine = engine
         self.phases = phases
         suite = engine.task.suite
@@ -107,11 +119,13 @@ class Observer:
         self.with_progress = with_progress
         w = engine.config.reward
         self.max_composite = w.target + w.heldout + w.stability
-        self.labels = observation_labels(suite, self.tools, self.groups, phases, with_progress)
+        every = _all_labels(suite, self.tools, self.groups, phases, with_progress)
+        self.keep = np.array([block_of(x) not in hide for x in every])
+        self.labels = [x for x, k in zip(every, self.keep) if k]
         signed = {"cos": 1.0, "gnorm0": LOG_RATIO_BOUND, "loss": LOG_RATIO_BOUND, "gnorm": LOG_RATIO_BOUND}
         upper = {"norm": NORM_BOUND, "loss0": LOSS_BOUND}
         lo_hi = []
-        for label in self.labels:
+        for label in every:
             head = label.split("/")[0]
             if label.endswith("-gain"):
                 lo_hi.append((-1.0, 1.0))
@@ -119,8 +133,8 @@ class Observer:
                 lo_hi.append((-signed[head], signed[head]))
             else:
                 lo_hi.append((0.0, upper.get(head, 1.0)))
-        self.low = np.array([lo for lo, _ in lo_hi], dtype=np.float32)
-        self.high = np.array([hi for _, hi in lo_hi], dtype=np.float32)
+        self.low = np.array([lo for lo, _ in lo_hi], dtype=np.float32)[self.keep]
+        self.high = np.array([hi for _, hi in lo_hi], dtype=np.float32)[self.keep]
 
     @property
     def space(self) -> spaces.Box:
@@ -162,5 +176,5 @@ class Observer:
             loss = {t: (reading.get(f"loss/{t}", [0.0])[0], start.get(f"loss/{t}", [0.0])[0]) for t in self.tools}
             vec += [_log_ratio(*loss[t], LOSS_FLOOR) for t in self.tools]
             vec += [_log_ratio(sum(reading.get(f"gnorm/{t}", [0.0])), g0[t], floor) for t in self.tools]
-        arr = np.nan_to_num(np.array(vec, dtype=np.float32), nan=0.0)
+        arr = np.nan_to_num(np.array(vec, dtype=np.float32), nan=0.0)[self.keep]
         return np.clip(arr, self.low, self.high)

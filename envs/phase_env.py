@@ -91,7 +91,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             tied=self.env_config.controls == "tool",
             train_range=self.env_config.train_range,
         )
-        self.observer = Observer(self.engine, self.env_config.phases)
+        self.observer = Observer(self.engine, self.env_config.phases, hide=self.env_config.hide)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.controls.dim,), dtype=np.float32)
         self.observation_space = self.observer.space
         n = self.env_config.phases

@@ -36,6 +36,14 @@ class PPOConfig:
             "help": "initial log std of the Gaussian policy (residual actions: small keeps rollouts near the prior)"
         },
     )
+    share_log_std_init: float | None = field(
+        default=None,
+        metadata={
+            "help": "initial log std of the share actions only (whether and how much each tool trains in a phase); "
+            "null: log_std_init. Above log_std_init, the policy tries turning tools on and off (the prior's "
+            "structure) without also trying harsher learning rates and output scales"
+        },
+    )
     net_arch: list[int] = field(
         default_factory=lambda: [64, 64], metadata={"help": "hidden sizes of the policy and value MLPs"}
     )
@@ -52,6 +60,10 @@ class PPOConfig:
         self.clip_range = check_number("ppo.clip_range", self.clip_range, low=0.0, high=10.0, low_open=True)
         self.ent_coef = check_number("ppo.ent_coef", self.ent_coef, low=0.0, high=10.0)
         self.log_std_init = check_number("ppo.log_std_init", self.log_std_init, low=-10.0, high=2.0)
+        if self.share_log_std_init is not None:
+            self.share_log_std_init = check_number(
+                "ppo.share_log_std_init", self.share_log_std_init, low=-10.0, high=2.0
+            )
         if not isinstance(self.net_arch, list) or not self.net_arch:
             raise ConfigError(
                 f"ppo.net_arch: expected a non-empty list of layer sizes, e.g. [64, 64]; got {self.net_arch!r}."

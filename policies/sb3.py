@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
@@ -140,8 +141,19 @@ class PPOPolicy(Policy):
             device="cpu",
             verbose=0,
         )
+        if c.share_log_std_init is not None:
+            self._set_share_std(venv, c.share_log_std_init)
         self._tb_dir = tb_dir
         self._set_logger()
+
+    def _set_share_std(self, venv, log_std: float) -> None:
+        # The share actions decide the schedule's structure (which tools run in a phase); the train and
+        # output actions its strength, where wide exploration wrecks models. One log std for both forces
+        # a choice between exploring structure and keeping rollouts sane; this separates them.
+        space = venv.get_attr("controls" if self.env_id == PHASE_ENV_ID else "space", indices=[0])[0]
+        shares = [i for i, label in enumerate(space.labels()) if label.endswith(".share")]
+        with torch.no_grad():
+            self.model.policy.log_std[shares] = log_std
 
     def _set_logger(self) -> None:
         if self._tb_dir is not None:

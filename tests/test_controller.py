@@ -280,3 +280,25 @@ def test_evaluation_jobs_spread_over_subprocess_workers_come_back_in_order():
     assert [r["label"] for r in results] == ["job1000", "job1001", "job1002"]
     assert [r["task_seed"] for r in results] == [1000, 1001, 1002]
     assert all(np.isfinite(r["scores"]["composite"]) for r in results)
+
+
+@pytest.mark.parametrize("policy", ["ppo", "bandit"])
+def test_share_log_std_init_sets_only_the_share_actions(policy):
+    """ppo.share_log_std_init widens exploration of which tools run, not of how hard they train."""
+    from metactl.commands.train_controller.run import make_venv
+    from metactl.policies import make_policy
+
+    cfg = load_controller_config(
+        None, [*TINY, "vec_env=dummy", f"policy={policy}", "ppo.log_std_init=-1.5", "ppo.share_log_std_init=-0.5"]
+    )
+    learner = make_policy(cfg)
+    venv = make_venv(cfg, learner.env_id)
+    try:
+        learner.setup(venv, None)
+        space = venv.get_attr("controls" if policy == "ppo" else "space", indices=[0])[0]
+    finally:
+        venv.close()
+    log_std = learner.model.policy.log_std.detach().numpy()
+    shares = np.array([label.endswith(".share") for label in space.labels()])
+    assert shares.any() and (~shares).any()
+    assert np.allclose(log_std[shares], -0.5) and np.allclose(log_std[~shares], -1.5)

@@ -329,3 +329,21 @@ def test_a_diverged_evaluation_job_is_a_named_error(made, monkeypatch):
         env.run_job(job)
     (result,) = env.run_jobs({0: [job]})
     assert "default on task 0" in result["diverged"]
+
+
+def test_hidden_observation_blocks_are_left_out_and_the_rest_is_unchanged():
+    """env.hide drops whole blocks (an ablation of what a controller reads); every other entry keeps its
+    value, and a misspelt block is refused with the fix."""
+    run = load_config(None, TINY_RUN)
+    full = envs.PhaseControlEnv(run, EnvConfig(phases=2, train_task_seeds=[0, 1]))
+    part = envs.PhaseControlEnv(run, EnvConfig(phases=2, train_task_seeds=[0, 1], hide=["gnorm0", "cos"]))
+    a, _ = full.reset(seed=0)
+    b, info = part.reset(seed=0)
+    labels = part.observer.labels
+    assert not any(x.startswith(("gnorm0/", "cos/")) for x in labels) and any(x.startswith("gnorm/") for x in labels)
+    assert b.shape == part.observation_space.shape == (len(labels),) and info["observation_labels"] == labels
+    index = [full.observer.labels.index(x) for x in labels]
+    np.testing.assert_array_equal(b, a[index])
+    assert part.observation_space.contains(b)
+    with pytest.raises(ConfigError, match="Did you mean 'gnorm0'"):
+        EnvConfig(hide=["gnrom0"])

@@ -161,8 +161,9 @@ def _check_observations(cfg: TransferConfig, source: Source, suite: TaskSuite, t
     src_tools = suite_tools(source.run, src_suite)
     progress = source.env_id == PHASE_ENV_ID
     phases = source.env.phases
-    want = observation_labels(src_suite, src_tools, src_groups, phases, progress)
-    got = observation_labels(suite, tools, src_groups, phases, progress)
+    hide = source.env.hide
+    want = observation_labels(src_suite, src_tools, src_groups, phases, progress, hide)
+    got = observation_labels(suite, tools, src_groups, phases, progress, hide)
     if want != got:
         diff = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
         a = want[diff] if diff < len(want) else "(end)"
