@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # The observation's blocks, by the head of their labels (``cos/sft|dpo/0`` is in ``cos``): what
 # ``env.hide`` can leave out, for ablations of what a controller reads (envs/observe.py).
-OBS_BLOCKS = ("obs", "phase", "budget_left", "norm", "cos", "loss0", "gnorm0", "loss", "gnorm")
+OBS_BLOCKS = ("obs", "observe", "phase", "budget_left", "norm", "cos", "loss0", "gnorm0", "loss", "gnorm")
 
 
 @dataclass
@@ -60,8 +60,9 @@ class EnvConfig:
     hide: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "observation blocks the controller does not see (ablations of what it reads): any of obs, phase, "
-            "budget_left, norm, cos, loss0, gnorm0, loss, gnorm (docs/controller.md says what each holds)"
+            "help": "observation blocks the controller does not see (ablations of what it reads): any of obs, "
+            "observe (the observed composite), phase, budget_left, norm, cos, loss0, gnorm0, loss, gnorm "
+            "(docs/controller.md says what each holds)"
         },
     )
 
