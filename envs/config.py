@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from metactl.errors import ConfigError, check_number, did_you_mean
+from metactl.errors import ConfigError, check_choice, check_number, did_you_mean
 
 if TYPE_CHECKING:
     from metactl.schedule import Schedule
@@ -99,13 +99,7 @@ class EnvConfig:
         self.diverged_penalty = check_number("env.diverged_penalty", self.diverged_penalty, low=0.0)
         if not isinstance(self.hide, (list, tuple)):
             raise ConfigError(f"env.hide: expected a list of observation blocks, e.g. [gnorm0]; got {self.hide!r}.")
-        for block in self.hide:
-            if block not in OBS_BLOCKS:
-                raise ConfigError(
-                    f"env.hide: got {block!r}; expected any of {list(OBS_BLOCKS)}."
-                    f"{did_you_mean(str(block), OBS_BLOCKS)}"
-                )
-        self.hide = list(self.hide)
+        self.hide = [check_choice("env.hide", str(block), OBS_BLOCKS) for block in self.hide]
 
     def prior_schedule(self, groups: int) -> Schedule | None:
         if self.prior == "neutral":

@@ -126,7 +126,7 @@ class Observer:
         upper = {"norm": NORM_BOUND, "loss0": LOSS_BOUND}
         lo_hi = []
         for label in every:
-            head = label.split("/")[0]
+            head = block_of(label)
             if label.endswith("-gain"):
                 lo_hi.append((-1.0, 1.0))
             elif head in signed:

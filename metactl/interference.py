@@ -28,12 +28,15 @@ def pair_names(tools: list[str]) -> list[str]:
     return [f"{a}|{b}" for a, b in itertools.combinations(tools, 2)]
 
 
-def pair_cosines(grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+def pair_cosines(
+    grads: dict[str, list[torch.Tensor]], norms: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
     """Per tool pair ``"a|b"`` (in ``grads``' order), per layer group: the cosine of the two flat
-    gradients, or exactly 0 where either is below :data:`NOISE_FLOOR` of the group's largest."""
+    gradients, or exactly 0 where either is below :data:`NOISE_FLOOR` of the group's largest.
+    ``norms``: the gradients' norms, if the caller has them already."""
     tools = list(grads)
     groups = len(grads[tools[0]]) if tools else 0
-    norms = {t: [float(g.norm()) for g in grads[t]] for t in tools}
+    norms = norms or _norms(grads)
     top = [max(norms[t][i] for t in tools) for i in range(groups)]
     out = {}
     for a, b in itertools.combinations(tools, 2):
@@ -43,6 +46,21 @@ def pair_cosines(grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]
             else float(torch.dot(grads[a][i], grads[b][i]) / (norms[a][i] * norms[b][i]))
             for i in range(groups)
         ]
+    return out
+
+
+def _norms(grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+    return {t: [float(g.norm()) for g in gs] for t, gs in grads.items()}
+
+
+def reading_of(losses: dict[str, float], grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+    """The whole interference reading from each tool's loss and per-group base-weight gradient:
+    the pair cosines, ``loss/<tool>`` and ``gnorm/<tool>`` (each norm computed once for both)."""
+    norms = _norms(grads)
+    out = pair_cosines(grads, norms)
+    for name, loss in losses.items():
+        out[f"loss/{name}"] = [loss]
+        out[f"gnorm/{name}"] = norms[name]
     return out
 
 
@@ -79,16 +97,7 @@ def gradient_cosines(engine: Engine, rows: int = 8) -> dict[str, list[float]]:
             grads[name] = by_group
     finally:
         adapters.freeze()
-    return {**pair_cosines(grads), **tool_readings(losses, grads)}
-
-
-def tool_readings(losses: dict[str, float], grads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
-    """``loss/<tool>`` and ``gnorm/<tool>`` (per layer group) entries of the interference reading."""
-    out: dict[str, list[float]] = {}
-    for name, loss in losses.items():
-        out[f"loss/{name}"] = [loss]
-        out[f"gnorm/{name}"] = [float(g.norm()) for g in grads[name]]
-    return out
+    return reading_of(losses, grads)
 
 
 def is_cosine(key: str) -> bool:

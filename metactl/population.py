@@ -244,7 +244,7 @@ class Population:
         sum is its own episode's gradient, so the per-episode gradients come from one batched
         backward (the base weights are shared, the row blocks are not).
         """
-        from metactl.interference import pair_cosines, tool_readings
+        from metactl.interference import reading_of
 
         weights = [w for _, w in self.adapters.layers]
         base = [m.base_layer.weight for m in weights]
@@ -290,8 +290,7 @@ class Population:
                 w.requires_grad_(False)
         out = {}
         for i, k in enumerate(slots):
-            mine = {name: grads[name][i] for name in self.tool_names}
-            out[k] = {**pair_cosines(mine), **tool_readings(losses[i], mine)}
+            out[k] = reading_of(losses[i], {name: grads[name][i] for name in self.tool_names})
         return out
 
     def norms(self, slot: int) -> dict[str, list[float]]:
