@@ -47,6 +47,15 @@ class PPOConfig:
     net_arch: list[int] = field(
         default_factory=lambda: [64, 64], metadata={"help": "hidden sizes of the policy and value MLPs"}
     )
+    group_size: int = field(
+        default=1,
+        metadata={
+            "help": "episodes run on the same task and episode seed (same data order, same adapter init), each "
+            "with its own sampled actions; an episode's advantage is its return minus the mean return of the rest "
+            "of its group (leave-one-out, as RLOO and GRPO), so task difficulty and batch luck cancel out of the "
+            "policy gradient. 1: PPO's advantage from its learned value. Must divide the number of envs"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.learning_rate = check_number("ppo.learning_rate", self.learning_rate, low=0.0, high=1.0, low_open=True)
@@ -72,6 +81,7 @@ class PPOConfig:
             int(check_number(f"ppo.net_arch[{i}]", v, low=1, high=65536, integer=True))
             for i, v in enumerate(self.net_arch)
         ]
+        self.group_size = int(check_number("ppo.group_size", self.group_size, low=1, high=4096, integer=True))
 
 
 @dataclass
@@ -217,6 +227,12 @@ class ControllerConfig(YamlConfig):
             raise ConfigError(
                 f"schedule_task_seed: {self.schedule_task_seed} is a training or held-out evaluation task; the "
                 "schedule a run keeps must come from a task nothing else scores it on (e.g. 3000)."
+            )
+        if self.ppo.group_size > 1 and self.resolved_n_envs() % self.ppo.group_size:
+            n = self.resolved_n_envs()
+            raise ConfigError(
+                f"ppo.group_size: {self.ppo.group_size} does not divide the {n} envs (n_envs), so a group would span "
+                f"two rounds of episodes; use a divisor of {n} (e.g. 2), or set n_envs to a multiple of it."
             )
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")

@@ -7,12 +7,13 @@ from typing import Any
 
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from metactl.envs import BANDIT_ENV_ID, PHASE_ENV_ID
 from metactl.policies.base import EpisodeSink, Policy
+from metactl.policies.group_relative import GroupRelativeAdvantage
 from metactl.rundir import CONTROLLER
 
 CONTROLLER_FILE = CONTROLLER  # the SB3 zip in a run dir (and in each checkpoint)
@@ -143,6 +144,8 @@ class PPOPolicy(Policy):
         )
         if c.share_log_std_init is not None:
             self._set_share_std(venv, c.share_log_std_init)
+        if c.group_size > 1:
+            self._seed_in_groups(venv, c.group_size)
         self._tb_dir = tb_dir
         self._set_logger()
 
@@ -154,6 +157,12 @@ class PPOPolicy(Policy):
         shares = [i for i, label in enumerate(space.labels()) if label.endswith(".share")]
         with torch.no_grad():
             self.model.policy.log_std[shares] = log_std
+
+    def _seed_in_groups(self, venv, size: int) -> None:
+        # Envs seeded alike draw the same task and episode seed at every reset (the draws are their
+        # only use of np_random), so each group of `size` runs one task with independent actions.
+        seeds = venv.seed(self.config.seed)
+        venv._seeds = [seeds[i - i % size] for i in range(venv.num_envs)]  # read at the first reset
 
     def _set_logger(self) -> None:
         if self._tb_dir is not None:
@@ -169,10 +178,13 @@ class PPOPolicy(Policy):
 
     def learn(self, venv, sink: EpisodeSink) -> None:
         # One call = one rollout of episodes_per_update episodes and one PPO update.
+        callback = _Sink(sink)
+        if self.config.ppo.group_size > 1:
+            callback = CallbackList([callback, GroupRelativeAdvantage()])
         self.model.learn(
             total_timesteps=self.model.n_steps * venv.num_envs,
             reset_num_timesteps=False,
-            callback=_Sink(sink),
+            callback=callback,
             log_interval=1,
         )
 
