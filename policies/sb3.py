@@ -162,6 +162,8 @@ class PPOPolicy(Policy):
         # Envs seeded alike draw the same task and episode seed at every reset (the draws are their
         # only use of np_random), so each group of `size` runs one task with independent actions.
         seeds = venv.seed(self.config.seed)
+        while isinstance(venv, VecEnvWrapper):  # VecMonitor: the seeds live on the env it wraps
+            venv = venv.venv
         venv._seeds = [seeds[i - i % size] for i in range(venv.num_envs)]  # read at the first reset
 
     def _set_logger(self) -> None:

@@ -46,15 +46,16 @@ def test_an_episode_cut_at_the_rollout_start_is_not_grouped():
 
 
 TINY = [
-    "n_envs=2", "vec_env=dummy", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
+    "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "ppo.group_size=2",
 ]
 
 
-@pytest.mark.parametrize("policy", ["ppo", "bandit"])
-def test_grouped_episodes_share_task_and_seed_and_differ_in_actions(tmp_path, policy):
+# batched: the default's vec env, wrapped in VecMonitor (the seeds must reach the env it wraps).
+@pytest.mark.parametrize(("policy", "vec_env"), [("ppo", "batched"), ("bandit", "dummy")])
+def test_grouped_episodes_share_task_and_seed_and_differ_in_actions(tmp_path, policy, vec_env):
     out = tmp_path / "run"
-    args = [x for o in TINY for x in ("--set", o)]
+    args = [x for o in [*TINY, f"vec_env={vec_env}", "batched_processes=1"] for x in ("--set", o)]
     res = CliRunner().invoke(
         app, ["train-controller", "--policy", policy, "--episodes", "4", "--out", str(out), "--quiet", *args]
     )
