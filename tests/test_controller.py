@@ -119,6 +119,10 @@ def test_learned_policy_is_judged_on_other_suites_and_against_its_average(tmp_pa
     assert {e["suite"] for e in evals} == {load_controller_config(out / "config.yaml").run.suite, "heldout-families"}
     assert {e["episode_seed"] for e in evals} == {0, 1}
     assert len(evals) == 3 * 2 * 2  # methods x suites x episode seeds, on one task seed
+    from metactl.schedule import Schedule
+
+    averaged = Schedule.load(out / "averaged.yaml")  # kept for replay and transfer, as schedule.yaml
+    assert len(averaged.phases) == 2 and "averaged" in averaged.name
     assert "heldout-families:" in res.output
 
 

@@ -7,6 +7,7 @@ Run directory::
     checkpoints/       ckpt-<episodes>/ after every update: policy state + progress + env RNGs
     controller.zip     the trained SB3 model (ppo, bandit); search.pkl for the searches
     schedule.yaml      the policy's greedy schedule on schedule_task_seed (a task nothing is scored on)
+    averaged.yaml      a closed-loop policy's phase controls on training tasks averaged into one fixed schedule
     eval.jsonl         one row per (method, held-out task): final scores and base scores
     adapters/          that run's adapters, peft format
     learning_curve.png each training episode's return beside the held-out gains
@@ -38,6 +39,7 @@ from metactl.policies import make_policy
 from metactl.policies.config import ControllerConfig
 from metactl.rundir import (
     ADAPTERS,
+    AVERAGED_SCHEDULE,
     BASE_MODEL,
     CONFIG,
     EVAL,
@@ -189,6 +191,8 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     schedule: Schedule = kept["schedule"]
     schedule.name = f"{cfg.policy} greedy schedule on task seed {kept['task_seed']}"
     schedule.save(out / SCHEDULE)
+    if AVERAGED in actors:  # what the policy does on average, as a schedule a user can replay or transfer
+        actors[AVERAGED].save(out / AVERAGED_SCHEDULE)
     atomic_write_text(out / BASE_MODEL, kept["model_path"] + "\n")
     plot_learning_curve(out, evaluation.of_suite(cfg.run.suite))
     return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, evaluation, schedule)
