@@ -48,12 +48,13 @@ class PPOConfig:
         default_factory=lambda: [64, 64], metadata={"help": "hidden sizes of the policy and value MLPs"}
     )
     group_size: int = field(
-        default=1,
+        default=0,
         metadata={
             "help": "episodes run on the same task and episode seed (same data order, same adapter init), each "
             "with its own sampled actions; an episode's advantage is its return minus the mean return of the rest "
             "of its group (leave-one-out, as RLOO and GRPO), so task difficulty and batch luck cancel out of the "
-            "policy gradient. 1: PPO's advantage from its learned value. Must divide the number of envs"
+            "policy gradient (docs/controller.md, levers). 1: PPO's advantage from its learned value. 0: 2 when the "
+            "envs are even in number (the default 8), else 1. Must divide the number of envs"
         },
     )
 
@@ -81,7 +82,7 @@ class PPOConfig:
             int(check_number(f"ppo.net_arch[{i}]", v, low=1, high=65536, integer=True))
             for i, v in enumerate(self.net_arch)
         ]
-        self.group_size = int(check_number("ppo.group_size", self.group_size, low=1, high=4096, integer=True))
+        self.group_size = int(check_number("ppo.group_size", self.group_size, low=0, high=4096, integer=True))
 
 
 @dataclass
@@ -228,11 +229,15 @@ class ControllerConfig(YamlConfig):
                 f"schedule_task_seed: {self.schedule_task_seed} is a training or held-out evaluation task; the "
                 "schedule a run keeps must come from a task nothing else scores it on (e.g. 3000)."
             )
-        if self.ppo.group_size > 1 and self.resolved_n_envs() % self.ppo.group_size:
+        from metactl.policies import POLICIES
+
+        g = self.ppo.group_size
+        uses_ppo = getattr(POLICIES.get(self.policy), "uses_ppo", False)
+        if uses_ppo and g > 1 and self.resolved_n_envs() % g:  # 0 (auto) always fits
             n = self.resolved_n_envs()
             raise ConfigError(
-                f"ppo.group_size: {self.ppo.group_size} does not divide the {n} envs (n_envs), so a group would span "
-                f"two rounds of episodes; use a divisor of {n} (e.g. 2), or set n_envs to a multiple of it."
+                f"ppo.group_size: {g} does not divide the {n} envs (n_envs), so a group would span two rounds of "
+                f"episodes; set n_envs to a multiple of {g} (e.g. {g * (n // g + 1)}), or ppo.group_size=1 (no groups)."
             )
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
@@ -261,6 +266,12 @@ class ControllerConfig(YamlConfig):
         if self.n_envs:
             return self.n_envs
         return 8 if (vec_env or self.resolved_vec_env()) == "batched" else 2
+
+    def resolved_group_size(self) -> int:
+        """``ppo.group_size`` with 0 resolved: pairs when the envs come in an even number, else none."""
+        if self.ppo.group_size:
+            return self.ppo.group_size
+        return 2 if self.resolved_n_envs() % 2 == 0 else 1
 
     def processes(self) -> int:
         """Processes ``vec_env: batched`` splits the episodes over (``batched_processes`` resolved)."""

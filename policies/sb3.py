@@ -144,8 +144,8 @@ class PPOPolicy(Policy):
         )
         if c.share_log_std_init is not None:
             self._set_share_std(venv, c.share_log_std_init)
-        if c.group_size > 1:
-            self._seed_in_groups(venv, c.group_size)
+        if self.config.resolved_group_size() > 1:
+            self._seed_in_groups(venv, self.config.resolved_group_size())
         self._tb_dir = tb_dir
         self._set_logger()
 
@@ -181,7 +181,7 @@ class PPOPolicy(Policy):
     def learn(self, venv, sink: EpisodeSink) -> None:
         # One call = one rollout of episodes_per_update episodes and one PPO update.
         callback = _Sink(sink)
-        if self.config.ppo.group_size > 1:
+        if self.config.resolved_group_size() > 1:
             callback = CallbackList([callback, GroupRelativeAdvantage()])
         self.model.learn(
             total_timesteps=self.model.n_steps * venv.num_envs,

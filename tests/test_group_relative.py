@@ -73,5 +73,15 @@ def test_grouped_episodes_share_task_and_seed_and_differ_in_actions(tmp_path, po
 def test_group_size_must_divide_the_envs():
     with pytest.raises(ConfigError, match=r"ppo.group_size: 3 does not divide the 2 envs"):
         load_controller_config(None, ["n_envs=2", "vec_env=dummy", "ppo.group_size=3"])
-    with pytest.raises(ConfigError, match=r"ppo.group_size: got 0"):
-        load_controller_config(None, ["ppo.group_size=0"])
+    with pytest.raises(ConfigError, match=r"ppo.group_size: got -1"):
+        load_controller_config(None, ["ppo.group_size=-1"])
+    # Searches run no PPO: any n_envs goes.
+    load_controller_config(None, ["policy=random", "n_envs=3", "vec_env=dummy", "ppo.group_size=2"])
+
+
+@pytest.mark.parametrize(
+    ("n_envs", "vec_env", "size"), [(0, "auto", 2), (8, "batched", 2), (1, "dummy", 1), (3, "dummy", 1)]
+)
+def test_group_size_0_pairs_the_envs_when_they_are_even(n_envs, vec_env, size):
+    cfg = load_controller_config(None, [f"n_envs={n_envs}", f"vec_env={vec_env}"])
+    assert cfg.ppo.group_size == 0 and cfg.resolved_group_size() == size
