@@ -48,7 +48,7 @@ class PPOConfig:
         default_factory=lambda: [64, 64], metadata={"help": "hidden sizes of the policy and value MLPs"}
     )
     group_size: int = field(
-        default=0,
+        default=1,
         metadata={
             "help": "episodes run on the same task and episode seed (same data order, same adapter init), each "
             "with its own sampled actions; an episode's advantage is its return minus the mean return of the rest "

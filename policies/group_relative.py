@@ -12,6 +12,9 @@ leave-one-out baseline of RLOO (arXiv 2402.14740) and the group baseline of GRPO
 not depend on the episode's own actions (the others sample independently), so the gradient stays
 unbiased while the task and the seed cancel. The value net still learns from PPO's returns; it only
 stops setting the advantage of grouped episodes.
+
+A Ray worker that restarts is seeded anew (``vec_env: ray``), so its group stops pairing for the rest
+of the run; its episodes then keep PPO's advantage, as does any episode alone with its key.
 """
 
 from __future__ import annotations

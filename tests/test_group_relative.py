@@ -83,5 +83,5 @@ def test_group_size_must_divide_the_envs():
     ("n_envs", "vec_env", "size"), [(0, "auto", 2), (8, "batched", 2), (1, "dummy", 1), (3, "dummy", 1)]
 )
 def test_group_size_0_pairs_the_envs_when_they_are_even(n_envs, vec_env, size):
-    cfg = load_controller_config(None, [f"n_envs={n_envs}", f"vec_env={vec_env}"])
-    assert cfg.ppo.group_size == 0 and cfg.resolved_group_size() == size
+    cfg = load_controller_config(None, [f"n_envs={n_envs}", f"vec_env={vec_env}", "ppo.group_size=0"])
+    assert cfg.resolved_group_size() == size
