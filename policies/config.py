@@ -233,8 +233,7 @@ class ControllerConfig(YamlConfig):
 
         g = self.ppo.group_size
         uses_ppo = getattr(POLICIES.get(self.policy), "uses_ppo", False)
-        if uses_ppo and g > 1 and self.resolved_n_envs() % g:  # 0 (auto) always fits
-            n = self.resolved_n_envs()
+        if uses_ppo and g > 1 and (n := self.resolved_n_envs()) % g:  # 0 (auto) always fits
             raise ConfigError(
                 f"ppo.group_size: {g} does not divide the {n} envs (n_envs), so a group would span two rounds of "
                 f"episodes; set n_envs to a multiple of {g} (e.g. {g * (n // g + 1)}), or ppo.group_size=1 (no groups)."

@@ -85,7 +85,7 @@ class GroupRelativeAdvantage(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         buf = self.model.rollout_buffer
-        self.grouped = leave_one_out_advantages(
+        grouped = leave_one_out_advantages(
             buf.advantages, buf.rewards, buf.episode_starts, self._dones, self._keys, gamma=self.model.gamma
         )
-        self.logger.record("train/grouped_episodes", self.grouped)
+        self.logger.record("train/grouped_episodes", grouped)

@@ -144,8 +144,9 @@ class PPOPolicy(Policy):
         )
         if c.share_log_std_init is not None:
             self._set_share_std(venv, c.share_log_std_init)
-        if self.config.resolved_group_size() > 1:
-            self._seed_in_groups(venv, self.config.resolved_group_size())
+        size = self.config.resolved_group_size()
+        if size > 1:
+            self._seed_in_groups(venv, size)
         self._tb_dir = tb_dir
         self._set_logger()
 
