@@ -44,7 +44,9 @@ class EnvConfig:
         default="layer",
         metadata={
             "help": "what the phase env's action sets per tool: 'layer' (share, then train and output per module "
-            "kind and layer group) or 'tool' (share, one train, one output: fewer directions to explore)"
+            "kind and layer group), 'tool' (share, one train, one output: fewer directions to explore) or 'share' "
+            "(the shares alone: which tools run and how they interleave, learning rates and output scales held at "
+            "the prior's)"
         },
     )
     diverged_penalty: float = field(

@@ -31,7 +31,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
 
     ``Box(-1, 1, (T * (1 + 4G),), float32)`` for ``T`` tools and ``G`` layer groups; per tool, in
     order: ``share``, then ``train`` for (attn, mlp) x groups, then ``output`` likewise
-    (``env.controls: tool``: ``Box(-1, 1, (3T,))``, one ``train`` and one ``output`` per tool). The
+    (``env.controls: tool``: ``Box(-1, 1, (3T,))``, one ``train`` and one ``output`` per tool;
+    ``env.controls: share``: ``Box(-1, 1, (T,))``, the shares alone, learning rates and output
+    scales held at the prior phase's). The
     action is a residual around the prior schedule's phase (``env.prior``): the controls are
     decoded from ``clip(prior + 2 * action, -1, 1)`` as in :mod:`metactl.envs.spaces`:
     share = (a+1)/2 in [0, 1] (relative share of the phase's steps; 0 sits the tool out),
@@ -90,6 +92,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             self.engine.layer_map.groups,
             tied=self.env_config.controls == "tool",
             train_range=self.env_config.train_range,
+            shares_only=self.env_config.controls == "share",
         )
         self.observer = Observer(self.engine, self.env_config.phases, hide=self.env_config.hide)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.controls.dim,), dtype=np.float32)
@@ -98,9 +101,10 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self._phase_steps = Schedule(phases=[Phase(1.0 / n, {})] * n).phase_steps(self.run_config.training.total_steps)
         prior = self.env_config.prior_schedule(self.controls.groups)
         n = self.env_config.phases
+        self.prior_phases = [prior.phase_at((p + 0.5) / n) if prior else None for p in range(n)]
         self.prior = [
-            self.controls.encode(prior.phase_at((p + 0.5) / n)) if prior else np.zeros(self.controls.dim)
-            for p in range(n)
+            self.controls.encode(phase) if phase is not None else np.zeros(self.controls.dim)
+            for phase in self.prior_phases
         ]
         self._episode = None
         self._phases: list = []
@@ -153,7 +157,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         """The phase ``action`` decodes to, its steps, and the scorer its end is read with."""
         if self._episode is None:
             raise RuntimeError("call reset() before step()")
-        phase = self.controls.phase(apply_residual(self.prior[self.phase], action), 1.0 / self.env_config.phases)
+        phase = self.decode(self.phase, action)
         task = self.engine.task
         scorer = task.scorer if self.in_last_phase else task.observe_scorer(self.env_config.quick_probes)
         return phase, self._phase_steps[self.phase], scorer
@@ -216,6 +220,11 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         if "diverged" in info:
             raise FloatingPointError(f"greedy rollout on task {job.task_seed} diverged: {info['diverged']}")
         return self.schedule(name=job.label), dict(self.scores)
+
+    def decode(self, phase: int, action: np.ndarray) -> Phase:
+        """The controls ``action`` sets for phase ``phase`` (a residual around the prior's)."""
+        held = self.prior_phases[phase]
+        return self.controls.phase(apply_residual(self.prior[phase], action), 1.0 / self.env_config.phases, held)
 
     # -- helpers -----------------------------------------------------------------------------------
     def _observe(self, phase: int, norms: dict[str, list[float]] | None) -> np.ndarray:

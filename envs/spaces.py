@@ -109,7 +109,7 @@ def _grid(values: np.ndarray, groups: int, fn) -> list[list[float]]:
     return [[fn(values[k * groups + g]) for g in range(groups)] for k in range(len(MODULE_KINDS))]
 
 
-CONTROL_GRAINS = ("layer", "tool")  # env.controls: what one action component of the phase env sets
+CONTROL_GRAINS = ("layer", "tool", "share")  # env.controls: what one action component of the phase env sets
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,18 @@ class PhaseControlSpace:
     one train and one output component: ``[share, train, output]`` per tool. Nine numbers instead of
     27 for three tools on two groups: a policy with tens of episodes explores fewer directions, at the
     price of per-layer allocation (the decoded schedule still has the full grid, all cells equal).
+
+    ``shares_only=True`` (``env.controls: share``) sets each tool's share alone: which tools run in a
+    phase and how they interleave, the decision the published hand rules (ALRIGHT, MAXRIGHT, mixing)
+    make. Learning rates and output scales are held at the prior phase's (``held``; 1 for a tool the
+    prior does not run there), so no action reaches a harsher step than the prior's own.
     """
 
     tools: tuple[str, ...]
     groups: int
     tied: bool = False
     train_range: float = TRAIN_BASE
+    shares_only: bool = False
 
     @property
     def cells(self) -> int:
@@ -133,7 +139,7 @@ class PhaseControlSpace:
 
     @property
     def per_tool(self) -> int:
-        return 1 + 2 * self.cells
+        return 1 if self.shares_only else 1 + 2 * self.cells
 
     @property
     def dim(self) -> int:
@@ -144,11 +150,23 @@ class PhaseControlSpace:
             return [[fn(values[0])] * self.groups for _ in MODULE_KINDS]
         return _grid(values, self.groups, fn)
 
-    def phase(self, action: np.ndarray, fraction: float) -> Phase:
+    def phase(self, action: np.ndarray, fraction: float, held: Phase | None = None) -> Phase:
+        """The phase ``action`` (already clipped to [-1, 1]) decodes to; ``held``: the phase whose
+        learning rates and output scales a shares-only space keeps (ignored otherwise)."""
         action = np.asarray(action, dtype=np.float64).reshape(len(self.tools), self.per_tool)
         cells = self.cells
         tools = {}
         for t, row in zip(self.tools, action):
+            if self.shares_only:
+                keep = held.tools.get(t) if held is not None else None
+                keep = keep if keep is not None and keep.share > 0 else None
+                ones = [[1.0] * self.groups for _ in MODULE_KINDS]
+                tools[t] = ToolControls(
+                    share=share_of(row[0]),
+                    train=[list(r) for r in keep.train] if keep else ones,
+                    output=[list(r) for r in keep.output] if keep else [list(r) for r in ones],
+                )
+                continue
             tools[t] = ToolControls(
                 share=share_of(row[0]),
                 train=self._grid(row[1 : 1 + cells], partial(train_of, base=self.train_range)),
@@ -165,6 +183,9 @@ class PhaseControlSpace:
             if c is None:
                 vec += [-1.0] + [0.0] * (self.per_tool - 1)
                 continue
+            if self.shares_only:
+                vec.append(share_code(c.share, top))
+                continue
             train = _code_grid(c.train, partial(train_code, base=self.train_range))
             output = _code_grid(c.output, output_code)
             if self.tied:
@@ -176,6 +197,8 @@ class PhaseControlSpace:
         out = []
         for t in self.tools:
             out.append(f"{t}.share")
+            if self.shares_only:
+                continue
             for what in ("train", "output"):
                 if self.tied:
                     out.append(f"{t}.{what}")

@@ -248,7 +248,7 @@ def test_env_config_rejects_bad_values_with_the_fix():
         EnvConfig(prior="expret")
     with pytest.raises(ConfigError, match="env.phases"):
         EnvConfig(phases=0)
-    with pytest.raises(ConfigError, match=r"env.controls: got 'tools'; expected one of \['layer', 'tool'\].*'tool'"):
+    with pytest.raises(ConfigError, match=r"env.controls: got 'tools'; expected one of \['layer', 'tool', 'share'\].*'tool'"):
         EnvConfig(controls="tools")
     with pytest.raises(ConfigError, match=r"env.train_range"):
         EnvConfig(train_range=1.0)  # [1, 1]: no learning-rate control left
@@ -304,14 +304,30 @@ def test_tool_level_controls_tie_every_cell_and_keep_the_prior():
 
     run = load_config(None, TINY_RUN)
     scores = {}
-    for controls in ("layer", "tool"):
+    for controls, dim in (("layer", 27), ("tool", 9), ("share", 3)):
         env = gym.make(envs.PHASE_ENV_ID, run=run, env=EnvConfig(phases=2, train_task_seeds=[0, 1], controls=controls))
-        assert env.action_space.shape == ((9,) if controls == "tool" else (27,))
+        assert env.action_space.shape == (dim,)
         env.reset(options={"task_seed": 0, "episode_seed": 3})
         for _ in range(2):
             *_, info = env.step(np.zeros(env.action_space.shape, np.float32))
         scores[controls] = info["result"]["scores"]["composite"]
     assert scores["tool"] == pytest.approx(scores["layer"], abs=1e-6)
+    assert scores["share"] == pytest.approx(scores["layer"], abs=1e-6)
+
+
+def test_share_controls_set_the_shares_and_hold_the_prior_strengths():
+    """env.controls=share: one number per tool; learning rates and output scales are the prior
+    phase's for a tool it runs and 1 for one it does not, whatever the action."""
+    tools = ("sft", "dpo", "retain")
+    shares = PhaseControlSpace(tools, 2, shares_only=True)
+    assert shares.dim == 3 and shares.labels() == ["sft.share", "dpo.share", "retain.share"]
+    held = Schedule.named("expert", 2).phases[3]  # dpo at output 0.8, retain on
+    phase = shares.phase(np.array([1.0, 0.0, -1.0]), 0.25, held)
+    assert [phase.tools[t].share for t in tools] == [1.0, 0.5, 0.0]
+    assert phase.tools["dpo"].output == held.tools["dpo"].output == [[0.8, 0.8], [0.8, 0.8]]
+    loose = shares.phase(np.array([1.0, 1.0, 1.0]), 0.25, Schedule.named("default", 2).phases[0])
+    assert loose.tools["dpo"].train == loose.tools["retain"].output == [[1.0, 1.0], [1.0, 1.0]]
+    np.testing.assert_allclose(shares.encode(held), [1.0, 1.0, 1.0])  # each at the top share of the phase
 
 
 def test_a_diverged_evaluation_job_is_a_named_error(made, monkeypatch):

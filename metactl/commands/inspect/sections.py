@@ -147,7 +147,6 @@ def learning(rd: RunDir, pool: JobPool, random_keys: dict[int, str]) -> dict:
 def why(rd: RunDir, trace: Trace) -> dict:
     from metactl.commands.inspect.rollout import flat_controls
     from metactl.envs import ScheduleBanditEnv
-    from metactl.envs.spaces import apply_residual
 
     if not trace.decisions:
         return {
@@ -167,10 +166,9 @@ def why(rd: RunDir, trace: Trace) -> dict:
 
             prior = flat_controls(env.decode(np.zeros(env.action_space.shape)))
         else:
-            n = rd.config.env.phases
 
-            def decode(a, env=env, p=d.step, n=n):
-                return flat_phase(env.controls.phase(apply_residual(env.prior[p], a), 1.0 / n))
+            def decode(a, env=env, p=d.step):
+                return flat_phase(env.decode(p, a))
 
             prior = decode(np.zeros(env.action_space.shape))
         names, effect = perturbation_saliency(
