@@ -227,7 +227,7 @@ def test_bad_config_fails_before_training_with_the_fix(tmp_path, no_weights, ove
 def test_default_config_file_matches_the_code_defaults():
     """configs/train/default.yaml is what train-controller runs with no arguments: every field equals
     the code's default except the ones it documents (2 layer groups; trained on the training task
-    families, judged also on the held-out ones; tool-level controls), and its text is the config's own
+    families, judged also on the held-out ones; share-only controls), and its text is the config's own
     commented YAML. (Made to fail once by editing ppo.n_epochs in the file, which the old two-field
     check missed.)"""
     from metactl.policies.config import ControllerConfig
@@ -237,7 +237,7 @@ def test_default_config_file_matches_the_code_defaults():
     expected = ControllerConfig()
     expected.run.training.layer_groups = 2
     expected.run.suite, expected.eval_suites = "train-families", ["heldout-families"]
-    expected.env.controls = "tool"
+    expected.env.controls = "share"
     assert cfg == expected
     body = "".join(path.read_text().splitlines(True)[2:])  # after the two header comment lines
     assert body == cfg.to_commented_yaml(), "regenerate the file from ControllerConfig.to_commented_yaml()"

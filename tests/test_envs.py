@@ -248,7 +248,8 @@ def test_env_config_rejects_bad_values_with_the_fix():
         EnvConfig(prior="expret")
     with pytest.raises(ConfigError, match="env.phases"):
         EnvConfig(phases=0)
-    with pytest.raises(ConfigError, match=r"env.controls: got 'tools'; expected one of \['layer', 'tool', 'share'\].*'tool'"):
+    grains = r"\['layer', 'tool', 'share'\]"
+    with pytest.raises(ConfigError, match=rf"env.controls: got 'tools'; expected one of {grains}.*'tool'"):
         EnvConfig(controls="tools")
     with pytest.raises(ConfigError, match=r"env.train_range"):
         EnvConfig(train_range=1.0)  # [1, 1]: no learning-rate control left

@@ -41,9 +41,10 @@ def command(
     """Learn how to conduct the tools on a small proxy, then compare with the hand schedules.
 
     Each episode adapts the proxy model on a task drawn from env.train_task_seeds, run by the same runner as
-    run-schedule. The policy (SB3 PPO by default) sets every tool's step share, learning-rate multiplier and output
-    scale (one each per tool with env.controls=tool, the default; per layer group and module kind with
-    env.controls=layer), phase by phase, as a residual around env.prior. When the budget is spent, the learned
+    run-schedule. The policy (SB3 PPO by default) sets every tool's step share, phase by phase, as a residual around
+    env.prior (env.controls=share, the default: which tools run and how they interleave, each at the prior's learning
+    rate and output scale; env.controls=tool adds one learning-rate multiplier and output scale per tool,
+    env.controls=layer one per layer group and module kind). When the budget is spent, the learned
     policy and the compare schedules (default, expert, the published hand rules) are run on held-out task seeds
     of the training suite and of each eval suite, and a table of every score part (mean ± std) is printed.
 
