@@ -159,13 +159,8 @@ class PhaseControlSpace:
         for t, row in zip(self.tools, action):
             if self.shares_only:
                 keep = held.tools.get(t) if held is not None else None
-                keep = keep if keep is not None and keep.share > 0 else None
-                ones = [[1.0] * self.groups for _ in MODULE_KINDS]
-                tools[t] = ToolControls(
-                    share=share_of(row[0]),
-                    train=[list(r) for r in keep.train] if keep else ones,
-                    output=[list(r) for r in keep.output] if keep else [list(r) for r in ones],
-                )
+                train, output = (keep.train, keep.output) if keep is not None and keep.share > 0 else (None, None)
+                tools[t] = ToolControls(share_of(row[0]), self._copy_or_ones(train), self._copy_or_ones(output))
                 continue
             tools[t] = ToolControls(
                 share=share_of(row[0]),
@@ -173,6 +168,9 @@ class PhaseControlSpace:
                 output=self._grid(row[1 + cells :], output_of),
             )
         return Phase(fraction=fraction, tools=tools)
+
+    def _copy_or_ones(self, grid: list[list[float]] | None) -> list[list[float]]:
+        return [list(r) for r in grid] if grid is not None else [[1.0] * self.groups for _ in MODULE_KINDS]
 
     def encode(self, phase: Phase) -> np.ndarray:
         """The action that decodes to ``phase`` (as near as the ranges allow; tied: each grid's mean code)."""
