@@ -8,9 +8,9 @@ env finish its step (``finish_step``): the env logic (observations, shaped rewar
 episode end) is the phase env's own, line for line. Envs that end their episode are reset
 together, the SB3 way (``terminal_observation`` in the info).
 
-Evaluation jobs (``env_method("run_jobs", ...)``) run batched too: in rounds, each env's next job on
-its own slot, fixed schedules through :meth:`Population.run` and greedy actors phase by phase through
-the same plan/run/finish path as ``step_wait``.
+Evaluation jobs (``env_method("run_jobs", ...)``) run batched too, packed into passes of one kind:
+fixed schedules through :meth:`Population.run`, greedy actors phase by phase through the same
+plan/run/finish path as ``step_wait``.
 :class:`metactl.envs.sharded.ShardedVecEnv` splits the K envs over several such processes.
 """
 
@@ -193,15 +193,23 @@ class BatchedVecEnv(VecEnv):
     # -- evaluation jobs, batched ------------------------------------------------------------------
     def run_jobs(self, jobs_by_worker: dict[int, list[Job]], indices=None) -> list[list[dict]]:
         """What ``env.run_jobs`` gives for each env in ``indices`` (its own worker's jobs), computed a
-        round at a time: round ``r`` runs every env's ``r``-th job together, each on the env's slot."""
+        pass at a time. Every env here shares one population, so a job may run on any of them: the
+        jobs are packed into passes of one kind (fixed schedules, or actors that read observations
+        between phases), as many per pass as there are envs. Packing by kind matters: a pass costs
+        about the same with one slot as with all (per-step overhead dominates a small model), and
+        taking every env's ``r``-th job together ran up to three part-filled passes per round."""
         local = list(self._get_indices(indices))
-        queues = {i: list(jobs_by_worker.get(self.envs[i].worker_index, [])) for i in local}
-        out: dict[int, list[dict]] = {i: [] for i in local}
-        for r in range(max((len(q) for q in queues.values()), default=0)):
-            round_jobs = {i: q[r] for i, q in queues.items() if r < len(q)}
-            for i, res in self._run_round(round_jobs).items():
-                out[i].append(res)
-        return [out[i] for i in local]
+        queues = {i: jobs_by_worker.get(self.envs[i].worker_index, []) for i in local}
+        pending = [(i, r, job) for i in local for r, job in enumerate(queues[i])]
+        results: dict[tuple[int, int], dict] = {}
+        for fixed in (True, False):
+            kind = [(i, r, job) for i, r, job in pending if (job.schedule is not None) == fixed]
+            for start in range(0, len(kind), len(local)):
+                chunk = kind[start:start + len(local)]
+                ran = self._run_round({env: job for env, (_, _, job) in zip(local, chunk)})
+                for env, (i, r, _) in zip(local, chunk):
+                    results[(i, r)] = ran[env]
+        return [[results[(i, r)] for r in range(len(queues[i]))] for i in local]
 
     def _run_round(self, jobs: dict[int, Job]) -> dict[int, dict]:
         import dataclasses
@@ -213,11 +221,12 @@ class BatchedVecEnv(VecEnv):
                 for i, j in jobs.items()}
         done: dict[int, tuple[Schedule, dict] | FloatingPointError] = {}
         fixed = {i: j for i, j in jobs.items() if j.schedule is not None}
-        for suite in dict.fromkeys(j.suite for j in fixed.values()):
-            slots = [i for i, j in fixed.items() if j.suite == suite]
+        if fixed:
+            slots = list(fixed)
             results = self.population.run(
                 [fixed[i].schedule for i in slots], [fixed[i].episode_seed for i in slots],
-                [fixed[i].task_seed for i in slots], score_every_phase=False, slots=slots, suite_name=suite,
+                [fixed[i].task_seed for i in slots], score_every_phase=False, slots=slots,
+                suite_name=[fixed[i].suite for i in slots],
             )
             for i, res in zip(slots, results):
                 done[i] = res if isinstance(res, FloatingPointError) else (fixed[i].schedule, res[-1].scores)

@@ -103,12 +103,16 @@ def run_jobs(venv: VecEnv, jobs: list[Job]) -> list[dict]:
     from metactl.envs.jobs import write_adapter_files
 
     n = venv.num_envs
-    by_worker: dict[int, list[Job]] = {i: jobs[i::n] for i in range(n)}
+    # Dealt round robin, actors (which read observations between phases) first: every worker, and
+    # so every process of a batched run, gets its even share of each kind, and a batched process
+    # packs each kind into full passes (BatchedVecEnv.run_jobs).
+    order = sorted(range(len(jobs)), key=lambda j: jobs[j].schedule is not None)
+    by_worker: dict[int, list[Job]] = {i: [jobs[j] for j in order[i::n]] for i in range(n)}
     per_worker = venv.env_method("run_jobs", by_worker)
     out: list[dict] = [{}] * len(jobs)
     for i, results in enumerate(per_worker):
         for k, res in enumerate(results):
-            out[i + k * n] = res
+            out[order[i + k * n]] = res
     diverged = [res["diverged"] for res in out if "diverged" in res]
     if diverged:
         raise DivergedRun.from_message(diverged[0])

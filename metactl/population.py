@@ -305,22 +305,24 @@ class Population:
         score_every_phase: bool | None = None,
         observe_probes: int | None = None,
         slots: list[int] | None = None,
-        suite_name: str | None = None,
+        suite_name: str | None | list[str | None] = None,
     ) -> list[list[PhaseResult] | DivergedError]:
         """Run whole schedules from fresh adapters, one per slot (default: the first ones): what
         :meth:`Engine.run` gives for each (same seeds, same task), K at a time. Phase ``p`` of every
-        schedule runs in round ``p``."""
+        schedule runs in round ``p``. ``suite_name``: one suite for all, or one per schedule (tasks
+        of different suites train together: each slot reads its own task)."""
         slots = list(range(len(schedules))) if slots is None else list(slots)
-        if not len(schedules) == len(seeds) == len(task_seeds) == len(slots) <= self.size:
+        suites = list(suite_name) if isinstance(suite_name, list) else [suite_name] * len(schedules)
+        if not len(schedules) == len(seeds) == len(task_seeds) == len(slots) == len(suites) <= self.size:
             raise ValueError(
-                f"{len(schedules)} schedules, {len(seeds)} seeds, {len(task_seeds)} task seeds for slots {slots} "
-                f"of {self.size}"
+                f"{len(schedules)} schedules, {len(seeds)} seeds, {len(task_seeds)} task seeds, {len(suites)} suites "
+                f"for slots {slots} of {self.size}"
             )
         every = self.config.training.score_every_phase if score_every_phase is None else score_every_phase
         plans = {}
-        for k, sched, seed, task_seed in zip(slots, schedules, seeds, task_seeds):
+        for k, sched, seed, task_seed, suite in zip(slots, schedules, seeds, task_seeds, suites):
             check_schedule(self.config, sched, self.tool_names)
-            self.begin(k, task_seed, seed, suite_name)
+            self.begin(k, task_seed, seed, suite)
             plans[k] = list(zip(sched.phases, sched.phase_steps(self.config.training.total_steps)))
         results: dict[int, list[PhaseResult] | DivergedError] = {k: [] for k in slots}
         for p in range(max(len(plan) for plan in plans.values())):

@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "n_envs=1", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,2]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2",
+    # Scored on fewer probes and on the training suite only (the held-out families have their own
+    # test): the test suite's time goes to what each test checks, not to scoring.
+    "run.training.score_probes=16", "eval_suites=[]",
 ]
 
 

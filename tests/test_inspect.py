@@ -20,6 +20,7 @@ from metactl.schedule import Schedule
 TINY = [
     "n_envs=1", "run.training.total_steps=8", "env.phases=2", "env.train_task_seeds=[0,2]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "run.training.score_probes=16",
+    "eval_suites=[]",
 ]
 SECTIONS = [
     "Decisions",

@@ -192,8 +192,8 @@ class _ObsActor:
 
 
 def test_batched_evaluation_jobs_match_the_envs_run_alone():
-    """Evaluation under vec_env batched (rounds of jobs, one per env, on their slots; fixed schedules and
-    greedy actors mixed in one round; another suite's task; more jobs than envs) gives the results the
+    """Evaluation under vec_env batched (jobs packed into passes of one kind, whichever env they were
+    given to; fixed schedules and greedy actors; another suite's task; more jobs than envs) gives the results the
     dummy VecEnv gives running each job alone, in the same order."""
     from metactl.config import load_config
     from metactl.envs import PHASE_ENV_ID
@@ -231,3 +231,36 @@ def test_batched_evaluation_jobs_match_the_envs_run_alone():
             assert b["scores"]["composite"] == pytest.approx(a["scores"]["composite"], abs=TOL)
             assert b["base"]["composite"] == pytest.approx(a["base"]["composite"], abs=TOL)
     assert alone[2]["family"] == "sycophancy" and alone[0]["family"] == "style-vs-truth"
+
+
+def test_batched_evaluation_packs_jobs_into_full_passes_of_one_kind(monkeypatch):
+    """Fixed schedules and greedy actors given to the envs in turn, over two suites, run in as few
+    passes as the env count allows (a pass costs about the same part filled): 6 jobs on 3 envs, 2 passes."""
+    from metactl.config import load_config
+    from metactl.envs import PHASE_ENV_ID
+    from metactl.envs.batched import BatchedVecEnv
+    from metactl.envs.config import EnvConfig
+    from metactl.envs.jobs import Job
+    from metactl.envs.vector import make_venv, run_jobs
+
+    run = load_config(None, ["training.total_steps=4", "training.layer_groups=2", "training.score_probes=4"])
+    env = EnvConfig(phases=1, quick_probes=4, interference_rows=4)
+    default = Schedule.named("default", 2)
+    passes: list[set[bool]] = []
+    real = BatchedVecEnv._run_round
+
+    def counted(self, jobs):
+        passes.append({job.schedule is not None for job in jobs.values()})
+        return real(self, jobs)
+
+    monkeypatch.setattr(BatchedVecEnv, "_run_round", counted)
+    venv = make_venv(PHASE_ENV_ID, run, env, 3, "batched", processes=1)
+    try:
+        actor = _ObsActor(venv.action_space.shape[0])
+        jobs = [Job(1000 + i, 0, schedule=default, label="default", suite="sycophancy" if i == 2 else None)
+                if i % 2 == 0 else Job(1000 + i, 0, actor=actor, label="actor") for i in range(6)]
+        rows = run_jobs(venv, jobs)
+    finally:
+        venv.close()
+    assert passes == [{True}, {False}]
+    assert [(r["label"], r["task_seed"]) for r in rows] == [(j.label, j.task_seed) for j in jobs]

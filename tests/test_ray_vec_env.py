@@ -118,7 +118,7 @@ def test_a_worker_that_kills_itself_is_a_truncation_and_training_goes_on(local_r
     cfg = load_controller_config(None, [
         "vec_env=ray", "n_envs=2", "ray.max_restarts=1", *[f"run.{o}" for o in RUN], "env.phases=2",
         "env.train_task_seeds=[0,2]", "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=4",
-        "total_episodes=4",
+        "total_episodes=4", "run.training.score_probes=16", "eval_suites=[]",
     ])
     res = train_controller(cfg, tmp_path / "run", progress=False)
     assert marker.is_file(), "one worker should have killed itself"
