@@ -19,7 +19,7 @@ from metactl.errors import ConfigError
 pytestmark = pytest.mark.tune
 
 TINY = ("set=[total_episodes=2, run.training.total_steps=4, env.phases=2, 'env.train_task_seeds=[0,2]', "
-        "ppo.episodes_per_update=2, run.suite=style-vs-truth, {extra}]")
+        "ppo.episodes_per_update=2, run.suite=style-vs-truth, run.training.score_probes=16, {extra}]")
 
 
 def _cfg(*overrides: str, extra: str = "n_envs=1"):
