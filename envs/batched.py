@@ -195,9 +195,9 @@ class BatchedVecEnv(VecEnv):
         """What ``env.run_jobs`` gives for each env in ``indices`` (its own worker's jobs), computed a
         pass at a time. Every env here shares one population, so a job may run on any of them: the
         jobs are packed into passes of one kind (fixed schedules, or actors that read observations
-        between phases), as many per pass as there are envs. Packing by kind matters: a pass costs
-        about the same with one slot as with all (per-step overhead dominates a small model), and
-        taking every env's ``r``-th job together ran up to three part-filled passes per round."""
+        between phases), as many per pass as there are envs. Taking every env's ``r``-th job together
+        ran up to three part-filled passes per round; packing saves each pass's fixed part (modest:
+        on proxy-tiny, one 1-thread process, a pass of 1 of 4 slots took 14-16 s, of all 4 54 s)."""
         local = list(self._get_indices(indices))
         queues = {i: jobs_by_worker.get(self.envs[i].worker_index, []) for i in local}
         pending = [(i, r, job) for i in local for r, job in enumerate(queues[i])]
