@@ -235,7 +235,7 @@ def test_batched_evaluation_jobs_match_the_envs_run_alone():
 
 def test_batched_evaluation_packs_jobs_into_full_passes_of_one_kind(monkeypatch):
     """Fixed schedules and greedy actors given to the envs in turn, over two suites, run in as few
-    passes as the env count allows: 6 jobs on 3 envs, 2 passes (round by round it took 4)."""
+    passes as the env count allows: 6 jobs on 3 envs, 2 passes (round by round it took 5)."""
     from metactl.config import load_config
     from metactl.envs import PHASE_ENV_ID
     from metactl.envs.batched import BatchedVecEnv
