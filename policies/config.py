@@ -124,8 +124,9 @@ class ControllerConfig(YamlConfig):
     eval_task_seeds: list[int] = field(
         default_factory=lambda: [1000, 1001],
         metadata={"help": "held-out task seeds the final table is measured on (outside env.train_task_seeds); each "
-                          "costs one episode per method, suite and eval episode (two keep the default command within "
-                          "15 minutes; scripts/controller_report.py measures on 1000-1002, 3 episode seeds each)"},
+                          "costs one episode per method, suite and eval episode (two, to fit the default command in "
+                          "about 15 minutes; scripts/controller_report.py measures on 1000-1002, 3 episode seeds "
+                          "each)"},
     )
     eval_episodes: int = field(
         default=1,
