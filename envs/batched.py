@@ -196,8 +196,8 @@ class BatchedVecEnv(VecEnv):
         pass at a time. Every env here shares one population, so a job may run on any of them: the
         jobs are packed into passes of one kind (fixed schedules, or actors that read observations
         between phases), as many per pass as there are envs. Taking every env's ``r``-th job together
-        ran up to three part-filled passes per round; packing saves each pass's fixed part (modest:
-        on proxy-tiny, one 1-thread process, a pass of 1 of 4 slots took 14-16 s, of all 4 54 s)."""
+        ran up to three part-filled passes per round; packing saves each pass's fixed part, a modest
+        saving, as most of a pass's cost grows with the slots it fills."""
         local = list(self._get_indices(indices))
         queues = {i: jobs_by_worker.get(self.envs[i].worker_index, []) for i in local}
         pending = [(i, r, job) for i in local for r, job in enumerate(queues[i])]
@@ -206,12 +206,12 @@ class BatchedVecEnv(VecEnv):
             kind = [(i, r, job) for i, r, job in pending if (job.schedule is not None) == fixed]
             for start in range(0, len(kind), len(local)):
                 chunk = kind[start:start + len(local)]
-                ran = self._run_round({env: job for env, (_, _, job) in zip(local, chunk)})
+                ran = self._run_pass({env: job for env, (_, _, job) in zip(local, chunk)})
                 for env, (i, r, _) in zip(local, chunk):
                     results[(i, r)] = ran[env]
         return [[results[(i, r)] for r in range(len(queues[i]))] for i in local]
 
-    def _run_round(self, jobs: dict[int, Job]) -> dict[int, dict]:
+    def _run_pass(self, jobs: dict[int, Job]) -> dict[int, dict]:
         import dataclasses
         import pickle
 

@@ -247,13 +247,13 @@ def test_batched_evaluation_packs_jobs_into_full_passes_of_one_kind(monkeypatch)
     env = EnvConfig(phases=1, quick_probes=4, interference_rows=4)
     default = Schedule.named("default", 2)
     passes: list[set[bool]] = []
-    real = BatchedVecEnv._run_round
+    real = BatchedVecEnv._run_pass
 
     def counted(self, jobs):
         passes.append({job.schedule is not None for job in jobs.values()})
         return real(self, jobs)
 
-    monkeypatch.setattr(BatchedVecEnv, "_run_round", counted)
+    monkeypatch.setattr(BatchedVecEnv, "_run_pass", counted)
     venv = make_venv(PHASE_ENV_ID, run, env, 3, "batched", processes=1)
     try:
         actor = _ObsActor(venv.action_space.shape[0])
