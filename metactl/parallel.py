@@ -110,8 +110,14 @@ class DataParallel:
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
 
-    def end(self) -> None:
-        # Destroying the process group avoids an occasional SIGABRT at interpreter exit (gloo).
+    def end(self, wait: bool = True) -> None:
+        """Tear the process group down; ``wait=False`` on an error path (the other ranks may never
+        reach the barrier, and a gloo barrier only times out after 30 minutes)."""
+        # Destroying the process group avoids an occasional SIGABRT at interpreter exit (gloo). The
+        # barrier first: a rank that tears its group down while another still talks to it can
+        # abort the same way ("terminate called without an active exception").
+        if wait:
+            self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
 
 

@@ -46,6 +46,7 @@ def main() -> None:
     naive = ap.parse_args().naive
     torch.set_num_threads(1)
     par = (NaiveDataParallel if naive else DataParallel).from_launch("cpu")
+    finished = False
     try:
         engine = Engine(load_config(None, RUN), progress=False, parallel=par)
         ep = engine.episode(0)
@@ -76,8 +77,9 @@ def main() -> None:
             out[f"moved/{tool}"] = max(float((a - b).abs().max()) for a, b in zip(now, before[tool]))
         if par.is_main:
             print(json.dumps(out), flush=True)
+        finished = True
     finally:
-        par.end()
+        par.end(wait=finished)
 
 
 if __name__ == "__main__":

@@ -85,13 +85,16 @@ def run_transfer(plan: Plan, out: str | Path, progress: bool = True, overwrite: 
         cfg.run.training.torch_device()  # cuda asked for and absent: say so, do not fall back to CPU
     par = DataParallel.from_launch(cfg.run.training.device)
     main = par is None or par.is_main
+    finished = False
     try:
         _claim(out, cfg, par, overwrite)
         done = {(r["label"], r["task_seed"]): r for r in read_jsonl(out / RESULTS, appended=True)}
-        return _run(plan, out, done, par, progress and main, t0)
+        result = _run(plan, out, done, par, progress and main, t0)
+        finished = True
+        return result
     finally:
         if par is not None:
-            par.end()
+            par.end(wait=finished)
 
 
 def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> TransferResult:
