@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from metactl.config import RunConfig
 from metactl.envs.config import EnvConfig
-from metactl.envs.jobs import Job, adapter_files
+from metactl.envs.jobs import Job, adapter_files, job_row
 from metactl.envs.phase_env import PhaseControlEnv
 from metactl.episode import PhaseResult
 from metactl.population import Population
@@ -233,18 +233,16 @@ class BatchedVecEnv(VecEnv):
         done.update(self._act_greedily({i: j for i, j in jobs.items() if j.schedule is None}))
         out = {}
         for i, job in jobs.items():
-            res = done[i]
+            res, env = done[i], self.envs[i]
+            task = self.population.load_task(job.task_seed, suite_name=job.suite)
+            where = {"suite": job.suite or env.run_config.suite, "family": task.suite.name,
+                     "base": task.base_scores, "model_path": self.population.model_path}
             if isinstance(res, FloatingPointError):
-                out[i] = {"diverged": str(DivergedRun(job.label, job.task_seed, job.episode_seed, str(res)))}
+                message = str(DivergedRun(job.label, job.task_seed, job.episode_seed, str(res)))
+                out[i] = job_row(job, **where, diverged=message, penalty=env.env_config.diverged_penalty)
                 continue
             schedule, final = res
-            task = self.population.load_task(job.task_seed, suite_name=job.suite)
-            out[i] = {
-                "label": job.label, "suite": job.suite or self.envs[i].run_config.suite, "family": task.suite.name,
-                "task_seed": job.task_seed, "episode_seed": job.episode_seed,
-                "scores": final, "base": dict(task.base_scores), "schedule": schedule,
-                "model_path": self.population.model_path,
-            }
+            out[i] = job_row(job, **where, schedule=schedule, scores=final)
             if job.save_adapters:
                 out[i]["adapter_files"] = adapter_files(self.envs[i].engine.adapters)
         return out

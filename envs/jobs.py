@@ -40,6 +40,21 @@ def write_adapter_files(path: str, files: dict[str, bytes]) -> None:
     atomic_write_dir(path, fill)
 
 
+def job_row(job: Job, *, suite: str, family: str, base: dict, model_path: str, schedule: Schedule | None = None,
+            scores: dict | None = None, diverged: str | None = None, penalty: float = 0.0) -> dict:
+    """One evaluation row. A diverged job keeps its row (``scores`` None, ``diverged`` the message): one
+    method's blow-up on one task is a result, scored as the env scores it (gain ``-penalty``, see
+    :func:`metactl.evaluation.row_gain`), and must not throw away every other method's runs."""
+    row = {
+        "label": job.label, "suite": suite, "family": family, "task_seed": job.task_seed,
+        "episode_seed": job.episode_seed, "scores": scores, "base": dict(base), "schedule": schedule,
+        "model_path": model_path,
+    }
+    if diverged is not None:
+        row.update(diverged=diverged, penalty=float(penalty))
+    return row
+
+
 @dataclass
 class Job:
     task_seed: int
@@ -87,14 +102,18 @@ class EngineEnvMixin(ABC):
         self.worker_index = index
 
     def run_jobs(self, jobs_by_worker: dict[int, list[Job]]) -> list[dict]:
-        """This worker's share of the jobs. A diverged job comes back as ``{"diverged": message}``:
-        an exception would kill a subprocess worker and lose the message on the way."""
+        """This worker's share of the jobs. A diverged job comes back as a row with ``diverged`` set
+        (:func:`job_row`): an exception would kill a subprocess worker and every other job's result."""
         out = []
         for job in jobs_by_worker.get(self.worker_index, []):
             try:
                 out.append(self.run_job(job))
             except DivergedRun as exc:
-                out.append({"diverged": str(exc)})
+                task = self.engine.task
+                out.append(job_row(
+                    job, suite=job.suite or self.run_config.suite, family=task.suite.name, base=task.base_scores,
+                    model_path=self.engine.model_path, diverged=str(exc), penalty=self.env_config.diverged_penalty,
+                ))
         return out
 
     def run_job(self, job: Job) -> dict:
@@ -115,12 +134,9 @@ class EngineEnvMixin(ABC):
                 # Pickled by this run's own trainer for its own workers (never read from a run dir).
                 job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
-        out = {
-            "label": job.label, "suite": job.suite or self.run_config.suite, "family": self.engine.task.suite.name,
-            "task_seed": job.task_seed, "episode_seed": job.episode_seed,
-            "scores": final, "base": dict(self.engine.task.base_scores), "schedule": schedule,
-            "model_path": self.engine.model_path,
-        }
+        task = self.engine.task
+        out = job_row(job, suite=job.suite or self.run_config.suite, family=task.suite.name, base=task.base_scores,
+                      model_path=self.engine.model_path, schedule=schedule, scores=final)
         if job.save_adapters:
             # As bytes, for the caller to write: a worker may sit on another node of a Ray cluster,
             # where the run directory does not exist.

@@ -99,7 +99,8 @@ def vectorise(fns: list, vec_env: str = "auto", ray: RayConfig | None = None) ->
 
 
 def run_jobs(venv: VecEnv, jobs: list[Job]) -> list[dict]:
-    """Run evaluation jobs spread over the VecEnv's workers (in parallel for SubprocVecEnv)."""
+    """Run evaluation jobs spread over the VecEnv's workers (in parallel for SubprocVecEnv); one row
+    per job, in job order. A job that diverged keeps its row, with ``diverged`` set and no scores."""
     from metactl.envs.jobs import write_adapter_files
 
     n = venv.num_envs
@@ -113,11 +114,17 @@ def run_jobs(venv: VecEnv, jobs: list[Job]) -> list[dict]:
     for i, results in enumerate(per_worker):
         for k, res in enumerate(results):
             out[order[i + k * n]] = res
-    diverged = [res["diverged"] for res in out if "diverged" in res]
-    if diverged:
-        raise DivergedRun.from_message(diverged[0])
     for job, res in zip(jobs, out):
         files = res.pop("adapter_files", None)
         if job.save_adapters and files:
             write_adapter_files(job.save_adapters, files)
     return out
+
+
+def finished(rows: list[dict], what: str) -> list[dict]:
+    """The rows of jobs that did not diverge, for a caller that needs their schedules (``what`` it
+    makes of them); every job diverged: :class:`DivergedRun` with the first message."""
+    ok = [r for r in rows if not r.get("diverged")]
+    if not ok:
+        raise DivergedRun.from_message(f"{rows[0]['diverged']} (so {what} could not be made)")
+    return ok

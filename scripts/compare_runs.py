@@ -15,6 +15,7 @@ import argparse
 import statistics
 from pathlib import Path
 
+from metactl.evaluation import row_gain
 from metactl.rundir import EVAL, atomic_write_text, read_jsonl
 from metactl.tables import mean_std, render_table
 
@@ -22,7 +23,7 @@ from metactl.tables import mean_std, render_table
 def gains(run: Path, label: str = "ppo") -> dict[int, float]:
     """Held-out task seed -> ``label``'s composite gain over base in ``run``."""
     return {
-        r["task_seed"]: r["scores"]["composite"] - r["base"]["composite"]
+        r["task_seed"]: row_gain(r)
         for r in read_jsonl(run / EVAL)
         if r["label"] == label
     }

@@ -33,7 +33,7 @@ from pathlib import Path
 from metactl.commands.train_controller.config import resolve
 from metactl.commands.train_controller.run import AVERAGED, comparison_actors, evaluate, make_venv, train_controller
 from metactl.envs import PHASE_ENV_ID
-from metactl.evaluation import Evaluation
+from metactl.evaluation import Evaluation, row_gain
 from metactl.rundir import EVAL, SCHEDULE, atomic_write_text, read_jsonl
 from metactl.tables import mean_std, render_table
 
@@ -75,10 +75,6 @@ def run_baselines(out: Path, overrides: list[str]) -> tuple[list[dict], float]:
     return rows, wall
 
 
-def gain(row: dict) -> float:
-    return row["scores"]["composite"] - row["base"]["composite"]
-
-
 def pair_key(row: dict) -> tuple:
     return row.get("suite"), row["task_seed"], row.get("episode_seed", 0)
 
@@ -88,23 +84,29 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
     all_rows = [r for rows in by_seed.values() for r in rows]
     parts = Evaluation(all_rows).parts
     labels = list(dict.fromkeys(r["label"] for r in all_rows))
-    scores = [["method", *parts, "gain over base"]]
+    # A diverged run has no scores: the parts average the runs that finished, the gain counts it at
+    # -penalty (row_gain), and a column says how many there were.
+    diverged = any(r.get("diverged") for r in all_rows)
+    scores = [["method", *parts, "gain over base", *(["diverged runs"] if diverged else [])]]
     for label in labels:
-        per_seed = []
+        per_seed, n_diverged, n_rows = [], 0, 0
         for rows in by_seed.values():
             mine = [r for r in rows if r["label"] == label]
-            per_seed.append({p: statistics.mean(r["scores"][p] for r in mine) for p in parts}
-                            | {"gain": statistics.mean(gain(r) for r in mine)})
+            scored = [r for r in mine if not r.get("diverged")] or [None]
+            n_diverged, n_rows = n_diverged + len(mine) - len([r for r in scored if r]), n_rows + len(mine)
+            per_seed.append({p: statistics.mean(r["scores"][p] for r in scored) if scored[0] else float("nan")
+                             for p in parts} | {"gain": statistics.mean(row_gain(r) for r in mine)})
         scores.append([label, *(mean_std([s[p] for s in per_seed]) for p in parts),
-                       mean_std([s["gain"] for s in per_seed], signed=True)])
+                       mean_std([s["gain"] for s in per_seed], signed=True),
+                       *([f"{n_diverged}/{n_rows}"] if diverged else [])])
     paired = [["method", f"{policy} - method (mean ± std over controller seeds)", f"{policy} wins", "pairs"]]
     for label in labels:
         if label == policy:
             continue
         diffs, wins, n = [], 0, 0
         for rows in by_seed.values():
-            mine = {pair_key(r): gain(r) for r in rows if r["label"] == policy}
-            theirs = {pair_key(r): gain(r) for r in rows if r["label"] == label}
+            mine = {pair_key(r): row_gain(r) for r in rows if r["label"] == policy}
+            theirs = {pair_key(r): row_gain(r) for r in rows if r["label"] == label}
             common = sorted(set(mine) & set(theirs))
             d = [mine[k] - theirs[k] for k in common]
             diffs.append(statistics.mean(d))
@@ -114,7 +116,7 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
     # Methods that depend on the controller seed (the learned policy, averaged, searches): per seed.
     seeds = [["method", *(f"seed {s}" for s in by_seed)]]
     for label in labels:
-        means = [statistics.mean([gain(r) for r in rows if r["label"] == label] or [float("nan")])
+        means = [statistics.mean([row_gain(r) for r in rows if r["label"] == label] or [float("nan")])
                  for rows in by_seed.values()]
         if len({round(m, 9) for m in means}) > 1:
             seeds.append([label, *(f"{m:+.3f}" for m in means)])
@@ -123,7 +125,7 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
     for label in labels:
         cells = []
         for f in families:
-            g = [gain(r) for r in all_rows if r["label"] == label and r.get("family", "?") == f]
+            g = [row_gain(r) for r in all_rows if r["label"] == label and r.get("family", "?") == f]
             cells.append(f"{statistics.mean(g):+.3f}" if g else "-")
         fam.append([label, *cells])
     tasks = sorted({r["task_seed"] for r in all_rows})

@@ -331,11 +331,13 @@ def test_share_controls_set_the_shares_and_hold_the_prior_strengths():
     np.testing.assert_allclose(shares.encode(held), [1.0, 1.0, 1.0])  # each at the top share of the phase
 
 
-def test_a_diverged_evaluation_job_is_a_named_error(made, monkeypatch):
-    """A greedy evaluation that goes NaN names the method, the task and the fix: raised in process,
-    and sent back as data from a worker (an exception would kill a subprocess worker mute)."""
+def test_a_diverged_evaluation_job_is_a_named_row_scored_at_the_penalty(made, monkeypatch):
+    """An evaluation run that goes NaN names the method, the task and the fix: raised in process, and
+    sent back from a worker as its row (an exception would kill a subprocess worker mute, and abort
+    every other method's evaluation). Tables count it at the env's penalty and say how many."""
     from metactl.envs.jobs import Job
     from metactl.errors import DivergedRun
+    from metactl.evaluation import Evaluation, format_table
 
     env = made[envs.PHASE_ENV_ID].unwrapped
     env.engine.load_task(0)
@@ -346,6 +348,21 @@ def test_a_diverged_evaluation_job_is_a_named_error(made, monkeypatch):
         env.run_job(job)
     (result,) = env.run_jobs({0: [job]})
     assert "default on task 0" in result["diverged"]
+    assert result["scores"] is None
+    assert (result["label"], result["task_seed"], result["episode_seed"]) == ("default", 0, 3)
+    penalty = env.env_config.diverged_penalty
+    assert result["penalty"] == penalty and result["base"] == env.engine.task.base_scores
+
+    base = result["base"]
+    scores = {**base, "composite": base["composite"] + 0.5}
+    finished = {"label": "default", "task_seed": 1, "base": base, "scores": scores}
+    ev = Evaluation([result, finished])
+    stats = ev.summary()["default"]
+    assert stats["gain"][0] == pytest.approx((0.5 - penalty) / 2)
+    assert stats["composite"][0] == pytest.approx(base["composite"] + 0.5)  # parts: the finished run only
+    assert ev.diverged() == {"default": 1}
+    table = format_table(ev)
+    assert table[0][-1] == "diverged" and table[1][-1] == "1/2"
 
 
 def test_hidden_observation_blocks_are_left_out_and_the_rest_is_unchanged():

@@ -133,7 +133,7 @@ def learning(rd: RunDir, pool: JobPool, random_keys: dict[int, str]) -> dict:
     if eval_path.is_file():
         for r in read_jsonl(eval_path, appended=True):
             # The run's own suite: eval_suites (families it never trained on) are reported apart.
-            if r.get("suite", rd.config.run.suite) == rd.config.run.suite:
+            if r.get("suite", rd.config.run.suite) == rd.config.run.suite and not r.get("diverged"):
                 by_label.setdefault(r["label"], []).append(r["scores"])
     if random_keys:
         by_label[RANDOM_SCHEDULES] = [pool.result(k) for k in random_keys.values()]

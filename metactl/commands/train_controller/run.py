@@ -32,8 +32,8 @@ from metactl.commands.train_controller.checkpoints import restore, save_checkpoi
 from metactl.commands.train_controller.episode_log import EpisodeLog, cut_rows
 from metactl.commands.train_controller.report import plot_learning_curve
 from metactl.envs.jobs import Job
+from metactl.envs.vector import finished, run_jobs
 from metactl.envs.vector import make_venv as _make_venv
-from metactl.envs.vector import run_jobs
 from metactl.evaluation import Evaluation
 from metactl.policies import make_policy
 from metactl.policies.config import ControllerConfig
@@ -93,7 +93,9 @@ def evaluate(
         label, actor = next(iter(actors.items()))
         jobs.append(_job(label, actor, cfg.schedule_task_seed, seed, save=str(adapters)))
     rows = run_jobs(venv, jobs)
-    return Evaluation(rows[: len(rows) - (adapters is not None)]), rows[-1] if adapters is not None else None
+    if adapters is None:
+        return Evaluation(rows), None
+    return Evaluation(rows[:-1]), finished(rows[-1:], f"{label}'s schedule.yaml and adapters")[0]
 
 
 def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
@@ -115,7 +117,8 @@ def averaged_schedule(cfg: ControllerConfig, venv: VecEnv, actor: object) -> Sch
 
     lo, hi = cfg.env.train_task_seeds
     jobs = [_job(AVERAGED, actor, ts, cfg.run.training.seed) for ts in range(lo, min(hi, lo + AVERAGED_TASKS))]
-    schedules: list[Schedule] = [row["schedule"] for row in run_jobs(venv, jobs)]
+    # A training task the policy blows up on is left out of the average (its phases never all ran).
+    schedules: list[Schedule] = [row["schedule"] for row in finished(run_jobs(venv, jobs), "the averaged schedule")]
     tools = tuple(schedules[0].tool_names)
     space = PhaseControlSpace(tools, schedules[0].layer_groups, train_range=cfg.env.train_range)
     phases = []
