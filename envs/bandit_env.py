@@ -29,7 +29,9 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
 
     ``Box(-1, 1, (P*T + T*4G,), float32)`` decoded by :class:`metactl.envs.spaces.ScheduleSpace`: a share
     per phase per tool, then per tool a train (R**a in [1/R, R], R = ``env.train_range``) and an output (1+a in [0, 2])
-    value per (module kind, layer group), held for the whole run. The action is a residual
+    value per (module kind, layer group), held for the whole run. Under ``env.controls: share``,
+    ``Box(-1, 1, (P*T,), float32)``: the shares alone, each phase's learning rates and output scales
+    the prior's (the decisions of the phase env's share-only controller, made open loop). The action is a residual
     around the prior schedule (``env.prior``): the schedule decoded is that of
     ``clip(prior + 2 * action, -1, 1)``, so the zero action reproduces the prior.
 
@@ -66,14 +68,15 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
         self.run_config = run or RunConfig()
         self.env_config = env or EnvConfig()
         self.engine = engine or Engine(self.run_config, progress=False)
+        groups = self.engine.layer_map.groups
+        prior = self.env_config.prior_schedule(groups)
         self.space = ScheduleSpace(
-            tuple(self.engine.tool_names), self.engine.layer_map.groups, self.env_config.phases,
-            train_range=self.env_config.train_range,
+            tuple(self.engine.tool_names), groups, self.env_config.phases,
+            train_range=self.env_config.train_range, shares_only=self.env_config.controls == "share", held=prior,
         )
         self.observer = Observer(self.engine, self.env_config.phases, with_progress=False, hide=self.env_config.hide)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.space.dim,), dtype=np.float32)
         self.observation_space = self.observer.space
-        prior = self.env_config.prior_schedule(self.space.groups)
         self.prior = self.space.encode(prior) if prior else np.zeros(self.space.dim)
         self._ready = False
 

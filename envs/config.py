@@ -46,7 +46,9 @@ class EnvConfig:
             "help": "what the phase env's action sets per tool: 'layer' (share, then train and output per module "
             "kind and layer group), 'tool' (share, one train, one output: fewer directions to explore) or 'share' "
             "(the shares alone: which tools run and how they interleave, learning rates and output scales held at "
-            "the prior's)"
+            "the prior's). The bandit env and the searches over whole schedules (random, optuna) follow 'share' "
+            "(each phase's shares alone, the same decisions made open loop); otherwise they set shares per phase "
+            "and train and output per module kind and layer group, held for the whole run"
         },
     )
     diverged_penalty: float = field(

@@ -23,7 +23,7 @@ prior is learned (residual policy learning). ``env.prior: neutral`` puts the zer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -213,12 +213,18 @@ class ScheduleSpace:
     ``output[kind][group]``, held for the whole run. Sharing the per-layer controls across phases
     keeps the dimension small enough for a budget of tens of episodes; per-phase control is what
     the phase-level environment is for.
+
+    ``shares_only=True`` (``env.controls: share``) keeps the shares alone, with each phase's learning
+    rates and output scales taken from ``held`` (the prior) as the phase env's share-only space does:
+    a search then explores exactly the decisions the share-only controller makes, open loop.
     """
 
     tools: tuple[str, ...]
     groups: int
     phases: int
     train_range: float = TRAIN_BASE
+    shares_only: bool = False
+    held: Schedule | None = field(default=None, compare=False)
 
     @property
     def cells(self) -> int:
@@ -226,11 +232,16 @@ class ScheduleSpace:
 
     @property
     def dim(self) -> int:
-        return self.phases * len(self.tools) + len(self.tools) * 2 * self.cells
+        return self.phases * len(self.tools) + (0 if self.shares_only else len(self.tools) * 2 * self.cells)
 
     def schedule(self, action: np.ndarray, name: str = "") -> Schedule:
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         n_t = len(self.tools)
+        if self.shares_only:
+            one = PhaseControlSpace(self.tools, self.groups, train_range=self.train_range, shares_only=True)
+            rows = action.reshape(self.phases, n_t)
+            phases = [one.phase(rows[p], 1.0 / self.phases, self._held_at(p)) for p in range(self.phases)]
+            return Schedule(phases=phases, layer_groups=self.groups, name=name)
         shares = action[: self.phases * n_t].reshape(self.phases, n_t)
         rest = action[self.phases * n_t :].reshape(n_t, 2, self.cells)
         train = partial(train_of, base=self.train_range)
@@ -255,6 +266,8 @@ class ScheduleSpace:
             ph = schedule.phase_at((p + 0.5) / self.phases)
             top = max((c.share for c in ph.tools.values()), default=0.0)
             shares += [share_code(ph.tools[t].share, top) if t in ph.tools else -1.0 for t in self.tools]
+        if self.shares_only:
+            return np.array(shares, dtype=np.float64)
         rest: list[float] = []
         for t in self.tools:
             used = [ph.tools[t] for ph in schedule.phases if t in ph.tools and ph.tools[t].share > 0]
@@ -268,7 +281,12 @@ class ScheduleSpace:
 
     def labels(self) -> list[str]:
         out = [f"phase{p}.{t}.share" for p in range(self.phases) for t in self.tools]
+        if self.shares_only:
+            return out
         for t in self.tools:
             for what in ("train", "output"):
                 out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
         return out
+
+    def _held_at(self, p: int) -> Phase | None:
+        return self.held.phase_at((p + 0.5) / self.phases) if self.held is not None else None

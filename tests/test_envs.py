@@ -224,6 +224,45 @@ def test_spaces_encode_then_decode_round_trips():
     assert [p.tools["retain"].share for p in decoded.phases] == [0.0] * 4
 
 
+def test_a_shares_only_schedule_space_keeps_the_priors_steps():
+    """env.controls=share for the bandit env and the searches: a share per phase and tool, nothing
+    else; the zero residual decodes to the prior itself (expert: DPO at output 0.8, retain on), and a
+    tool switched on where the prior does not run it trains at multiplier 1, as in the phase env."""
+    tools = ("sft", "dpo", "retain")
+    expert = Schedule.named("expert", 2)
+    space = ScheduleSpace(tools, 2, 4, shares_only=True, held=expert)
+    assert space.dim == 12 and space.labels()[:3] == ["phase0.sft.share", "phase0.dpo.share", "phase0.retain.share"]
+    prior = space.encode(expert)
+    decoded = space.schedule(apply_residual(prior, np.zeros(space.dim)))
+    for p, phase in enumerate(decoded.phases):
+        want = expert.phase_at((p + 0.5) / 4)
+        for t in tools:
+            mine, theirs = phase.tools[t], want.tools.get(t)
+            if theirs is None or theirs.share == 0:
+                assert mine.share == 0.0
+                continue
+            assert (mine.train, mine.output) == (theirs.train, theirs.output)
+    on = space.schedule(np.ones(space.dim))
+    first = expert.phase_at(0.125)
+    assert all(c.share == 1.0 for c in on.phases[0].tools.values())
+    for t in tools:
+        kept = first.tools.get(t)
+        ones = [[1.0, 1.0], [1.0, 1.0]]
+        assert on.phases[0].tools[t].output == (kept.output if kept is not None and kept.share > 0 else ones)
+    np.testing.assert_allclose(space.encode(on), np.ones(space.dim))
+
+
+def test_the_bandit_env_under_share_controls_acts_on_the_shares_alone(made):
+    engine = made[envs.BANDIT_ENV_ID].unwrapped.engine
+    bandit = envs.ScheduleBanditEnv(engine.config, EnvConfig(phases=2, train_task_seeds=[0, 1], controls="share"),
+                                    engine=engine)
+    assert bandit.action_space.shape == (2 * len(engine.tool_names),)
+    prior = Schedule.named("default", engine.layer_map.groups)
+    zero = bandit.decode(np.zeros(bandit.action_space.shape))
+    assert [{t: c.share for t, c in ph.tools.items() if c.share > 0} for ph in zero.phases] == [
+        {t: c.share for t, c in prior.phase_at((p + 0.5) / 2).tools.items() if c.share > 0} for p in range(2)]
+
+
 def test_regroup_averages_by_relative_depth():
     s = Schedule.from_dict(
         {
