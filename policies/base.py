@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
+    from metactl.envs.config import EnvConfig
     from metactl.policies.config import ControllerConfig
     from metactl.schedule import Schedule
 
@@ -49,6 +50,12 @@ class Policy(ABC):
     def episodes(self) -> int:
         """The episodes the budget comes to in whole updates (0 for a policy that learns nothing)."""
         return self.updates * self.episodes_per_update if self.learns else 0
+
+    def env_config(self, env: EnvConfig) -> EnvConfig:
+        """The env settings this policy learns and acts in: the config's own, unless the policy's
+        search space needs another (``tuned-lr`` searches learning rates, which a shares-only space
+        does not have)."""
+        return env
 
     def setup(self, venv: VecEnv, tb_dir: Path | None) -> None:
         """Build the learner on ``venv`` (called once, before ``learn`` or ``load``)."""

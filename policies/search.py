@@ -165,6 +165,13 @@ class TunedLR(OptunaTPE):
         "keeps the best"
     )
 
+    def env_config(self, env):
+        import dataclasses
+
+        # The learning rates are its whole space: under share-only controls the bandit's schedule
+        # space has none, and every trial would be the prior.
+        return dataclasses.replace(env, controls="layer") if env.controls == "share" else env
+
     def setup(self, venv, tb_dir: Path | None) -> None:
         super().setup(venv, tb_dir)
         labels = self.space.labels()
@@ -172,6 +179,11 @@ class TunedLR(OptunaTPE):
         # Tools the prior never gives a step to would add dimensions that change nothing.
         self.tuned = [t for i, t in enumerate(self.space.tools) if (shares[:, i] > -1.0).any()]
         self.cells = {t: [j for j, lb in enumerate(labels) if lb.startswith(f"{t}.train.")] for t in self.tuned}
+        if not all(self.cells.values()):
+            raise ConfigError(
+                f"tuned-lr: the env's schedule space has no learning-rate controls ({self.space.dim} dims, "
+                "shares only?); it needs env.controls=layer or tool."
+            )
         self._restore({})
 
     def _action(self, codes: dict[str, float]) -> np.ndarray:

@@ -309,3 +309,27 @@ def test_share_log_std_init_sets_only_the_share_actions(policy):
     shares = np.array([label.endswith(".share") for label in space.labels()])
     assert shares.any() and (~shares).any()
     assert np.allclose(log_std[shares], -0.5) and np.allclose(log_std[~shares], -1.5)
+
+
+def test_tuned_lr_searches_learning_rates_under_share_only_controls(engine):
+    """The default config's env.controls=share leaves the bandit's schedule space without learning
+    rates; tuned-lr asks for the full space instead (every trial would otherwise be the prior), and
+    refuses a shares-only env with the fix."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from metactl.envs import ScheduleBanditEnv
+    from metactl.policies import make_policy
+
+    cfg = load_controller_config(CONFIGS / "train" / "default.yaml", ["policy=tuned-lr", "seed=0"])
+    assert cfg.env.controls == "share"
+    policy = make_policy(cfg)
+    env = ScheduleBanditEnv(engine.config, policy.env_config(cfg.env), engine=engine)
+    policy.setup(DummyVecEnv([lambda: env]), None)
+    first, *rest = policy.propose(4)
+    assert not first.any()  # the first trial is the prior itself
+    trains = [env.decode(a).phases[0].tools["sft"].train[0][0] for a in rest]
+    assert all(0.25 <= t <= 4.0 for t in trains) and any(abs(t - 1.0) > 1e-3 for t in trains)
+
+    shares_only = ScheduleBanditEnv(engine.config, cfg.env, engine=engine)
+    with pytest.raises(ConfigError, match="no learning-rate controls.*env.controls=layer"):
+        make_policy(cfg).setup(DummyVecEnv([lambda: shares_only]), None)

@@ -31,6 +31,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from metactl.commands.train_controller.checkpoints import restore, save_checkpoint
 from metactl.commands.train_controller.episode_log import EpisodeLog, cut_rows
 from metactl.commands.train_controller.report import plot_learning_curve
+from metactl.envs.config import EnvConfig
 from metactl.envs.jobs import Job
 from metactl.envs.vector import finished, run_jobs
 from metactl.envs.vector import make_venv as _make_venv
@@ -54,12 +55,12 @@ from metactl.schedule import Schedule
 log = logging.getLogger("metactl.train_controller")
 
 
-def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None) -> VecEnv:
+def make_venv(cfg: ControllerConfig, env_id: str, n_envs: int | None = None, env: EnvConfig | None = None) -> VecEnv:
     """``n_envs`` copies of the env under ``cfg.vec_env`` (population engines, subprocesses, Ray actors or
-    in-process)."""
+    in-process); ``env``: env settings other than ``cfg.env`` (a policy's own, :meth:`Policy.env_config`)."""
     kind = cfg.resolved_vec_env(env_id)
     n_envs = n_envs or cfg.resolved_n_envs(kind)
-    return _make_venv(env_id, cfg.run, cfg.env, n_envs, kind, cfg.ray, cfg.processes())
+    return _make_venv(env_id, cfg.run, env or cfg.env, n_envs, kind, cfg.ray, cfg.processes())
 
 
 def _job(
@@ -154,7 +155,7 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     t0 = time.perf_counter()
     writer = SummaryWriter(str(out / "tb"))
     try:
-        venv = make_venv(cfg, policy.env_id)
+        venv = make_venv(cfg, policy.env_id, env=policy.env_config(cfg.env))
     except BaseException:
         writer.close()
         raise
