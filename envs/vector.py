@@ -124,7 +124,9 @@ def run_jobs(venv: VecEnv, jobs: list[Job]) -> list[dict]:
 def finished(rows: list[dict], what: str) -> list[dict]:
     """The rows of jobs that did not diverge, for a caller that needs their schedules (``what`` it
     makes of them); every job diverged: :class:`DivergedRun` with the first message."""
-    ok = [r for r in rows if not r.get("diverged")]
+    from metactl.evaluation import finished_rows
+
+    ok = finished_rows(rows)
     if not ok:
         raise DivergedRun.from_message(f"{rows[0]['diverged']} (so {what} could not be made)")
     return ok

@@ -12,8 +12,13 @@ def row_gain(row: dict) -> float:
     """Composite gain over the base; a run that diverged scores ``-penalty``, as the env's return does
     (a blow-up is the worst outcome a method can have, not a row to leave out)."""
     if row.get("diverged"):
-        return -float(row.get("penalty", 1.0))
+        return -float(row["penalty"])
     return row["scores"]["composite"] - row["base"]["composite"]
+
+
+def finished_rows(rows: list[dict]) -> list[dict]:
+    """The rows whose run finished (a diverged run's row has no scores)."""
+    return [r for r in rows if not r.get("diverged")]
 
 
 @dataclass
@@ -30,7 +35,7 @@ class Evaluation:
     def parts(self) -> list[str]:
         """The score parts every table of this evaluation shows (from the suite's behaviours). Rows
         of task families with different behaviours share their per-split parts instead."""
-        scored = [r for r in self.rows if not r.get("diverged")]
+        scored = finished_rows(self.rows)
         if not scored:
             return []
         common = set.intersection(*(set(r["scores"]) for r in scored))
@@ -65,7 +70,7 @@ class Evaluation:
         out = {}
         for label, rows in self.by_label().items():
             stats = {}
-            scored = [r for r in rows if not r.get("diverged")]
+            scored = finished_rows(rows)
             for k in self.parts:
                 vals = [r["scores"][k] for r in scored]
                 stats[k] = _mean_std(vals)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from metactl.commands.train_controller.run import comparison_actors, evaluate, make_venv, train_controller
 from metactl.envs import BANDIT_ENV_ID
-from metactl.evaluation import row_gain
+from metactl.evaluation import finished_rows, row_gain
 from metactl.paths import resolve_config_path
 from metactl.policies.config import load_controller_config
 from metactl.score_parts import reported_parts
@@ -36,7 +36,7 @@ COLUMNS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "st
 
 
 def per_seed_means(rows: list[dict]) -> dict[str, float]:
-    scored = [r for r in rows if not r.get("diverged")]  # a diverged run has no scores, its gain is -penalty
+    scored = finished_rows(rows)  # a diverged run has no scores, its gain is -penalty
     out = {k: statistics.mean(r["scores"][k] for r in scored) for k in reported_parts(scored[0]["scores"])}
     out["gain"] = statistics.mean(row_gain(r) for r in rows)
     return out

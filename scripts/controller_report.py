@@ -33,7 +33,7 @@ from pathlib import Path
 from metactl.commands.train_controller.config import resolve
 from metactl.commands.train_controller.run import AVERAGED, comparison_actors, evaluate, make_venv, train_controller
 from metactl.envs import PHASE_ENV_ID
-from metactl.evaluation import Evaluation, row_gain
+from metactl.evaluation import Evaluation, finished_rows, row_gain
 from metactl.rundir import EVAL, SCHEDULE, atomic_write_text, read_jsonl
 from metactl.tables import mean_std, render_table
 
@@ -86,15 +86,15 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
     labels = list(dict.fromkeys(r["label"] for r in all_rows))
     # A diverged run has no scores: the parts average the runs that finished, the gain counts it at
     # -penalty (row_gain), and a column says how many there were.
-    diverged = any(r.get("diverged") for r in all_rows)
+    diverged = len(finished_rows(all_rows)) < len(all_rows)
     scores = [["method", *parts, "gain over base", *(["diverged runs"] if diverged else [])]]
     for label in labels:
         per_seed, n_diverged, n_rows = [], 0, 0
         for rows in by_seed.values():
             mine = [r for r in rows if r["label"] == label]
-            scored = [r for r in mine if not r.get("diverged")] or [None]
-            n_diverged, n_rows = n_diverged + len(mine) - len([r for r in scored if r]), n_rows + len(mine)
-            per_seed.append({p: statistics.mean(r["scores"][p] for r in scored) if scored[0] else float("nan")
+            scored = finished_rows(mine)
+            n_diverged, n_rows = n_diverged + len(mine) - len(scored), n_rows + len(mine)
+            per_seed.append({p: statistics.mean(r["scores"][p] for r in scored) if scored else float("nan")
                              for p in parts} | {"gain": statistics.mean(row_gain(r) for r in mine)})
         scores.append([label, *(mean_std([s[p] for s in per_seed]) for p in parts),
                        mean_std([s["gain"] for s in per_seed], signed=True),

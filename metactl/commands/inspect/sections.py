@@ -14,6 +14,7 @@ from metactl.commands.inspect.rollout import Trace, flat_phase
 from metactl.commands.inspect.saliency import explain, perturbation_saliency
 from metactl.commands.inspect.shapley import leave_one_out, shapley
 from metactl.commands.inspect.source import RunDir
+from metactl.evaluation import finished_rows
 from metactl.rundir import EVAL, SCORES, read_jsonl
 from metactl.schedule import Schedule
 from metactl.score_parts import HEADLINE_PARTS
@@ -131,9 +132,9 @@ def learning(rd: RunDir, pool: JobPool, random_keys: dict[int, str]) -> dict:
     eval_path = rd.path / EVAL
     by_label: dict[str, list[dict]] = {}
     if eval_path.is_file():
-        for r in read_jsonl(eval_path, appended=True):
+        for r in finished_rows(read_jsonl(eval_path, appended=True)):
             # The run's own suite: eval_suites (families it never trained on) are reported apart.
-            if r.get("suite", rd.config.run.suite) == rd.config.run.suite and not r.get("diverged"):
+            if r.get("suite", rd.config.run.suite) == rd.config.run.suite:
                 by_label.setdefault(r["label"], []).append(r["scores"])
     if random_keys:
         by_label[RANDOM_SCHEDULES] = [pool.result(k) for k in random_keys.values()]
