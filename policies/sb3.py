@@ -134,6 +134,7 @@ class PPOPolicy(Policy):
             gae_lambda=c.gae_lambda,
             clip_range=c.clip_range,
             ent_coef=c.ent_coef,
+            use_sde=c.use_sde,
             policy_kwargs={
                 "log_std_init": c.log_std_init,
                 "net_arch": {"pi": list(c.net_arch), "vf": list(c.net_arch)},
@@ -157,7 +158,11 @@ class PPOPolicy(Policy):
         space = venv.get_attr("controls" if self.env_id == PHASE_ENV_ID else "space", indices=[0])[0]
         shares = [i for i, label in enumerate(space.labels()) if label.endswith(".share")]
         with torch.no_grad():
-            self.model.policy.log_std[shares] = log_std
+            # Under gSDE log_std is a (hidden, action) matrix: the share actions are its columns.
+            if self.config.ppo.use_sde:
+                self.model.policy.log_std[:, shares] = log_std
+            else:
+                self.model.policy.log_std[shares] = log_std
 
     def _seed_in_groups(self, venv, size: int) -> None:
         # Envs seeded alike draw the same task and episode seed at every reset (the draws are their

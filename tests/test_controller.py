@@ -289,26 +289,40 @@ def test_evaluation_jobs_spread_over_subprocess_workers_come_back_in_order():
     assert all(np.isfinite(r["scores"]["composite"]) for r in results)
 
 
+@pytest.mark.parametrize("use_sde", [False, True])
 @pytest.mark.parametrize("policy", ["ppo", "bandit"])
-def test_share_log_std_init_sets_only_the_share_actions(policy):
-    """ppo.share_log_std_init widens exploration of which tools run, not of how hard they train."""
+def test_share_log_std_init_sets_only_the_share_actions(policy, use_sde, tmp_path):
+    """ppo.share_log_std_init widens exploration of which tools run, not of how hard they train; under
+    gSDE (a noise matrix over the policy's hidden layer) it sets the share actions' columns, and the
+    policy survives a save/load round trip."""
     from metactl.commands.train_controller.run import make_venv
     from metactl.policies import make_policy
 
     cfg = load_controller_config(
-        None, [*TINY, "vec_env=dummy", f"policy={policy}", "ppo.log_std_init=-1.5", "ppo.share_log_std_init=-0.5"]
+        None, [*TINY, "vec_env=dummy", f"policy={policy}", "ppo.log_std_init=-1.5", "ppo.share_log_std_init=-0.5",
+               f"ppo.use_sde={str(use_sde).lower()}"]
     )
     learner = make_policy(cfg)
     venv = make_venv(cfg, learner.env_id)
     try:
         learner.setup(venv, None)
         space = venv.get_attr("controls" if policy == "ppo" else "space", indices=[0])[0]
+        obs = venv.observation_space.sample()
+        learner.save(tmp_path)
+        again = make_policy(cfg)
+        again.setup(venv, None)
+        again.load(tmp_path, venv)
     finally:
         venv.close()
     log_std = learner.model.policy.log_std.detach().numpy()
     shares = np.array([label.endswith(".share") for label in space.labels()])
     assert shares.any() and (~shares).any()
-    assert np.allclose(log_std[shares], -0.5) and np.allclose(log_std[~shares], -1.5)
+    assert learner.model.use_sde is use_sde and log_std.ndim == (2 if use_sde else 1)
+    columns = log_std.T if use_sde else log_std
+    assert np.allclose(columns[shares], -0.5) and np.allclose(columns[~shares], -1.5)
+    assert np.allclose(again.model.policy.log_std.detach().numpy(), log_std)
+    act = [p.model.predict(obs, deterministic=True)[0] for p in (learner, again)]
+    assert np.allclose(*act)
 
 
 def test_tuned_lr_searches_learning_rates_under_share_only_controls(engine):
