@@ -118,9 +118,7 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
     for label in labels:
         means = [statistics.mean([row_gain(r) for r in rows if r["label"] == label] or [float("nan")])
                  for rows in by_seed.values()]
-        # A method scored alike on every seed does not depend on it (a fixed schedule); with one seed
-        # that cannot be told, so every method is listed.
-        if len(by_seed) == 1 or len({round(m, 9) for m in means}) > 1:
+        if len({round(m, 9) for m in means}) > 1:
             seeds.append([label, *(f"{m:+.3f}" for m in means)])
     families = list(dict.fromkeys(r.get("family", "?") for r in all_rows))
     fam = [["method", *families]]
