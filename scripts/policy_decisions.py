@@ -57,7 +57,8 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", type=int, default=[1000, 1001, 1002])
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--train-tasks", type=int, default=8)
-    ap.add_argument("--compare", nargs="*", type=Path, default=[], help="eval.jsonl files to list per-episode gains from")
+    ap.add_argument("--compare", nargs="*", type=Path, default=[],
+                    help="eval.jsonl files to list per-episode gains from")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -67,13 +68,16 @@ def main() -> None:
     spec += [(None, t, 0) for t in range(lo, min(hi, lo + args.train_tasks))]
     rows = _rows(args.run, spec)
     head = " | ".join(f"phase {i}" for i in range(cfg.env.phases))
+    command = (
+        f"python scripts/policy_decisions.py {args.run} --suite {args.suite} --tasks {' '.join(map(str, args.tasks))} "
+        f"--episodes {args.episodes} --train-tasks {args.train_tasks}"
+        + "".join(f" --compare {p}" for p in args.compare) + f" --out {args.out}"
+    )
     lines = [
         f"# What the policy of `{args.run}` decides, per phase\n",
-        f"<!-- Written by `python scripts/policy_decisions.py {args.run} --suite {args.suite} --tasks "
-        f"{' '.join(map(str, args.tasks))} --episodes {args.episodes} --train-tasks {args.train_tasks}"
-        + "".join(f" --compare {p}" for p in args.compare) + f" --out {args.out}`; do not edit by hand. -->\n",
-        f"Greedy rollouts; each phase cell is the shares of {', '.join(TOOLS)} in the realised schedule "
-        "(a phase's steps go to its tools in proportion to them).\n",
+        f"<!-- Written by `{command}`; do not edit by hand. -->\n",
+        (f"Greedy rollouts; each phase cell is the shares of {', '.join(TOOLS)} in the realised schedule "
+         "(a phase's steps go to its tools in proportion to them).\n"),
         f"| suite | family | task | episode seed | gain over base | {head} |",
         "|---|---|---|---|---|" + "---|" * cfg.env.phases,
     ]
@@ -83,8 +87,8 @@ def main() -> None:
         lines.append(f"| {suite or cfg.run.suite} | {r['family']} | {r['task_seed']} | {r['episode_seed']} | "
                      f"{gain} | {cells} |")
     if args.compare:
-        lines += ["", f"Per-episode gains over base on `{args.suite}` from the compared eval.jsonl files "
-                  "(episode seeds in order), and their mean and spread over the episode seeds of each task:", "",
+        lines += ["", (f"Per-episode gains over base on `{args.suite}` from the compared eval.jsonl files "
+                       "(episode seeds in order), and their mean and spread over the episode seeds of each task:"), "",
                   "| method | family | task | gains | mean | std over episode seeds |", "|---|---|---|---|---|---|"]
         for path in args.compare:
             evald = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
