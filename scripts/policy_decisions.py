@@ -71,7 +71,7 @@ def main() -> None:
     command = (
         f"python scripts/policy_decisions.py {args.run} --suite {args.suite} --tasks {' '.join(map(str, args.tasks))} "
         f"--episodes {args.episodes} --train-tasks {args.train_tasks}"
-        + "".join(f" --compare {p}" for p in args.compare) + f" --out {args.out}"
+        + (" --compare " + " ".join(map(str, args.compare)) if args.compare else "") + f" --out {args.out}"
     )
     lines = [
         f"# What the policy of `{args.run}` decides, per phase\n",
