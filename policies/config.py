@@ -53,8 +53,8 @@ class PPOConfig:
             "help": "state-dependent exploration (gSDE, SB3's use_sde): the noise is a linear map of the policy's "
             "last hidden layer, drawn once per rollout and env, so an episode's phases are perturbed consistently "
             "and how much depends on the state. log_std_init then sets the log std of that map's entries: an "
-            "action's std is about |hidden| * exp(log_std_init), |hidden| about 5.3 at init for [64, 64], so -3.2 "
-            "starts as wide as the plain Gaussian's -1.5"
+            "action's std is about |hidden| * exp(log_std_init), |hidden| about 5.3 at init for [64, 64] "
+            "(docs/sde_init_std.md), so -3.2 starts as wide as the plain Gaussian's -1.5"
         },
     )
     group_size: int = field(

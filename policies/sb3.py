@@ -158,11 +158,8 @@ class PPOPolicy(Policy):
         space = venv.get_attr("controls" if self.env_id == PHASE_ENV_ID else "space", indices=[0])[0]
         shares = [i for i, label in enumerate(space.labels()) if label.endswith(".share")]
         with torch.no_grad():
-            # Under gSDE log_std is a (hidden, action) matrix: the share actions are its columns.
-            if self.config.ppo.use_sde:
-                self.model.policy.log_std[:, shares] = log_std
-            else:
-                self.model.policy.log_std[shares] = log_std
+            # Actions are log_std's last axis: the vector itself, or gSDE's (hidden, action) matrix's columns.
+            self.model.policy.log_std[..., shares] = log_std
 
     def _seed_in_groups(self, venv, size: int) -> None:
         # Envs seeded alike draw the same task and episode seed at every reset (the draws are their

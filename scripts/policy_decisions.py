@@ -15,7 +15,6 @@ task is steady over episode seeds or luck. The whole file is written by this scr
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from metactl.commands.train_controller.run import _job, make_venv
 from metactl.envs.vector import run_jobs
 from metactl.evaluation import row_gain
 from metactl.policies import make_policy
-from metactl.policies.config import load_controller_config
-from metactl.rundir import atomic_write_text
+from metactl.policies.config import ControllerConfig, load_controller_config
+from metactl.rundir import atomic_write_text, read_jsonl
 
 TOOLS = ("sft", "dpo", "retain")
 
@@ -35,8 +34,7 @@ def _shares(schedule) -> str:
     )
 
 
-def _rows(run: Path, jobs_spec: list[tuple[str | None, int, int]]) -> list[dict]:
-    cfg = load_controller_config(run / "config.yaml")
+def _rows(run: Path, cfg: ControllerConfig, jobs_spec: list[tuple[str | None, int, int]]) -> list[dict]:
     policy = make_policy(cfg)
     venv = make_venv(cfg, policy.env_id)
     try:
@@ -66,7 +64,7 @@ def main() -> None:
     lo, hi = cfg.env.train_task_seeds
     spec = [(args.suite, t, e) for t in args.tasks for e in range(args.episodes)]
     spec += [(None, t, 0) for t in range(lo, min(hi, lo + args.train_tasks))]
-    rows = _rows(args.run, spec)
+    rows = _rows(args.run, cfg, spec)
     head = " | ".join(f"phase {i}" for i in range(cfg.env.phases))
     command = (
         f"python scripts/policy_decisions.py {args.run} --suite {args.suite} --tasks {' '.join(map(str, args.tasks))} "
@@ -91,8 +89,7 @@ def main() -> None:
                        "(episode seeds in order), and their mean and spread over the episode seeds of each task:"), "",
                   "| method | family | task | gains | mean | std over episode seeds |", "|---|---|---|---|---|---|"]
         for path in args.compare:
-            evald = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            evald = [r for r in evald if r.get("suite") == args.suite and r["task_seed"] in args.tasks]
+            evald = [r for r in read_jsonl(path) if r.get("suite") == args.suite and r["task_seed"] in args.tasks]
             for label in dict.fromkeys(r["label"] for r in evald):
                 for t in args.tasks:
                     mine = sorted((r for r in evald if r["label"] == label and r["task_seed"] == t),
