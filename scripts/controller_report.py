@@ -31,23 +31,37 @@ import time
 from pathlib import Path
 
 from metactl.commands.train_controller.config import resolve
-from metactl.commands.train_controller.run import AVERAGED, comparison_actors, evaluate, make_venv, train_controller
+from metactl.commands.train_controller.run import (
+    AVERAGED,
+    comparison_actors,
+    evaluate_missing,
+    evaluation_pairs,
+    make_venv,
+    train_controller,
+)
 from metactl.envs import PHASE_ENV_ID
+from metactl.envs.jobs import Job
+from metactl.envs.vector import run_jobs
 from metactl.evaluation import Evaluation, finished_rows, row_gain
+from metactl.policies.config import ControllerConfig
 from metactl.rundir import EVAL, SCHEDULE, atomic_write_text, read_jsonl
 from metactl.tables import mean_std, render_table
 
 WALL = "wall_seconds.txt"
+WIDENED = "widened_eval_seconds.txt"  # evaluation added to a finished run dir later
 BASELINES = "baselines"
 
 
 def run_seed(seed: int, runs: Path, overrides: list[str], policy: str = "ppo",
              compare: list[str] | None = None) -> tuple[Path, float]:
     out = runs / (f"tc-s{seed}" if policy == "ppo" else f"{policy}-s{seed}")
-    if (out / SCHEDULE).is_file() and (out / WALL).is_file():
-        return out, float((out / WALL).read_text())
     extra = [f"policy={policy}"] + ([f"compare=[{','.join(compare)}]"] if compare is not None else [])
     cfg, out = resolve("default", [*overrides, *extra, f"seed={seed}"], None, out)
+    if (out / SCHEDULE).is_file() and (out / WALL).is_file():
+        t0 = time.perf_counter()
+        if evaluate_missing(cfg, out):  # a wider evaluation than the run's own: only the new pairs run
+            _add_seconds(out / WIDENED, time.perf_counter() - t0)
+        return out, _seconds(out / WALL) + _seconds(out / WIDENED)
     t0 = time.perf_counter()
     train_controller(cfg, out, resume=(out / "config.yaml").is_file(), progress=True)
     wall = time.perf_counter() - t0
@@ -59,20 +73,44 @@ def run_baselines(out: Path, overrides: list[str]) -> tuple[list[dict], float]:
     """The config's fixed ``compare`` schedules on the evaluation pairs, once (they learn nothing, so
     every controller seed would get the same rows), batched on the population engine like the CLI's
     own evaluation."""
-    if (out / EVAL).is_file() and (out / WALL).is_file():
-        return read_jsonl(out / EVAL), float((out / WALL).read_text())
     cfg, _ = resolve("default", overrides, None, out)
+    if (out / EVAL).is_file() and (out / WALL).is_file():
+        have = {pair_key(r) for r in read_jsonl(out / EVAL)}
+        missing = [p for p in evaluation_pairs(cfg) if (p[0] or cfg.run.suite, *p[1:]) not in have]
+        if missing:  # a wider evaluation than the file's: only the new pairs run
+            t0 = time.perf_counter()
+            rows = _evaluate_fixed(cfg, missing)
+            append = "".join(json.dumps(r) + "\n" for r in rows)
+            atomic_write_text(out / EVAL, (out / EVAL).read_text() + append)
+            _add_seconds(out / WIDENED, time.perf_counter() - t0)
+        return read_jsonl(out / EVAL), _seconds(out / WALL) + _seconds(out / WIDENED)
     t0 = time.perf_counter()
-    venv = make_venv(cfg, PHASE_ENV_ID)
-    try:
-        evaluation, _ = evaluate(cfg, venv, comparison_actors(cfg))
-    finally:
-        venv.close()
+    rows = _evaluate_fixed(cfg, evaluation_pairs(cfg))
     wall = time.perf_counter() - t0
-    rows = [{k: v for k, v in r.items() if k != "schedule"} for r in evaluation.rows]
     atomic_write_text(out / EVAL, "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out / WALL, f"{wall:.1f}\n")
     return rows, wall
+
+
+def _evaluate_fixed(cfg: ControllerConfig, pairs: list[tuple[str | None, int, int]]) -> list[dict]:
+    """The config's fixed ``compare`` schedules on ``pairs`` (suite None: run.suite), batched on the
+    population engine like the CLI's own evaluation."""
+    venv = make_venv(cfg, PHASE_ENV_ID)
+    try:
+        jobs = [Job(ts, e, schedule=s, label=name, suite=suite)
+                for suite, ts, e in pairs for name, s in comparison_actors(cfg).items()]
+        rows = run_jobs(venv, jobs)
+    finally:
+        venv.close()
+    return [{k: v for k, v in r.items() if k != "schedule"} for r in rows]
+
+
+def _seconds(path: Path) -> float:
+    return float(path.read_text()) if path.is_file() else 0.0
+
+
+def _add_seconds(path: Path, seconds: float) -> None:
+    atomic_write_text(path, f"{_seconds(path) + seconds:.1f}\n")
 
 
 def pair_key(row: dict) -> tuple:
@@ -159,7 +197,11 @@ def main() -> None:
 
     cfg, _ = resolve("default", args.overrides, None, args.runs)
     per_seed = [AVERAGED] if AVERAGED in cfg.compare else []
+    # Run dirs and the shared baselines may hold more pairs than asked for (a wider evaluation made
+    # for another report): every method is read on exactly these.
+    wanted = {(suite or cfg.run.suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)}
     baselines, baseline_wall = run_baselines(args.baselines or args.runs / BASELINES, args.overrides)
+    baselines = [r for r in baselines if pair_key(r) in wanted]
     fixed = {r["label"] for r in baselines}
     walls: list[list[str]] = []
     by_suite: dict[str | None, dict[int, list[dict]]] = {}
@@ -174,7 +216,7 @@ def main() -> None:
             walls.append([str(seed), search, f"{wall:.0f} s ({wall / 60:.1f} min)"])
             rows += read_jsonl(out / EVAL, appended=True)
         # A run dir made with the fixed schedules in its own compare list: the shared rows stand for them.
-        for r in [r for r in rows if r["label"] not in fixed] + baselines:
+        for r in [r for r in rows if r["label"] not in fixed and pair_key(r) in wanted] + baselines:
             by_suite.setdefault(r.get("suite"), {}).setdefault(seed, []).append(r)
     runs = [["controller seed", "policy", "wall time (training + evaluation)"], *walls]
     runs.append(["-", "fixed schedules " + ", ".join(n for n in cfg.compare if n != AVERAGED),

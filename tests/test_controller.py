@@ -129,6 +129,35 @@ def test_learned_policy_is_judged_on_other_suites_and_against_its_average(tmp_pa
     assert "heldout-families:" in res.output
 
 
+def test_a_finished_run_widens_its_evaluation_without_retraining(tmp_path):
+    """evaluate_missing re-runs the saved policy, its averaged.yaml and the fixed comparisons on the
+    pairs eval.jsonl lacks: dropped rows come back with the same scores, and nothing runs twice."""
+    from metactl.commands.train_controller.run import evaluate_missing
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "train-controller", "--episodes", "2", "--out", str(out), "--quiet",
+        *_args("compare=[default,averaged]", "eval_episodes=2"),
+    ])
+    assert res.exit_code == 0, res.output
+    lines = (out / "eval.jsonl").read_text().splitlines()
+    kept = [x for x in lines if json.loads(x)["episode_seed"] == 0]
+    dropped = {(r["label"], r["episode_seed"]): r for r in map(json.loads, lines) if r["episode_seed"] == 1}
+    assert {label for label, _ in dropped} == {"ppo", "default", "averaged"}
+    (out / "eval.jsonl").write_text("".join(x + "\n" for x in kept))
+
+    cfg = load_controller_config(out / "config.yaml")
+    assert evaluate_missing(cfg, out) == 3
+    back = {(r["label"], r["episode_seed"]): r for r in map(json.loads, (out / "eval.jsonl").read_text().splitlines())}
+    for key, row in dropped.items():
+        assert back[key]["scores"] == pytest.approx(row["scores"], abs=1e-6), key
+    assert evaluate_missing(cfg, out) == 0  # every pair there: nothing runs
+    wider = load_controller_config(out / "config.yaml", ["eval_task_seeds=[1000,1001]"])
+    assert evaluate_missing(wider, out) == 3 * 2  # methods x episode seeds on the new task
+    rows = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 2 * 2 and {r["task_seed"] for r in rows} == {1000, 1001}
+
+
 def test_same_seed_twice_gives_identical_actions_and_rewards(tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -5,10 +5,10 @@ Run directory::
     config.yaml        resolved ControllerConfig (a resumed run reads it back)
     scores.jsonl       one row per (episode, phase): seeds, controls, losses, scores, reward
     checkpoints/       ckpt-<episodes>/ after every update: policy state + progress + env RNGs
-    controller.zip     the trained SB3 model (ppo, bandit); search.pkl for the searches
+    controller.zip     the trained SB3 model (ppo, bandit); search.json for the searches (plain JSON)
     schedule.yaml      the policy's greedy schedule on schedule_task_seed (a task nothing is scored on)
     averaged.yaml      a closed-loop policy's phase controls on training tasks averaged into one fixed schedule
-    eval.jsonl         one row per (method, held-out task): final scores and base scores
+    eval.jsonl         one row per (method, suite, held-out task, episode seed): final and base scores
     adapters/          that run's adapters, peft format
     learning_curve.png each training episode's return beside the held-out gains
     tb/                TensorBoard: episode returns and parts; PPO's own losses under tb/<policy>
@@ -35,6 +35,7 @@ from metactl.envs.config import EnvConfig
 from metactl.envs.jobs import Job
 from metactl.envs.vector import finished, run_jobs
 from metactl.envs.vector import make_venv as _make_venv
+from metactl.errors import ConfigError
 from metactl.evaluation import Evaluation
 from metactl.policies import make_policy
 from metactl.policies.config import ControllerConfig
@@ -49,6 +50,7 @@ from metactl.rundir import (
     append_jsonl,
     atomic_write_text,
     claim_output,
+    read_jsonl,
 )
 from metactl.schedule import Schedule
 
@@ -84,11 +86,9 @@ def evaluate(
     """
     seed = cfg.run.training.seed
     jobs = [
-        _job(label, actor, ts, seed + e, suite=suite)
-        for suite in [None, *cfg.eval_suites]
+        _job(label, actor, ts, e, suite=suite)
+        for suite, ts, e in evaluation_pairs(cfg)
         for label, actor in actors.items()
-        for ts in cfg.eval_task_seeds
-        for e in range(cfg.eval_episodes)
     ]
     if adapters is not None:
         label, actor = next(iter(actors.items()))
@@ -97,6 +97,59 @@ def evaluate(
     if adapters is None:
         return Evaluation(rows), None
     return Evaluation(rows[:-1]), finished(rows[-1:], f"{label}'s schedule.yaml and adapters")[0]
+
+
+def evaluation_pairs(cfg: ControllerConfig) -> list[tuple[str | None, int, int]]:
+    """Every (suite, task seed, episode seed) the held-out table is measured on, in evaluation order;
+    suite None is the run's own (``run.suite``)."""
+    seed = cfg.run.training.seed
+    return [
+        (suite, ts, seed + e)
+        for suite in [None, *cfg.eval_suites]
+        for ts in cfg.eval_task_seeds
+        for e in range(cfg.eval_episodes)
+    ]
+
+
+def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
+    """Widen a finished run's evaluation to ``cfg``'s pairs without retraining: the saved policy, its
+    ``averaged.yaml`` and the fixed comparisons already in ``out/eval.jsonl`` run on the (suite, task,
+    episode seed) pairs the file lacks, and their rows are appended. Returns the rows added.
+
+    Only evaluation settings may differ from the run's own config (what trained the policy is read
+    from ``out/config.yaml``); the policy acts greedily, so a row is what a fresh run's evaluation
+    would have written for that pair."""
+    from metactl.policies.config import load_controller_config
+
+    rows = read_jsonl(out / EVAL)
+    run_cfg = load_controller_config(out / CONFIG)
+    have = {(r["label"], r.get("suite"), r["task_seed"], r.get("episode_seed", 0)) for r in rows}
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    wanted = [(suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)]
+    missing = [(lab, p) for p in wanted for lab in labels
+               if (lab, p[0] or run_cfg.run.suite, p[1], p[2]) not in have]
+    if not missing:
+        return 0
+    policy = make_policy(run_cfg)
+    venv = make_venv(run_cfg, policy.env_id, env=policy.env_config(run_cfg.env))
+    try:
+        policy.setup(venv, None)
+        policy.load(out, venv)
+        actors: dict[str, object] = {run_cfg.policy: policy.actor(), **comparison_actors(run_cfg)}
+        if (out / AVERAGED_SCHEDULE).is_file():
+            actors[AVERAGED] = Schedule.load(out / AVERAGED_SCHEDULE)
+        unknown = sorted({lab for lab, _ in missing} - set(actors))
+        if unknown:
+            raise ConfigError(f"{out / EVAL}: rows labelled {unknown} cannot be re-run from the run dir "
+                              f"(it can act as {sorted(actors)})")
+        jobs = [_job(lab, actors[lab], ts, e, suite=suite) for lab, (suite, ts, e) in missing]
+        added = run_jobs(venv, jobs)
+    finally:
+        policy.close()
+        venv.close()
+    for row in added:
+        append_jsonl(out / EVAL, {k: v for k, v in row.items() if k != "schedule"})
+    return len(added)
 
 
 def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
