@@ -40,8 +40,27 @@ def test_lever_effect_interval_is_the_t_interval():
     assert paired_interval([2.0]) == "one seed: +2.000, no interval"
 
 
-@pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py"])
+@pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
     assert "usage" in proc.stdout and "python scripts/" + script in proc.stdout
+
+
+def test_share_reach_projects_onto_what_a_share_only_action_runs():
+    """The expert keeps its share ratios and loses only what no share-only action sets (DPO's output
+    0.8 in its last phase); a schedule already in that space projects onto itself."""
+    from share_reach import project
+
+    from metactl.schedule import Schedule
+
+    tools = ("sft", "dpo", "retain")
+    prior, expert = Schedule.named("default", 2), Schedule.named("expert", 2)
+    projected = project(expert, prior, tools)
+    for ph, pr in zip(expert.phases, projected.phases):
+        top, top_p = max(c.share for c in ph.tools.values()), max(c.share for c in pr.tools.values())
+        assert {t: c.share / top for t, c in ph.tools.items()} == {t: c.share / top_p for t, c in pr.tools.items()}
+        assert all(v == 1.0 for c in pr.tools.values() for grid in (c.train, c.output) for row in grid for v in row)
+    assert expert.phases[-1].tools["dpo"].output[0][0] == 0.8
+    assert project(prior, prior, tools).to_dict()["phases"] == project(
+        project(prior, prior, tools), prior, tools).to_dict()["phases"]
