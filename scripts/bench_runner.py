@@ -34,12 +34,19 @@ from metactl.rundir import atomic_write_text
 SCHEDULES = ("default", "expert")
 
 
-def matmul_flops(n: int = 1024, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_flops(n: int = 1024, reps: int = 10, device: str = "cpu") -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
+    _sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    _sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
@@ -105,10 +112,10 @@ def _episodes_worker(args: tuple[list[str], str, int, int]) -> tuple[float, int]
     return time.perf_counter() - start, episodes
 
 
-def _controller_episodes(args: tuple[str, int, int, int, int]) -> tuple[float, float]:
-    """Episodes/min and peak RSS (MiB, the largest process) of ``rounds`` rounds of the default
-    controller episode on ``n_envs`` envs under ``vec_env``, batched over ``processes`` processes
-    (run in a fresh process; the first round is a warm-up)."""
+def _controller_episodes(args: tuple) -> tuple[float, float, float]:
+    """Episodes/min, peak RSS (MiB, the largest process) and peak GPU memory (MiB, 0 on a CPU) of
+    ``rounds`` rounds of the default controller episode on ``n_envs`` envs under ``vec_env``, batched
+    over ``processes`` processes, on ``device`` (run in a fresh process; the first round is a warm-up)."""
     import resource
 
     import numpy as np
@@ -117,8 +124,9 @@ def _controller_episodes(args: tuple[str, int, int, int, int]) -> tuple[float, f
     from metactl.envs import PHASE_ENV_ID
     from metactl.envs.vector import make_venv
 
-    vec_env, n_envs, threads, rounds, processes = args
-    cfg, _ = resolve("default", [f"run.training.threads={threads}"])
+    vec_env, n_envs, threads, rounds, processes, *rest = args
+    device = rest[0] if rest else "cpu"
+    cfg, _ = resolve("default", [f"run.training.threads={threads}", f"run.training.device={device}"])
     torch.set_num_threads(threads)
     venv = make_venv(PHASE_ENV_ID, cfg.run, cfg.env, n_envs, vec_env, processes=processes)
     venv.seed(0)
@@ -137,18 +145,19 @@ def _controller_episodes(args: tuple[str, int, int, int, int]) -> tuple[float, f
     start = time.perf_counter()
     for _ in range(rounds):
         one_round()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start  # step() hands back numpy arrays: the GPU's work is done by then
     venv.close()
     rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return n_envs * rounds / wall * 60, rss / 1024
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
+    return n_envs * rounds / wall * 60, rss / 1024, gpu
 
 
-def _send_result(conn, args: tuple[str, int, int, int, int]) -> None:
+def _send_result(conn, args: tuple) -> None:
     conn.send(_controller_episodes(args))
     conn.close()
 
 
-def _in_fresh_process(args: tuple[str, int, int, int, int]) -> tuple[float, float]:
+def _in_fresh_process(args: tuple) -> tuple[float, float, float]:
     # A plain process, not a Pool worker: Pool workers are daemonic and SubprocVecEnv needs children.
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
@@ -159,16 +168,16 @@ def _in_fresh_process(args: tuple[str, int, int, int, int]) -> tuple[float, floa
     return result
 
 
-def _batched_step_fraction(k: int, threads: int, peak: float) -> float:
+def _batched_step_fraction(k: int, threads: int, peak: float, device: str = "cpu") -> float:
     """FLOP/s of one batched SFT step of K episodes in one process of ``threads`` threads, as a
-    fraction of ``peak`` x threads."""
+    fraction of ``peak`` x threads (on a GPU: of ``peak``)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from metactl.commands.train_controller.config import resolve
     from metactl.population import Population
     from metactl.schedule import Schedule
 
-    cfg, _ = resolve("default", [f"run.training.threads={threads}"])
+    cfg, _ = resolve("default", [f"run.training.threads={threads}", f"run.training.device={device}"])
     torch.set_num_threads(threads)
     pop = Population(cfg.run, k)
     phase = Schedule.named("default", cfg.run.training.layer_groups).phases[0]
@@ -178,9 +187,12 @@ def _batched_step_fraction(k: int, threads: int, peak: float) -> float:
     pop.run_phases(step)  # warm-up (and every adapter trained, as in a real episode)
     with FlopCounterMode(display=False) as fc:
         pop.run_phases(step)
+    _sync(device)
     start = time.perf_counter()
     pop.run_phases(step)
-    return fc.get_total_flops() / (time.perf_counter() - start) / (peak * threads)
+    _sync(device)
+    scale = 1 if device.startswith("cuda") else threads
+    return fc.get_total_flops() / (time.perf_counter() - start) / (peak * scale)
 
 
 def _population_sft(k: int, threads: int, reps: int, profile: bool = False):
@@ -263,11 +275,11 @@ def controller_comparison(out, peak: float, setups: list[tuple[int, int, int]], 
     out("| vec_env | processes x threads | K (episodes in one batch, all processes) | episodes/min | "
         "peak memory per episode |")
     out("|---|---|---|---|---|")
-    sub, sub_rss = _in_fresh_process(("subproc", 2, 1, sub_rounds, 1))
+    sub, sub_rss, _ = _in_fresh_process(("subproc", 2, 1, sub_rounds, 1))
     out(f"| subproc | 2 x 1 | 1 per process | {sub:.1f} | {sub_rss:.0f} MiB (largest process) |")
     best = (0.0, 0, 0, 0)
     for k, procs, threads in setups:
-        eps, rss = _in_fresh_process(("batched", k, threads, rounds, procs))
+        eps, rss, _ = _in_fresh_process(("batched", k, threads, rounds, procs))
         out(f"| batched | {procs} x {threads} | {k} | {eps:.1f} | {rss / (k / procs):.0f} MiB |")
         best = max(best, (eps, k, procs, threads))
     eps, k, procs, threads = best
@@ -277,6 +289,43 @@ def controller_comparison(out, peak: float, setups: list[tuple[int, int, int]], 
         f"process's fp32 matmul rate ({threads} x {peak / 1e9:.1f} GFLOP/s).")
     out("")
     out(f"episodes/min: batched {eps:.1f} (K={k}), subprocess {sub:.1f}, ratio {eps / sub:.2f}")
+
+
+def gpu_comparison(out, ks: list[int], sub_rounds: int, device: str = "cuda") -> None:
+    """``vec_env: batched`` on the GPU at each K of ``ks`` (one process), against subprocesses on 2
+    CPU cores (the reference of the CPU figures) and on every core of the same machine."""
+    import os
+
+    import peft
+    import transformers
+
+    cores = os.cpu_count() or 1
+    peak = matmul_flops(8192, 10, device)
+    out(f"{torch.cuda.get_device_name()}, {cores} CPU cores; torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, peft {peft.__version__}. fp32 matmul 8192^3 on the GPU: "
+        f"{peak / 1e12:.1f} TFLOP/s (TF32 off, torch's default).")
+    out("")
+    out("Default controller episode (the phase env of train-controller's default config), episodes/min:")
+    out("")
+    out("| vec_env | device | processes x threads | K (episodes in one batch) | episodes/min | "
+        "peak memory per episode |")
+    out("|---|---|---|---|---|---|")
+    subs = {}
+    for procs in (2, cores):
+        subs[procs], rss, _ = _in_fresh_process(("subproc", procs, 1, sub_rounds, 1))
+        out(f"| subproc | cpu | {procs} x 1 | 1 per process | {subs[procs]:.1f} | {rss:.0f} MiB (largest process) |")
+    best = (0.0, 0)
+    for k in ks:
+        eps, _, gpu = _in_fresh_process(("batched", k, 1, 2 if k <= 32 else 1, 1, device))
+        out(f"| batched | {device} | 1 x 1 | {k} | {eps:.1f} | {gpu / k:.1f} MiB GPU |")
+        best = max(best, (eps, k))
+    eps, k = best
+    frac = _batched_step_fraction(k, 1, peak, device)
+    out("")
+    out(f"A batched SFT step of {k} episodes runs at {frac:.4f} of the GPU's fp32 matmul rate.")
+    out("")
+    out(f"episodes/min: batched {eps:.1f} (K={k}, cuda), subprocess {subs[2]:.1f}, ratio {eps / subs[2]:.2f}; "
+        f"against {cores} CPU processes ({subs[cores]:.1f}): ratio {eps / subs[cores]:.2f}")
 
 
 def _printer(lines: list[str]):
@@ -296,8 +345,18 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20, help="timed optimiser steps per measurement")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="only the controller-episode comparison (K=8 on 2 processes)")
+    ap.add_argument("--device", default="cpu", help="cuda: the population engine on the GPU at K = --gpu-k, against "
+                    "subprocesses on the same machine's CPU cores (writes its own report)")
+    ap.add_argument("--gpu-k", default="1,8,32,64,128,256", help="K values of the --device cuda sweep")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.device != "cpu":
+        lines = ["# Population engine on a GPU (proxy-tiny, default controller episode)", "",
+                 f"Made by `python scripts/bench_runner.py --device {args.device}`.", ""]
+        gpu_comparison(_printer(lines), [int(k) for k in args.gpu_k.split(",")], 2, args.device)
+        if args.out:
+            atomic_write_text(args.out, "\n".join(lines) + "\n")
+        return
     if args.quick:
         quick = ["# Population engine vs subprocesses (proxy-tiny, default controller episode)", "",
                  "Made by `python scripts/bench_runner.py --quick`.", ""]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,9 @@ from metactl.schedule import Schedule, interleave
 TOL = 1e-4  # fp32: every score to 1e-4 (margins, summed log-probs, to 1e-4 relative)
 
 
-CHEAP = ["training.total_steps=16", "training.score_every_phase=false", "training.score_probes=8"]
+# METACTL_TEST_DEVICE=cuda runs these exactness checks on a GPU (both sides of every comparison there).
+ON = [f"training.device={os.environ.get('METACTL_TEST_DEVICE', 'cpu')}"]
+CHEAP = ["training.total_steps=16", "training.score_every_phase=false", "training.score_probes=8", *ON]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +124,7 @@ def test_an_episode_exports_peft_adapters_that_reload_with_plain_peft(engine, po
 
     results = population.run([Schedule.named("expert")], [5], [0])[0]
     population.adapters.save(0, tmp_path, str(population.model_path))
-    base = AutoModelForCausalLM.from_pretrained(population.model_path).eval()
+    base = AutoModelForCausalLM.from_pretrained(population.model_path).to(engine.device).eval()
     tools = population.tool_names
     model = PeftModel.from_pretrained(base, str(tmp_path / tools[0]), adapter_name=tools[0])
     for t in tools[1:]:
@@ -129,6 +133,14 @@ def test_an_episode_exports_peft_adapters_that_reload_with_plain_peft(engine, po
     engine.load_task(0)
     rescored = engine.task.scorer.score(model)
     assert rescored["composite"] == pytest.approx(results[-1].scores["composite"], abs=TOL)
+
+
+def _assert_close(got, want, labels: list[str] | None) -> None:
+    """Within TOL (and numpy's default rtol), else name the entries that differ (by observation label
+    where known): a GPU run reports what to look at."""
+    bad = np.argwhere(~np.isclose(got, want, atol=TOL))
+    where = [(labels[i[-1]] if labels else tuple(i), float(got[tuple(i)]), float(want[tuple(i)])) for i in bad[:8]]
+    assert not len(bad), f"{len(bad)} entries differ (label or index, got, want): {where}"
 
 
 def test_batched_vec_env_steps_as_the_envs_do_alone():
@@ -140,10 +152,11 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
     from metactl.envs.config import EnvConfig
     from metactl.envs.vector import make_venv
 
-    run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8"])
+    run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8", *ON])
     env = EnvConfig(phases=2, quick_probes=4, interference_rows=4)
     n = 3
     traces, rngs = {}, {}
+    labels = None
     for kind, processes in (("batched", 1), ("batched", 2), ("dummy", 1)):
         venv = make_venv(PHASE_ENV_ID, run, env, n, kind, processes=processes)
         try:
@@ -155,6 +168,7 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
                 obs, rewards, dones, infos = venv.step(actions)
                 trace.append((obs, rewards, dones, [i.get("episode_return") for i in infos]))
             traces[kind, processes] = trace
+            labels = labels or getattr(venv, "reset_infos", [{}])[0].get("observation_labels")
             rngs[kind, processes] = [g.bit_generator.state for g in venv.get_attr("np_random", indices=[2, 0])]
             assert venv.env_method("set_worker_index", 2, indices=[2]) == [None]
         finally:
@@ -163,9 +177,10 @@ def test_batched_vec_env_steps_as_the_envs_do_alone():
     for processes in (1, 2):
         batched = traces["batched", processes]
         assert rngs["batched", processes] == rngs["dummy", 1]
-        assert np.allclose(batched[0], dummy[0], atol=TOL)
+        _assert_close(batched[0], dummy[0], labels)
         for (o1, r1, d1, e1), (o2, r2, d2, e2) in zip(batched[1:], dummy[1:]):
-            assert np.allclose(o1, o2, atol=TOL) and np.allclose(r1, r2, atol=TOL)
+            _assert_close(o1, o2, labels)
+            _assert_close(r1, r2, None)
             assert (d1 == d2).all()
             assert [e is None for e in e1] == [e is None for e in e2]
             assert all(a is None or a == pytest.approx(b, abs=TOL) for a, b in zip(e1, e2))
@@ -201,7 +216,7 @@ def test_batched_evaluation_jobs_match_the_envs_run_alone():
     from metactl.envs.jobs import Job
     from metactl.envs.vector import make_venv, run_jobs
 
-    run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8"])
+    run = load_config(None, ["training.total_steps=8", "training.layer_groups=2", "training.score_probes=8", *ON])
     env = EnvConfig(phases=2, quick_probes=4, interference_rows=4)
     default, expert = Schedule.named("default", 2), Schedule.named("expert", 2)
     out = {}
@@ -243,7 +258,7 @@ def test_batched_evaluation_packs_jobs_into_full_passes_of_one_kind(monkeypatch)
     from metactl.envs.jobs import Job
     from metactl.envs.vector import make_venv, run_jobs
 
-    run = load_config(None, ["training.total_steps=4", "training.layer_groups=2", "training.score_probes=4"])
+    run = load_config(None, ["training.total_steps=4", "training.layer_groups=2", "training.score_probes=4", *ON])
     env = EnvConfig(phases=1, quick_probes=4, interference_rows=4)
     default = Schedule.named("default", 2)
     passes: list[set[bool]] = []

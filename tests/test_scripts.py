@@ -40,7 +40,7 @@ def test_lever_effect_interval_is_the_t_interval():
     assert paired_interval([2.0]) == "one seed: +2.000, no interval"
 
 
-@pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py"])
+@pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
@@ -64,3 +64,11 @@ def test_share_reach_projects_onto_what_a_share_only_action_runs():
     assert expert.phases[-1].tools["dpo"].output[0][0] == 0.8
     assert project(prior, prior, tools).to_dict()["phases"] == project(
         project(prior, prior, tools), prior, tools).to_dict()["phases"]
+
+
+def test_gpu_report_is_what_its_logs_say():
+    """docs/bench_gpu.md is made from the logs the GPU run left (docs/gpu_logs), never retyped."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_report.py"), "docs/gpu_logs"], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout == (REPO / "docs" / "bench_gpu.md").read_text()
+    assert "| batched | cuda | 1 x 1 | 128 | 262.3 |" in proc.stdout  # the k.log rows are read too
