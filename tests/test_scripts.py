@@ -40,7 +40,8 @@ def test_lever_effect_interval_is_the_t_interval():
     assert paired_interval([2.0]) == "one seed: +2.000, no interval"
 
 
-@pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py"])
+@pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py",
+                                    "obs_conditioning.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
