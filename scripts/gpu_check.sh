@@ -5,14 +5,14 @@
 #   3. end to end: train-controller with vec_env batched on the GPU at K=64, 512 episodes, evaluated
 #      on six held-out tasks per suite, three episode seeds each.
 # Usage: scripts/gpu_check.sh OUT_DIR [PARTS]   (PARTS: any of exact,bench,train; default all three;
-# TRAIN_SECONDS caps part 3, default 300). Each part's log and report land in OUT_DIR; copy them to
+# TRAIN_SECONDS caps part 3, default 420). Each part's log and report land in OUT_DIR; copy them to
 # docs/gpu_logs/ (with the commands as run, commands.txt) and make the page from them here:
 #   python scripts/gpu_report.py docs/gpu_logs --out docs/bench_gpu.md
 # On an H200 the bench part needed more than 300 s (the 16-process CPU baseline and a fresh process per K).
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [exact,bench,train]}
 parts=${2:-exact,bench,train}
-train_s=${TRAIN_SECONDS:-300}
+train_s=${TRAIN_SECONDS:-420}
 py=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
