@@ -112,7 +112,7 @@ def _episodes_worker(args: tuple[list[str], str, int, int]) -> tuple[float, int]
     return time.perf_counter() - start, episodes
 
 
-def _controller_episodes(args: tuple) -> tuple[float, float, float]:
+def _controller_episodes(args: tuple[str, int, int, int, int, str]) -> tuple[float, float, float]:
     """Episodes/min, peak RSS (MiB, the largest process) and peak GPU memory (MiB, 0 on a CPU) of
     ``rounds`` rounds of the default controller episode on ``n_envs`` envs under ``vec_env``, batched
     over ``processes`` processes, on ``device`` (run in a fresh process; the first round is a warm-up)."""
@@ -124,8 +124,7 @@ def _controller_episodes(args: tuple) -> tuple[float, float, float]:
     from metactl.envs import PHASE_ENV_ID
     from metactl.envs.vector import make_venv
 
-    vec_env, n_envs, threads, rounds, processes, *rest = args
-    device = rest[0] if rest else "cpu"
+    vec_env, n_envs, threads, rounds, processes, device = args
     cfg, _ = resolve("default", [f"run.training.threads={threads}", f"run.training.device={device}"])
     torch.set_num_threads(threads)
     venv = make_venv(PHASE_ENV_ID, cfg.run, cfg.env, n_envs, vec_env, processes=processes)
@@ -152,12 +151,12 @@ def _controller_episodes(args: tuple) -> tuple[float, float, float]:
     return n_envs * rounds / wall * 60, rss / 1024, gpu
 
 
-def _send_result(conn, args: tuple) -> None:
+def _send_result(conn, args: tuple[str, int, int, int, int, str]) -> None:
     conn.send(_controller_episodes(args))
     conn.close()
 
 
-def _in_fresh_process(args: tuple) -> tuple[float, float, float]:
+def _in_fresh_process(args: tuple[str, int, int, int, int, str]) -> tuple[float, float, float]:
     # A plain process, not a Pool worker: Pool workers are daemonic and SubprocVecEnv needs children.
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
@@ -275,11 +274,11 @@ def controller_comparison(out, peak: float, setups: list[tuple[int, int, int]], 
     out("| vec_env | processes x threads | K (episodes in one batch, all processes) | episodes/min | "
         "peak memory per episode |")
     out("|---|---|---|---|---|")
-    sub, sub_rss, _ = _in_fresh_process(("subproc", 2, 1, sub_rounds, 1))
+    sub, sub_rss, _ = _in_fresh_process(("subproc", 2, 1, sub_rounds, 1, "cpu"))
     out(f"| subproc | 2 x 1 | 1 per process | {sub:.1f} | {sub_rss:.0f} MiB (largest process) |")
     best = (0.0, 0, 0, 0)
     for k, procs, threads in setups:
-        eps, rss, _ = _in_fresh_process(("batched", k, threads, rounds, procs))
+        eps, rss, _ = _in_fresh_process(("batched", k, threads, rounds, procs, "cpu"))
         out(f"| batched | {procs} x {threads} | {k} | {eps:.1f} | {rss / (k / procs):.0f} MiB |")
         best = max(best, (eps, k, procs, threads))
     eps, k, procs, threads = best
@@ -312,7 +311,7 @@ def gpu_comparison(out, ks: list[int], sub_rounds: int, device: str = "cuda") ->
     out("|---|---|---|---|---|---|")
     subs = {}
     for procs in (2, cores):
-        subs[procs], rss, _ = _in_fresh_process(("subproc", procs, 1, sub_rounds, 1))
+        subs[procs], rss, _ = _in_fresh_process(("subproc", procs, 1, sub_rounds, 1, "cpu"))
         out(f"| subproc | cpu | {procs} x 1 | 1 per process | {subs[procs]:.1f} | {rss:.0f} MiB (largest process) |")
     best = (0.0, 0)
     for k in ks:
@@ -324,7 +323,7 @@ def gpu_comparison(out, ks: list[int], sub_rounds: int, device: str = "cuda") ->
     out("")
     out(f"A batched SFT step of {k} episodes runs at {frac:.4f} of the GPU's fp32 matmul rate.")
     out("")
-    out(f"episodes/min: batched {eps:.1f} (K={k}, cuda), subprocess {subs[2]:.1f}, ratio {eps / subs[2]:.2f}; "
+    out(f"episodes/min: batched {eps:.1f} (K={k}, {device}), subprocess {subs[2]:.1f}, ratio {eps / subs[2]:.2f}; "
         f"against {cores} CPU processes ({subs[cores]:.1f}): ratio {eps / subs[cores]:.2f}")
 
 

@@ -64,7 +64,7 @@ def main() -> None:
         got, _ = trace(eps)
         diff = np.max([np.abs(a - b).max(axis=0) for a, b in zip(ref, got)], axis=0)  # per label
         moved[eps] = {lab: float(d) for lab, d in zip(labels, diff)}
-    order = sorted(set(labels), key=lambda lab: -max(m[lab] for m in moved.values()))
+    order = sorted(labels, key=lambda lab: -max(m[lab] for m in moved.values()))
     lines = [
         "# Observation entries under rounding-level noise",
         "",
