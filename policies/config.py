@@ -291,7 +291,7 @@ class ControllerConfig(YamlConfig):
         n = self.resolved_n_envs()
         if self.batched_processes:
             return min(self.batched_processes, n)
-        if self.run.training.device != "cpu":
+        if self.run.training.torch_device().type != "cpu":  # one process drives a GPU; auto without one is cpu
             return 1
         import os
 

@@ -275,6 +275,19 @@ def test_default_config_file_matches_the_code_defaults():
     assert body == cfg.to_commented_yaml(), "regenerate the file from ControllerConfig.to_commented_yaml()"
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only reading of auto")
+def test_batched_processes_follow_the_device_auto_resolves_to():
+    """training.device=auto on a machine without a GPU is the CPU, so vec_env batched splits the episodes
+    over every core as under device=cpu (a run trained on a GPU with auto and evaluated here once got one
+    process, half the cores idle)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for device in ("cpu", "auto"):
+        cfg = load_controller_config(None, [f"run.training.device={device}", "n_envs=64"])
+        assert cfg.processes() == min(cores, 64)
+
+
 def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
     res = CliRunner().invoke(app, ["train-controller", "--resume", str(tmp_path)])
     assert res.exit_code == 2 and "not a train-controller run dir" in res.output

@@ -14,7 +14,14 @@ TOL = 1e-4  # fp32: every score to 1e-4 (margins, summed log-probs, to 1e-4 rela
 
 
 # METACTL_TEST_DEVICE=cuda runs these exactness checks on a GPU (both sides of every comparison there).
-ON = [f"training.device={os.environ.get('METACTL_TEST_DEVICE', 'cpu')}"]
+DEVICE = os.environ.get("METACTL_TEST_DEVICE", "cpu")
+ON = [f"training.device={DEVICE}"]
+# Observation entries that move far more than rounding when the weights move by rounding: gnorm/retain,
+# the norm of retain's KL gradient near the KL's minimum, a difference of two nearly equal softmaxes,
+# moves by up to 1.0e-3 when every base weight is perturbed at 1e-7 (docs/obs_conditioning.md). A GPU's
+# kernels round differently from each other (batched vs alone), so there such an entry is held to its
+# measured sensitivity; on the CPU both paths round alike and TOL holds for every entry.
+ILL_CONDITIONED = {"gnorm/retain": 2e-3} if DEVICE != "cpu" else {}
 CHEAP = ["training.total_steps=16", "training.score_every_phase=false", "training.score_probes=8", *ON]
 
 
@@ -136,9 +143,10 @@ def test_an_episode_exports_peft_adapters_that_reload_with_plain_peft(engine, po
 
 
 def _assert_close(got, want, labels: list[str] | None) -> None:
-    """Within TOL (and numpy's default rtol), else name the entries that differ (by observation label
-    where known): a GPU run reports what to look at."""
-    bad = np.argwhere(~np.isclose(got, want, atol=TOL))
+    """Within TOL (ILL_CONDITIONED's tolerance for those labels; numpy's default rtol on top), else name
+    the entries that differ (by observation label where known): a GPU run reports what to look at."""
+    atol = np.array([ILL_CONDITIONED.get(x, TOL) for x in labels]) if labels else TOL
+    bad = np.argwhere(~np.isclose(got, want, atol=atol))
     where = [(labels[i[-1]] if labels else tuple(i), float(got[tuple(i)]), float(want[tuple(i)])) for i in bad[:8]]
     assert not len(bad), f"{len(bad)} entries differ (label or index, got, want): {where}"
 
