@@ -10,7 +10,9 @@
 #       --baselines runs/share6/baselines --out docs/controller_results_gpu512.md
 # which reads the finished runs back (schedule.yaml + wall_seconds.txt) and adds only the missing pairs.
 # Usage: scripts/gpu_budget.sh OUT_DIR   (run dirs in /tmp/g/tc-s*; copy them back as one archive:
-# the device tool returns few files per call). Its logs: docs/gpu_logs/budget512/.
+# the device tool returns few files per call). Its logs: docs/gpu_logs/budget512/, each train log cut to
+# its closing lines and last progress frame (the frames are \r-separated), and each run's wall_seconds.txt:
+#   tr '\r' '\n' < train-sS.log | grep -v '^train-controller \[ppo\]: .*|'   (then the last 100% frame)
 set -uo pipefail
 out=$1; mkdir -p $out/runs
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
