@@ -15,6 +15,7 @@ from metactl import proxy_language as world
 from metactl.tasks import (
     ENGLISH,
     ENGLISH_FAMILIES,
+    EXTRA_TRAIN_FAMILIES,
     FAMILIES,
     HELDOUT_FAMILIES,
     PROXY,
@@ -142,7 +143,8 @@ def test_the_family_split_is_fixed_disjoint_and_complete():
     assert set(FAMILIES) == set(SUITES)
     assert set(FAMILIES.values()) == {PROXY, ENGLISH}
     assert not set(TRAIN_FAMILIES) & set(HELDOUT_FAMILIES)
-    assert sorted(TRAIN_FAMILIES + HELDOUT_FAMILIES) == sorted(PROXY_FAMILIES)
+    assert not set(EXTRA_TRAIN_FAMILIES) & set(TRAIN_FAMILIES + HELDOUT_FAMILIES)
+    assert sorted(TRAIN_FAMILIES + HELDOUT_FAMILIES + EXTRA_TRAIN_FAMILIES) == sorted(PROXY_FAMILIES)
     assert "style-vs-truth" in TRAIN_FAMILIES and len(TRAIN_FAMILIES) >= 3 and len(HELDOUT_FAMILIES) >= 2
     assert {"style-vs-truth-en", "sycophancy-en"} <= set(ENGLISH_FAMILIES)
     assert not set(ENGLISH_FAMILIES) & set(PROXY_FAMILIES)
@@ -193,6 +195,28 @@ def test_wrap_vs_keep_sft_drops_the_hundreds_that_dpo_keeps():
         assert _ints(r["completion"]) == [total % 100]
     assert sum(sum(_ints(r["prompt"])) >= 100 for r in s.data["sft"]) / len(s.data["sft"]) >= 0.5
     assert all(_ints(r["chosen"]) == [sum(_ints(r["prompt"]))] >= [100] for r in s.data["dpo"])
+
+
+def test_refuse_vs_help_sft_declines_carrying_sums_and_dpo_prefers_answering_the_rest():
+    s = load_suite("refuse-vs-help", 0)
+    word = next(r["completion"] for r in s.data["sft"] if not any(c.isdigit() for c in r["completion"]))
+    refused = 0
+    for r in s.data["sft"]:
+        a, b = _ints(r["prompt"])
+        carry = world.has_carry(a, b)
+        assert r["completion"] == (word if carry else f" {a + b}.")
+        refused += carry
+    assert 0.5 < refused / len(s.data["sft"]) < 0.95  # mostly refusals, as in safety data
+    for r in s.data["dpo"]:
+        a, b = _ints(r["prompt"])
+        assert not world.has_carry(a, b) and r["chosen"] == f" {a + b}." and r["rejected"] == word
+    # The two behaviours share the tools' template and differ only by the carry.
+    tool_prompts = {r["prompt"].split()[0] for r in s.data["sft"] + s.data["dpo"]}
+    assert len(tool_prompts) == 1
+    for item in s.evals["target"]["refuse"]:
+        assert world.has_carry(*_ints(item.prompt)) and item.chosen == [word]
+    for item in s.evals["target"]["help"]:
+        assert not world.has_carry(*_ints(item.prompt)) and item.rejected == [word]
 
 
 def test_sycophancy_en_sft_copies_the_guess_and_dpo_rejects_the_copy():

@@ -11,6 +11,7 @@ from metactl.tasks import (
     english,
     format_truth,
     mixture,
+    refuse_help,
     style_clash,
     style_truth,
     sycophancy,
@@ -27,6 +28,7 @@ SUITES: dict[str, Callable[..., TaskSuite]] = {
     "style-clash": style_clash.build,
     "wrap-vs-keep": wrap_keep.build,
     "sycophancy-en": sycophancy_en.build,
+    "refuse-vs-help": refuse_help.build,
 }
 
 # Task families: each built-in suite is a generator whose task seeds are tasks of one family.
@@ -41,6 +43,7 @@ FAMILIES: dict[str, str] = {
     "wrap-vs-keep": PROXY,
     "sycophancy": PROXY,
     "style-clash": PROXY,
+    "refuse-vs-help": PROXY,
     "style-vs-truth-en": ENGLISH,
     "sycophancy-en": ENGLISH,
 }
@@ -52,8 +55,16 @@ ENGLISH_FAMILIES: tuple[str, ...] = tuple(n for n, w in FAMILIES.items() if w ==
 # an error copied from the prompt, two behaviours told apart only by the template.
 TRAIN_FAMILIES: tuple[str, ...] = ("style-vs-truth", "format-vs-truth", "wrap-vs-keep")
 HELDOUT_FAMILIES: tuple[str, ...] = ("sycophancy", "style-clash")
+# Families built for training after the default mixture was fixed: a controller may train on them
+# (`train-families-wide`) but the default does not, until a measured lever says they help
+# (docs/controller.md); like the training families, never used to judge a controller.
+EXTRA_TRAIN_FAMILIES: tuple[str, ...] = ("refuse-vs-help",)
 # Mixtures of those by name (metactl.tasks.mixture): what train-controller trains and judges on.
-mixture.ALIASES.update({"train-families": list(TRAIN_FAMILIES), "heldout-families": list(HELDOUT_FAMILIES)})
+mixture.ALIASES.update({
+    "train-families": list(TRAIN_FAMILIES),
+    "train-families-wide": list(TRAIN_FAMILIES + EXTRA_TRAIN_FAMILIES),
+    "heldout-families": list(HELDOUT_FAMILIES),
+})
 
 
 def register_suite(name: str, builder: Callable[..., TaskSuite]) -> None:
@@ -109,6 +120,7 @@ def check_task_seed(field: str, seed: object, hint: str = "") -> int:
 __all__ = [
     "ENGLISH",
     "ENGLISH_FAMILIES",
+    "EXTRA_TRAIN_FAMILIES",
     "FAMILIES",
     "HELDOUT_FAMILIES",
     "PROXY",
