@@ -106,7 +106,7 @@ class RunConfig(YamlConfig):
         default="style-vs-truth",
         metadata={
             "help": "built-in suite name, a folder with suite.yaml, or a mixture of task families (a+b, "
-            "train-families, heldout-families: task seed s is task s // n of member s % n)"
+            "train-families, train-families-wide, heldout-families: task seed s is task s // n of member s % n)"
         },
     )
     task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
