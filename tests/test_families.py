@@ -22,6 +22,7 @@ from metactl.tasks import (
     PROXY_FAMILIES,
     SUITES,
     TRAIN_FAMILIES,
+    WIDE_TRAIN_FAMILIES,
     load_suite,
 )
 from metactl.tasks.suite import OBSERVE_PROBES, SPLITS, TOOL_FORMATS, TaskSuite
@@ -144,6 +145,7 @@ def test_the_family_split_is_fixed_disjoint_and_complete():
     assert set(FAMILIES.values()) == {PROXY, ENGLISH}
     assert not set(TRAIN_FAMILIES) & set(HELDOUT_FAMILIES)
     assert not set(EXTRA_TRAIN_FAMILIES) & set(TRAIN_FAMILIES + HELDOUT_FAMILIES)
+    assert set(TRAIN_FAMILIES) < set(WIDE_TRAIN_FAMILIES) <= set(TRAIN_FAMILIES + EXTRA_TRAIN_FAMILIES)
     assert sorted(TRAIN_FAMILIES + HELDOUT_FAMILIES + EXTRA_TRAIN_FAMILIES) == sorted(PROXY_FAMILIES)
     assert "style-vs-truth" in TRAIN_FAMILIES and len(TRAIN_FAMILIES) >= 3 and len(HELDOUT_FAMILIES) >= 2
     assert {"style-vs-truth-en", "sycophancy-en"} <= set(ENGLISH_FAMILIES)
@@ -197,6 +199,23 @@ def test_wrap_vs_keep_sft_drops_the_hundreds_that_dpo_keeps():
     assert all(_ints(r["chosen"]) == [sum(_ints(r["prompt"]))] >= [100] for r in s.data["dpo"])
 
 
+def test_keep_vs_wrap_dpo_prefers_the_wrapped_sum_that_sft_writes_in_full():
+    s = load_suite("keep-vs-wrap", 0)
+    assert s.behaviours[0].name == "keep" and s.behaviours[1].name == "wrap"
+    for r in s.data["dpo"]:
+        a, b = _ints(r["prompt"])
+        assert a + b >= 100 and r["chosen"] == f" {(a + b) % 100:02d}." and r["rejected"] == f" {a + b}."
+    big = 0
+    for r in s.data["sft"]:
+        a, b = _ints(r["prompt"])
+        assert r["completion"] == f" {a + b}."
+        big += a + b >= 100
+    assert 0.5 < big / len(s.data["sft"]) < 0.95
+    sft_t = {re.sub(r"\d+", "#", r["prompt"]) for r in s.data["sft"]}
+    dpo_t = {re.sub(r"\d+", "#", r["prompt"]) for r in s.data["dpo"]}
+    assert len(sft_t) == len(dpo_t) == 1 and sft_t != dpo_t
+
+
 def test_refuse_vs_help_sft_declines_carrying_sums_and_dpo_prefers_answering_the_rest():
     s = load_suite("refuse-vs-help", 0)
     word = next(r["completion"] for r in s.data["sft"] if not any(c.isdigit() for c in r["completion"]))
@@ -211,7 +230,7 @@ def test_refuse_vs_help_sft_declines_carrying_sums_and_dpo_prefers_answering_the
         a, b = _ints(r["prompt"])
         assert not world.has_carry(a, b) and r["chosen"] == f" {a + b}." and r["rejected"] == word
     # The two behaviours share the tools' template and differ only by the carry.
-    tool_prompts = {r["prompt"].split()[0] for r in s.data["sft"] + s.data["dpo"]}
+    tool_prompts = {re.sub(r"\d+", "#", r["prompt"]) for r in s.data["sft"] + s.data["dpo"]}
     assert len(tool_prompts) == 1
     for item in s.evals["target"]["refuse"]:
         assert world.has_carry(*_ints(item.prompt)) and item.chosen == [word]
