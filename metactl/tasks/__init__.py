@@ -59,9 +59,9 @@ ENGLISH_FAMILIES: tuple[str, ...] = tuple(n for n, w in FAMILIES.items() if w ==
 TRAIN_FAMILIES: tuple[str, ...] = ("style-vs-truth", "format-vs-truth", "wrap-vs-keep")
 HELDOUT_FAMILIES: tuple[str, ...] = ("sycophancy", "style-clash")
 # Training families built after that split was fixed (never used to judge a controller either).
-# `train-families-wide` adds refuse-vs-help, the mixture the default controller trains on since a
-# measured lever said it helps (docs/controller.md); keep-vs-wrap is built and its headroom measured
-# (docs/world.md), not yet in a mixture. A mixture's name keeps its members for good: run dirs key
+# `train-families-wide` adds refuse-vs-help (a lever measured in docs/controller.md: within seed
+# noise, so the default still trains on `train-families`); keep-vs-wrap is built and its headroom
+# measured (docs/world.md), not yet in a mixture. A mixture's name keeps its members for good: run dirs key
 # their rows by it.
 WIDE_TRAIN_FAMILIES: tuple[str, ...] = (*TRAIN_FAMILIES, "refuse-vs-help")
 EXTRA_TRAIN_FAMILIES: tuple[str, ...] = ("refuse-vs-help", "keep-vs-wrap")
