@@ -73,3 +73,26 @@ def test_gpu_report_is_what_its_logs_say():
                           capture_output=True, text=True, check=True)
     assert proc.stdout == (REPO / "docs" / "bench_gpu.md").read_text()
     assert "| batched | cuda | 1 x 1 | 128 | 262.3 |" in proc.stdout  # the k.log rows are read too
+
+
+def test_averaged_shares_puts_each_seeds_schedule_beside_its_gains(tmp_path):
+    """Seeds sorted by the held-out families' ppo gain; a runs dir without averaged.yaml is named."""
+    from averaged_shares import main
+
+    report = REPO / "docs" / "controller_results_wide.md"
+    runs = tmp_path / "runs"
+    for seed in range(5):
+        (runs / f"tc-s{seed}").mkdir(parents=True)
+        (runs / f"tc-s{seed}" / "averaged.yaml").write_text(
+            "schema_version: 1\nphases:\n"
+            f"  - {{fraction: 0.5, tools: {{sft: {{share: 1.0}}, dpo: {{share: 0.{seed}}}}}}}\n"
+            "  - {fraction: 0.5, tools: {dpo: {share: 1.0}, retain: {share: 0.25}}}\n"
+        )
+    out = tmp_path / "shares.md"
+    main([str(report), "--runs", str(runs), "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "2", "0", "4", "3"]  # held-out ppo, best first
+    assert "| +1.413 |" in rows[0] and "1.00 / 0.10 / 0.00 | 0.00 / 1.00 / 0.25 |" in rows[0]
+    (runs / "tc-s3" / "averaged.yaml").unlink()
+    with pytest.raises(SystemExit, match=r"seeds \[3\]"):
+        main([str(report), "--runs", str(runs), "--out", str(out)])

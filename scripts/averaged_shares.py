@@ -1,0 +1,82 @@
+"""What each controller seed settled on, beside how it scored: one table per report.
+
+    python scripts/averaged_shares.py docs/controller_results_wide.md --runs runs/wide \\
+        --out docs/averaged_shares_wide.md
+
+For every ``tc-s<seed>`` run dir of a ``scripts/controller_report.py`` run, reads ``averaged.yaml``
+(the greedy policy's phase controls on 8 training tasks averaged into one schedule: what the seed
+does on average) and writes its tool shares per phase (as a schedule stores them: a phase's steps go
+to its tools in proportion to their shares) beside the seed's mean gain over base per suite, read
+from the report's own per-seed table (``ppo`` and ``averaged`` rows). Reads files only; runs nothing.
+Seeds are sorted by their gain on the last suite of the report (the held-out families, when the
+report was made with ``eval_suites``), so what the good seeds share is visible at a glance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from lever_effect import read_report
+
+from metactl.rundir import atomic_write_text
+from metactl.tables import render_table
+
+TOOLS = ("sft", "dpo", "retain")
+
+
+def shares(path: Path) -> list[tuple[float, ...]]:
+    """Per phase, each tool's share in :data:`TOOLS` order (0 where the phase lacks the tool)."""
+    doc = yaml.safe_load(path.read_text())
+    return [tuple(float(ph["tools"].get(t, {}).get("share", 0.0)) for t in TOOLS) for ph in doc["phases"]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("report", type=Path, help="a scripts/controller_report.py file")
+    ap.add_argument("--runs", type=Path, required=True, help="the --runs dir that report was made from")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    report = read_report(args.report, "ppo")
+    suites = list(report)
+    seeds = sorted(report[suites[0]]["seeds"]["ppo"])
+    missing = [s for s in seeds if not (args.runs / f"tc-s{s}" / "averaged.yaml").is_file()]
+    if missing:
+        raise SystemExit(
+            f"{args.runs}: no tc-s<seed>/averaged.yaml for seeds {missing}; is it the report's --runs dir?"
+        )
+    last = suites[-1] if len(suites) == 1 else next((s for s in suites if "heldout" in s), suites[-1])
+    order = sorted(seeds, key=lambda s: -report[last]["seeds"]["ppo"][s])
+    per_phase = {s: shares(args.runs / f"tc-s{s}" / "averaged.yaml") for s in seeds}
+    n_phases = max(len(v) for v in per_phase.values())
+    header = ["seed"] + [f"{label} {suite}" for suite in suites for label in ("ppo", "averaged")]
+    header += [f"phase {i} sft / dpo / retain" for i in range(n_phases)]
+    rows = [header]
+    for s in order:
+        gains = [f"{report[suite]['seeds'][label][s]:+.3f}" for suite in suites for label in ("ppo", "averaged")]
+        phases = [" / ".join(f"{x:.2f}" for x in ph) for ph in per_phase[s]]
+        rows.append([str(s), *gains, *phases])
+    command = "python scripts/averaged_shares.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = (
+        "# Each controller seed's averaged schedule beside its gains\n\n"
+        f"Made by `{command}` from [{args.report.name}]({args.report.name}) and the run dirs' `averaged.yaml`; "
+        "do not edit by hand. Gains: each seed's mean gain over base per suite (`ppo`: the closed loop; `averaged`: "
+        f"its phase controls averaged into one fixed schedule). Seeds sorted by `ppo` on `{last}`. Shares are "
+        "relative within a phase (its steps go to its tools in proportion to them).\n\n"
+        + render_table(rows, "markdown")
+        + "\n"
+    )
+    atomic_write_text(args.out, text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
