@@ -60,9 +60,9 @@ TRAIN_FAMILIES: tuple[str, ...] = ("style-vs-truth", "format-vs-truth", "wrap-vs
 HELDOUT_FAMILIES: tuple[str, ...] = ("sycophancy", "style-clash")
 # Training families built after that split was fixed (never used to judge a controller either).
 # `train-families-wide` adds refuse-vs-help (a lever measured in docs/controller.md: within seed
-# noise, so the default still trains on `train-families`); keep-vs-wrap is built and its headroom
-# measured (docs/world.md), not yet in a mixture. A mixture's name keeps its members for good: run dirs key
-# their rows by it.
+# noise, so the default still trains on `train-families`); keep-vs-wrap is in no mixture (added as a
+# fifth family it made the controller worse, docs/controller.md). A mixture's name keeps its
+# members for good: run dirs key their rows by it.
 WIDE_TRAIN_FAMILIES: tuple[str, ...] = (*TRAIN_FAMILIES, "refuse-vs-help")
 EXTRA_TRAIN_FAMILIES: tuple[str, ...] = ("refuse-vs-help", "keep-vs-wrap")
 # Mixtures of those by name (metactl.tasks.mixture): what train-controller trains and judges on.
