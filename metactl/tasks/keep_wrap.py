@@ -32,18 +32,9 @@ from metactl.tasks.proxy_common import (
     template_index,
 )
 from metactl.tasks.suite import Behaviour, EvalItem, TaskSuite, two_tool_suite
-from metactl.tasks.wrap_keep import wrapped
+from metactl.tasks.wrap_keep import big, probe, wrapped
 
 NAME = "keep-vs-wrap"
-
-
-def _big(a: int, b: int) -> bool:
-    return a + b >= 100
-
-
-def _probe(template: str, a: int, b: int, wrap: bool) -> EvalItem:
-    full, short = world.answer_text(a + b, None), wrapped(a + b)
-    return EvalItem(world.sum_prompt(template, a, b), [short if wrap else full], [full if wrap else short])
 
 
 def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite:
@@ -53,7 +44,7 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
 
     dpo = []
     for _ in range(n_train):
-        a, b = pair(rng, *TRAIN_RANGE, accept=_big)
+        a, b = pair(rng, *TRAIN_RANGE, accept=big)
         dpo.append({
             "prompt": world.sum_prompt(dpo_t, a, b),
             "chosen": wrapped(a + b),
@@ -61,15 +52,15 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         })
     sft = []
     for _ in range(n_train):
-        a, b = pair(rng, *TRAIN_RANGE, accept=_big if rng.random() < big_share else lambda a, b: not _big(a, b))
+        a, b = pair(rng, *TRAIN_RANGE, accept=big if rng.random() < big_share else lambda a, b: not big(a, b))
         sft.append({"prompt": world.sum_prompt(sft_t, a, b), "completion": world.answer_text(a + b, None)})
     retain_train, retain_eval = retain_rows(rng, (retain_t,), n_train, n_eval)
 
     def held_keep(i: int) -> EvalItem:
         # Half unseen operands on the SFT template, half the template neither tool saw.
         if i % 2 == 0:
-            return _probe(sft_t, *pair(rng, *HELDOUT_RANGE), wrap=False)
-        return _probe(held_t, *pair(rng, *TRAIN_RANGE, accept=_big), wrap=False)
+            return probe(sft_t, *pair(rng, *HELDOUT_RANGE), wrap=False)
+        return probe(held_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=False)
 
     orng = random.Random(f"{NAME}/{task_seed}/observe")
     return two_tool_suite(
@@ -81,16 +72,16 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         ),
         data={"sft": sft, "dpo": dpo, "retain": retain_train},
         target={
-            "keep": lambda i: _probe(sft_t, *pair(rng, *TRAIN_RANGE, accept=_big), wrap=False),
-            "wrap": lambda i: _probe(dpo_t, *pair(rng, *TRAIN_RANGE, accept=_big), wrap=True),
+            "keep": lambda i: probe(sft_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=False),
+            "wrap": lambda i: probe(dpo_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=True),
         },
         heldout={
             "keep": held_keep,
-            "wrap": lambda i: _probe(dpo_t, *pair(rng, *HELDOUT_RANGE), wrap=True),
+            "wrap": lambda i: probe(dpo_t, *pair(rng, *HELDOUT_RANGE), wrap=True),
         },
         observe={
-            "keep": lambda: _probe(sft_t, *pair(orng, *TRAIN_RANGE, accept=_big), wrap=False),
-            "wrap": lambda: _probe(dpo_t, *pair(orng, *TRAIN_RANGE, accept=_big), wrap=True),
+            "keep": lambda: probe(sft_t, *pair(orng, *TRAIN_RANGE, accept=big), wrap=False),
+            "wrap": lambda: probe(dpo_t, *pair(orng, *TRAIN_RANGE, accept=big), wrap=True),
         },
         retain=retain_eval,
         observe_retain=lambda: retain_text(orng, (retain_t,)),

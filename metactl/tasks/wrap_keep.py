@@ -41,11 +41,13 @@ def wrapped(s: int) -> str:
     return f" {s % 100:02d}." if s >= 100 else f" {s}."
 
 
-def _big(a: int, b: int) -> bool:
+def big(a: int, b: int) -> bool:
+    """The sums the counter rule is about: 100 or more."""
     return a + b >= 100
 
 
-def _probe(template: str, a: int, b: int, wrap: bool) -> EvalItem:
+def probe(template: str, a: int, b: int, wrap: bool) -> EvalItem:
+    """The wrapped sum preferred over the full one (``wrap``), or the reverse."""
     full, short = world.answer_text(a + b, None), wrapped(a + b)
     return EvalItem(world.sum_prompt(template, a, b), [short if wrap else full], [full if wrap else short])
 
@@ -57,11 +59,11 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
 
     sft = []
     for _ in range(n_train):
-        a, b = pair(rng, *TRAIN_RANGE, accept=_big if rng.random() < rule_share else lambda a, b: not _big(a, b))
+        a, b = pair(rng, *TRAIN_RANGE, accept=big if rng.random() < rule_share else lambda a, b: not big(a, b))
         sft.append({"prompt": world.sum_prompt(sft_t, a, b), "completion": wrapped(a + b)})
     dpo = []
     for _ in range(n_train):
-        a, b = pair(rng, *TRAIN_RANGE, accept=_big)
+        a, b = pair(rng, *TRAIN_RANGE, accept=big)
         dpo.append({
             "prompt": world.sum_prompt(dpo_t, a, b),
             "chosen": world.answer_text(a + b, None),
@@ -72,8 +74,8 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
     def held_keep(i: int) -> EvalItem:
         # Half unseen operands on the DPO template, half the template neither tool saw.
         if i % 2 == 0:
-            return _probe(dpo_t, *pair(rng, *HELDOUT_RANGE), wrap=False)
-        return _probe(held_t, *pair(rng, *TRAIN_RANGE, accept=_big), wrap=False)
+            return probe(dpo_t, *pair(rng, *HELDOUT_RANGE), wrap=False)
+        return probe(held_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=False)
 
     orng = random.Random(f"{NAME}/{task_seed}/observe")
     return two_tool_suite(
@@ -85,16 +87,16 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         ),
         data={"sft": sft, "dpo": dpo, "retain": retain_train},
         target={
-            "wrap": lambda i: _probe(sft_t, *pair(rng, *TRAIN_RANGE, accept=_big), wrap=True),
-            "keep": lambda i: _probe(dpo_t, *pair(rng, *TRAIN_RANGE, accept=_big), wrap=False),
+            "wrap": lambda i: probe(sft_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=True),
+            "keep": lambda i: probe(dpo_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=False),
         },
         heldout={
-            "wrap": lambda i: _probe(sft_t, *pair(rng, *HELDOUT_RANGE), wrap=True),
+            "wrap": lambda i: probe(sft_t, *pair(rng, *HELDOUT_RANGE), wrap=True),
             "keep": held_keep,
         },
         observe={
-            "wrap": lambda: _probe(sft_t, *pair(orng, *TRAIN_RANGE, accept=_big), wrap=True),
-            "keep": lambda: _probe(dpo_t, *pair(orng, *TRAIN_RANGE, accept=_big), wrap=False),
+            "wrap": lambda: probe(sft_t, *pair(orng, *TRAIN_RANGE, accept=big), wrap=True),
+            "keep": lambda: probe(dpo_t, *pair(orng, *TRAIN_RANGE, accept=big), wrap=False),
         },
         retain=retain_eval,
         observe_retain=lambda: retain_text(orng, (retain_t,)),
