@@ -9,12 +9,15 @@ does on average) and writes its tool shares per phase (as a schedule stores them
 to its tools in proportion to their shares) beside the seed's mean gain over base per suite, read
 from the report's own per-seed table (``ppo`` and ``averaged`` rows). Reads files only; runs nothing.
 Seeds are sorted by their gain on the last suite of the report (the held-out families, when the
-report was made with ``eval_suites``), so what the good seeds share is visible at a glance.
+report was made with ``eval_suites``), so what the good seeds share is visible at a glance. The
+last column is what a user sees while training: the mean return (final composite minus the base's
+on the training task) of the run's last ``--last`` episodes in its ``scores.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -38,11 +41,24 @@ def shares(path: Path) -> list[tuple[float, ...]]:
     return [tuple(float(ph["tools"].get(t, {}).get("share", 0.0)) for t in TOOLS) for ph in doc["phases"]]
 
 
+def training_return(path: Path, last: int) -> float:
+    """Mean return of the last ``last`` episodes of a run's ``scores.jsonl`` (an episode's return sits
+    on its last phase row)."""
+    returns: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("return") is not None:
+            returns[row["episode"]] = row["return"]
+    tail = [returns[e] for e in sorted(returns)[-last:]]
+    return sum(tail) / len(tail)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("report", type=Path, help="a scripts/controller_report.py file")
     ap.add_argument("--runs", type=Path, required=True, help="the --runs dir that report was made from")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--last", type=int, default=16, help="training episodes the return column averages")
     args = ap.parse_args(argv)
 
     report = read_report(args.report, "ppo")
@@ -59,11 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     n_phases = max(len(v) for v in per_phase.values())
     header = ["seed"] + [f"{label} {suite}" for suite in suites for label in ("ppo", "averaged")]
     header += [f"phase {i} sft / dpo / retain" for i in range(n_phases)]
+    header += [f"training return, last {args.last} episodes"]
     rows = [header]
     for s in order:
         gains = [f"{report[suite]['seeds'][label][s]:+.3f}" for suite in suites for label in ("ppo", "averaged")]
         phases = [" / ".join(f"{x:.2f}" for x in ph) for ph in per_phase[s]]
-        rows.append([str(s), *gains, *phases])
+        ret = training_return(args.runs / f"tc-s{s}" / "scores.jsonl", args.last)
+        rows.append([str(s), *gains, *phases, f"{ret:+.3f}"])
     command = "python scripts/averaged_shares.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = (
         "# Each controller seed's averaged schedule beside its gains\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,11 +89,15 @@ def test_averaged_shares_puts_each_seeds_schedule_beside_its_gains(tmp_path):
             f"  - {{fraction: 0.5, tools: {{sft: {{share: 1.0}}, dpo: {{share: 0.{seed}}}}}}}\n"
             "  - {fraction: 0.5, tools: {dpo: {share: 1.0}, retain: {share: 0.25}}}\n"
         )
+        episodes = [{"episode": e, "phase": p, "return": (seed + e / 10 if p == 1 else None)}
+                    for e in range(20) for p in range(2)]
+        (runs / f"tc-s{seed}" / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in episodes))
     out = tmp_path / "shares.md"
     main([str(report), "--runs", str(runs), "--out", str(out)])
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [r.split("|")[1].strip() for r in rows] == ["1", "2", "0", "4", "3"]  # held-out ppo, best first
     assert "| +1.413 |" in rows[0] and "1.00 / 0.10 / 0.00 | 0.00 / 1.00 / 0.25 |" in rows[0]
+    assert rows[0].endswith("| +2.150 |")  # seed 1: 1 + e / 10 averaged over the last 16 episodes, e = 4..19
     (runs / "tc-s3" / "averaged.yaml").unlink()
     with pytest.raises(SystemExit, match=r"seeds \[3\]"):
         main([str(report), "--runs", str(runs), "--out", str(out)])
