@@ -17,11 +17,8 @@ on the training task) of the run's last ``--last`` episodes in its ``scores.json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,7 +26,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from lever_effect import read_report
 
-from metactl.rundir import atomic_write_text
+from metactl.rundir import atomic_write_text, read_jsonl
+from metactl.schedule import Schedule
 from metactl.tables import render_table
 
 TOOLS = ("sft", "dpo", "retain")
@@ -37,19 +35,15 @@ TOOLS = ("sft", "dpo", "retain")
 
 def shares(path: Path) -> list[tuple[float, ...]]:
     """Per phase, each tool's share in :data:`TOOLS` order (0 where the phase lacks the tool)."""
-    doc = yaml.safe_load(path.read_text())
-    return [tuple(float(ph["tools"].get(t, {}).get("share", 0.0)) for t in TOOLS) for ph in doc["phases"]]
+    return [tuple(p.tools[t].share if t in p.tools else 0.0 for t in TOOLS) for p in Schedule.load(path).phases]
 
 
 def training_return(path: Path, last: int) -> float:
     """Mean return of the last ``last`` episodes of a run's ``scores.jsonl`` (an episode's return sits
-    on its last phase row)."""
-    returns: dict[int, float] = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("return") is not None:
-            returns[row["episode"]] = row["return"]
-    tail = [returns[e] for e in sorted(returns)[-last:]]
+    on its last phase row), read as the learning curve reads it (a torn last line skipped)."""
+    rows = sorted((r for r in read_jsonl(path, appended=True) if r.get("return") is not None),
+                  key=lambda r: r["episode"])
+    tail = [r["return"] for r in rows[-last:]]
     return sum(tail) / len(tail)
 
 

@@ -31,8 +31,8 @@ from metactl.tasks.proxy_common import (
     retain_text,
     template_index,
 )
-from metactl.tasks.suite import Behaviour, EvalItem, TaskSuite, two_tool_suite
-from metactl.tasks.wrap_keep import big, probe, wrapped
+from metactl.tasks.suite import Behaviour, TaskSuite, two_tool_suite
+from metactl.tasks.wrap_keep import big, held_keep, probe, wrapped
 
 NAME = "keep-vs-wrap"
 
@@ -56,12 +56,6 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         sft.append({"prompt": world.sum_prompt(sft_t, a, b), "completion": world.answer_text(a + b, None)})
     retain_train, retain_eval = retain_rows(rng, (retain_t,), n_train, n_eval)
 
-    def held_keep(i: int) -> EvalItem:
-        # Half unseen operands on the SFT template, half the template neither tool saw.
-        if i % 2 == 0:
-            return probe(sft_t, *pair(rng, *HELDOUT_RANGE), wrap=False)
-        return probe(held_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=False)
-
     orng = random.Random(f"{NAME}/{task_seed}/observe")
     return two_tool_suite(
         NAME,
@@ -76,7 +70,7 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
             "wrap": lambda i: probe(dpo_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=True),
         },
         heldout={
-            "keep": held_keep,
+            "keep": held_keep(rng, sft_t, held_t),
             "wrap": lambda i: probe(dpo_t, *pair(rng, *HELDOUT_RANGE), wrap=True),
         },
         observe={

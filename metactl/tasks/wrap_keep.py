@@ -20,6 +20,7 @@ the share of SFT rows that show the rule (the rest are sums below 100, written a
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from metactl import proxy_language as world
 from metactl.tasks.proxy_common import (
@@ -52,6 +53,18 @@ def probe(template: str, a: int, b: int, wrap: bool) -> EvalItem:
     return EvalItem(world.sum_prompt(template, a, b), [short if wrap else full], [full if wrap else short])
 
 
+def held_keep(rng: random.Random, keep_t: str, held_t: str) -> Callable[[int], EvalItem]:
+    """``keep``'s held-out draw: half unseen operands on the template that guards full sums, half a
+    template neither tool saw."""
+
+    def draw(i: int) -> EvalItem:
+        if i % 2 == 0:
+            return probe(keep_t, *pair(rng, *HELDOUT_RANGE), wrap=False)
+        return probe(held_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=False)
+
+    return draw
+
+
 def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite:
     rng = random.Random(f"{NAME}/{task_seed}")
     sft_t, dpo_t, held_t, retain_t = draw_templates(rng, 4)
@@ -71,12 +84,6 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         })
     retain_train, retain_eval = retain_rows(rng, (retain_t,), n_train, n_eval)
 
-    def held_keep(i: int) -> EvalItem:
-        # Half unseen operands on the DPO template, half the template neither tool saw.
-        if i % 2 == 0:
-            return probe(dpo_t, *pair(rng, *HELDOUT_RANGE), wrap=False)
-        return probe(held_t, *pair(rng, *TRAIN_RANGE, accept=big), wrap=False)
-
     orng = random.Random(f"{NAME}/{task_seed}/observe")
     return two_tool_suite(
         NAME,
@@ -92,7 +99,7 @@ def build(task_seed: int = 0, n_train: int = 256, n_eval: int = 64) -> TaskSuite
         },
         heldout={
             "wrap": lambda i: probe(sft_t, *pair(rng, *HELDOUT_RANGE), wrap=True),
-            "keep": held_keep,
+            "keep": held_keep(rng, dpo_t, held_t),
         },
         observe={
             "wrap": lambda: probe(sft_t, *pair(orng, *TRAIN_RANGE, accept=big), wrap=True),
