@@ -1,18 +1,32 @@
-"""Learned controllers vs search baselines on the same episode budget and the same held-out tasks.
+"""Every learner and every fixed baseline at the default's episode budget, on the same held-out pairs.
 
-    python scripts/bench_controller.py --policies ppo bandit random optuna --seeds 0 1 2 \\
-        --episodes 32 --out docs/bench_controller.md
-    python scripts/bench_controller.py --tune [--ray-address auto] ...   # the same grid as parallel Ray Tune trials
+    python scripts/bench_controller.py --seeds 0 1 2 3 4 --set eval_episodes=3 \\
+        eval_task_seeds=[1000,1001,1002,1003,1004,1005] --runs runs/bench --out docs/bench_controller.md
+    python scripts/bench_controller.py --tune [--ray-address auto] ...   # the learners x seeds grid as Ray Tune trials
 
-Every method is trained by the same ``train_controller`` as the CLI (same envs, same runner,
-same task draws per seed) and judged on the same held-out task seeds; the default and expert
-schedules are run once on those tasks for reference. For each method and seed the held-out
-scores are averaged over tasks; the table shows mean ± std of those averages over seeds, and
-the wall time of a whole run (training + its evaluation).
+Learners (``--learners``): ``ppo`` (the default ``metactl train-controller``, closed loop), ``bandit``
+(PPO on whole schedules, open loop), ``random`` and ``optuna`` (searches over the same share-only
+action space, scored on the same training tasks) and ``tuned-lr`` (the default schedule with each
+tool's learning rate searched by Optuna); each is trained by the same ``train_controller`` as the
+CLI, with the built-in default config, the same ``--set`` overrides, seed and episode budget, into
+``RUNS/tc-s<seed>`` (ppo) or ``RUNS/<learner>-s<seed>``, the directories
+``scripts/controller_report.py`` uses: a report's runs directory can be passed as ``--runs`` and
+its finished runs are read back, not retrained (a finished run evaluated on fewer pairs than asked
+for runs only the missing pairs). The config's fixed ``compare`` schedules (``default``, ``expert``,
+the published hand rules ``alright`` and ``maxright``, ``mix``) run once into ``RUNS/baselines``;
+``averaged`` (each ppo seed's phase controls averaged into one fixed schedule) runs with its seed.
 
-With ``--tune`` the policies x seeds grid runs as ``metactl sweep`` trials (Ray Tune, as many at
-once as the machine or cluster fits; each trial is the same ``train_controller`` run), then the
-same table is made from the trials' scores.
+The report has one section per evaluated suite (the training families' held-out task seeds, then
+each of ``eval_suites``, e.g. the families no learner trained on), each with the tables of
+``controller_report.py`` (scores, ppo minus each method paired on the same (task, episode seed),
+per seed, per family) and one more: per task, ppo's mean gain minus each method's over every
+controller seed and episode seed of that task, and on how many tasks ppo is ahead. Then each
+learner's wall time per run.
+
+With ``--tune`` the learners x seeds grid runs as ``metactl sweep`` trials (Ray Tune, as many at
+once as the machine or cluster fits; each trial is the same ``train_controller`` run). Sweeps score
+trials on the training families only (``eval_suites=[]``: a sweep must not tune on held-out
+families), so each finished trial's run dir is then evaluated on the pairs it lacks, as above.
 """
 
 from __future__ import annotations
@@ -20,145 +34,150 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
-from metactl.commands.train_controller.run import comparison_actors, evaluate, make_venv, train_controller
-from metactl.envs import BANDIT_ENV_ID
-from metactl.evaluation import finished_rows, row_gain
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from controller_report import BASELINES, pair_key, run_baselines, run_seed, suite_section
+
+from metactl.commands.train_controller.config import resolve
+from metactl.commands.train_controller.run import AVERAGED, evaluate_missing, evaluation_pairs
+from metactl.evaluation import row_gain
 from metactl.paths import resolve_config_path
-from metactl.policies.config import load_controller_config
-from metactl.score_parts import reported_parts
-from metactl.tables import mean_std, render_table
+from metactl.rundir import EVAL, atomic_write_text, read_jsonl
+from metactl.tables import render_table
 
-COLUMNS = ["target/style", "target/truth", "heldout/style", "heldout/truth", "stability", "composite"]
-
-
-def per_seed_means(rows: list[dict]) -> dict[str, float]:
-    scored = finished_rows(rows)  # a diverged run has no scores, its gain is -penalty
-    out = {k: statistics.mean(r["scores"][k] for r in scored) for k in reported_parts(scored[0]["scores"])}
-    out["gain"] = statistics.mean(row_gain(r) for r in rows)
-    return out
+LEARNERS = ["ppo", "bandit", "random", "optuna", "tuned-lr"]
 
 
-def tuned(args, base_cfg, runs_root: Path) -> tuple[dict, dict, dict]:
-    """The policies x seeds grid as one sweep; per-policy, per-seed means from the trials."""
+def per_task_wins(by_seed: dict[int, list[dict]], policy: str) -> str:
+    """Per task: ``policy``'s mean gain minus each method's, over controller seeds and episode seeds
+    (the same pairs for both), and the count of tasks where ``policy`` is ahead."""
+    rows = [r for seed_rows in by_seed.values() for r in seed_rows]
+    labels = [lb for lb in dict.fromkeys(r["label"] for r in rows) if lb != policy]
+    tasks = sorted({(r.get("family", "?"), r["task_seed"]) for r in rows})
+    table = [["method", *(f"{t} ({f})" for f, t in tasks), f"tasks {policy} is ahead"]]
+    for label in labels:
+        cells, ahead, counted = [], 0, 0
+        for family, task in tasks:
+            diffs = []
+            for seed_rows in by_seed.values():
+                here = [r for r in seed_rows if r["task_seed"] == task and r.get("family", "?") == family]
+                mine = {pair_key(r): row_gain(r) for r in here if r["label"] == policy}
+                theirs = {pair_key(r): row_gain(r) for r in here if r["label"] == label}
+                diffs += [mine[k] - theirs[k] for k in sorted(set(mine) & set(theirs))]
+            if not diffs:
+                cells.append("-")
+                continue
+            d = statistics.mean(diffs)
+            cells.append(f"{d:+.3f}")
+            ahead, counted = ahead + (d > 1e-9), counted + 1  # a float tie is not a win
+        table.append([label, *cells, f"{ahead}/{counted}"])
+    return render_table(table, "markdown")
+
+
+def tuned_runs(args, cfg) -> dict[tuple[str, int], Path]:
+    """The learners x seeds grid as one sweep; each (learner, seed)'s trial run dir."""
     from metactl.commands.sweep.config import load_sweep_config
-    from metactl.commands.sweep.run import run_sweep
+    from metactl.commands.sweep.run import run_sweep, trial_name
 
-    sets = [*args.overrides, f"total_episodes={args.episodes}"]
     sweep = load_sweep_config(
-        None,
+        resolve_config_path("sweep", "bench"),
         [
-            f"base={args.config}",
-            f"set={json.dumps(sets)}",
-            f"grid={json.dumps({'policy': args.policies, 'seed': args.seeds})}",
-            f"task_seeds={base_cfg.eval_task_seeds}",
+            f"set={json.dumps(args.overrides)}",
+            f"grid={json.dumps({'policy': args.learners, 'seed': args.seeds})}",
+            f"task_seeds={cfg.eval_task_seeds}",
             *([f"ray.address={args.ray_address}"] if args.ray_address else []),
         ],
     )
-    res = run_sweep(sweep, runs_root / "sweep", resume=(runs_root / "sweep" / "sweep.yaml").is_file())
-    per: dict[str, list[dict]] = {}
-    walls: dict[str, list[float]] = {}
-    episodes_used: dict[str, int] = {}
-    for row in sorted(res.rows, key=lambda r: (args.policies.index(r["params"]["policy"]), r["seed"])):
-        policy, m = row["params"]["policy"], row["metrics"]
-        per.setdefault(policy, []).append({k: m[k] for k in (*reported_parts(m), "gain")})
-        walls.setdefault(policy, []).append(m["seconds"])
-        episodes_used[policy] = m["episodes"]
-    return per, walls, episodes_used
+    root = args.runs / "sweep"
+    run_sweep(sweep, root, resume=(root / "sweep.yaml").is_file())
+    return {(p, s): root / "trials" / trial_name({"policy": p, "seed": s}) for p in args.learners for s in args.seeds}
+
+
+def trial_rows(trial: Path, seed: int, learner: str, overrides: list[str]) -> tuple[list[dict], float]:
+    """A sweep trial's rows on the bench's pairs (the ones the sweep did not score run now) and its wall time."""
+    cfg, _ = resolve("default", [*overrides, f"policy={learner}", f"seed={seed}", "compare=[]"], None, trial)
+    t0 = time.perf_counter()
+    evaluate_missing(cfg, trial)
+    done = json.loads((trial / "trial.json").read_text())
+    return read_jsonl(trial / EVAL, appended=True), done["metrics"]["seconds"] + time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policies", nargs="+", default=["ppo", "bandit", "random", "optuna"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--episodes", type=int, default=32, help="proxy episodes per method and seed")
-    ap.add_argument("--config", type=Path, default=resolve_config_path("train", "default"))
+    ap.add_argument("--learners", nargs="+", default=LEARNERS, help=f"learners trained per seed (default {LEARNERS})")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides KEY=VALUE")
-    ap.add_argument("--runs", type=Path, default=None, help="keep run dirs here (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
-    ap.add_argument(
-        "--tune", action="store_true", help="run the grid as Ray Tune trials (metactl sweep; needs metactl[tune])"
-    )
-    ap.add_argument(
-        "--ray-address",
-        default=None,
-        help="with --tune: 'auto' or HOST:PORT of a Ray cluster (default: a local instance)",
-    )
+    ap.add_argument("--runs", type=Path, default=Path("runs/bench"),
+                    help="run dirs (a controller_report.py runs dir works)")
+    ap.add_argument("--baselines", type=Path, default=None, help="the fixed schedules' rows (default RUNS/baselines)")
+    ap.add_argument("--out", type=Path, default=Path("docs/bench_controller.md"))
+    ap.add_argument("--tune", action="store_true",
+                    help="run the grid as Ray Tune trials (metactl sweep; needs metactl[tune])")
+    ap.add_argument("--ray-address", default=None, help="with --tune: 'auto' or HOST:PORT (default: a local instance)")
     args = ap.parse_args()
+    if "ppo" not in args.learners:
+        ap.error("--learners must include ppo: every table pairs the other methods with it")
 
-    runs_root = args.runs or Path(tempfile.mkdtemp(prefix="bench_controller_"))
-    base_cfg = load_controller_config(args.config, [*args.overrides, f"total_episodes={args.episodes}", "compare=[]"])
-    t_start = time.time()
-    per: dict[str, list[dict]] = {}
+    cfg, _ = resolve("default", args.overrides, None, args.runs)
+    wanted = {(suite or cfg.run.suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)}
+    baselines, baseline_wall = run_baselines(args.baselines or args.runs / BASELINES, args.overrides)
+    baselines = [r for r in baselines if pair_key(r) in wanted]
+    fixed = {r["label"] for r in baselines}
+    trials = tuned_runs(args, cfg) if args.tune else {}
     walls: dict[str, list[float]] = {}
-    episodes_used: dict[str, int] = {}
-    if args.tune:
-        per, walls, episodes_used = tuned(args, base_cfg, runs_root)
-    for policy in args.policies if not args.tune else []:
-        for seed in args.seeds:
-            cfg = load_controller_config(
-                args.config,
-                [*args.overrides, f"total_episodes={args.episodes}", "compare=[]", f"policy={policy}", f"seed={seed}"],
-            )
-            out = runs_root / f"{policy}-s{seed}"
-            t0 = time.time()
-            res = train_controller(cfg, out, resume=(out / "config.yaml").is_file(), progress=True)
-            walls.setdefault(policy, []).append(time.time() - t0)
-            episodes_used[policy] = res.episodes
-            rows = [r for r in res.evaluation.rows if r["label"] == policy]
-            per.setdefault(policy, []).append(per_seed_means(rows))
-            print(
-                f"{policy} seed {seed}: gain {per[policy][-1]['gain']:+.3f} "
-                f"composite {per[policy][-1]['composite']:.3f} ({walls[policy][-1]:.0f}s)",
-                flush=True,
-            )
+    by_suite: dict[str | None, dict[int, list[dict]]] = {}
+    for seed in args.seeds:
+        rows: list[dict] = []
+        for learner in args.learners:
+            if args.tune:
+                mine, wall = trial_rows(trials[learner, seed], seed, learner, args.overrides)
+            else:
+                compare = [AVERAGED] if learner == "ppo" and AVERAGED in cfg.compare else []
+                out, wall = run_seed(seed, args.runs, args.overrides, policy=learner, compare=compare)
+                mine = read_jsonl(out / EVAL, appended=True)
+            walls.setdefault(learner, []).append(wall)
+            rows += mine
+        for r in [r for r in rows if r["label"] not in fixed and pair_key(r) in wanted] + baselines:
+            by_suite.setdefault(r.get("suite"), {}).setdefault(seed, []).append(r)
 
-    # The fixed schedules are deterministic given the task and episode seed: run them once.
-    venv = make_venv(base_cfg, BANDIT_ENV_ID)
-    try:
-        ref, _ = evaluate(
-            base_cfg, venv, comparison_actors(load_controller_config(args.config, ["compare=[default,expert]"]))
+    wall_table = [["learner", "episodes", "wall time per run (training + evaluation), mean over seeds"]]
+    for learner, w in walls.items():
+        mean = statistics.mean(w)
+        wall_table.append([learner, str(cfg.total_episodes), f"{mean:.0f} s ({mean / 60:.1f} min)"])
+    wall_table.append(
+        ["fixed schedules", "-", f"{baseline_wall:.0f} s ({baseline_wall / 60:.1f} min), once for all seeds"]
+    )
+    cmd = (
+        f"python scripts/bench_controller.py --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --learners {' '.join(args.learners)}" if args.learners != LEARNERS else "")
+        + (f" --set {' '.join(args.overrides)}" if args.overrides else "")
+        + f" --runs {args.runs}" + (f" --baselines {args.baselines}" if args.baselines else "")
+        + (" --tune" if args.tune else "") + f" --out {args.out}"
+    )
+    sections = []
+    for suite, by_seed in by_suite.items():
+        sections.append(
+            suite_section(suite, by_seed, "ppo")
+            + "\nPer task (mean over controller seeds and episode seeds of ppo's gain minus the method's):\n\n"
+            + per_task_wins(by_seed, "ppo") + "\n"
         )
-    finally:
-        venv.close()
-    for label, rows in ref.by_label().items():
-        per[label] = [per_seed_means(rows)]
-    default_gain = per["default"][0]["gain"]
-
-    rows = [["method", *COLUMNS, "gain over base", "x default gain", "episodes", "wall time per run"]]
-    for label, seeds in per.items():
-        cells = [mean_std([s[c] for s in seeds]) for c in COLUMNS]
-        gains = [s["gain"] for s in seeds]
-        ratio = statistics.mean(gains) / default_gain if default_gain > 0 else float("nan")
-        wall = f"{statistics.mean(walls[label]):.0f} s" if label in walls else "-"
-        eps = str(episodes_used.get(label, "-"))
-        rows.append([label, *cells, mean_std(gains, signed=True), f"{ratio:.2f}x", eps, wall])
-    table = render_table(rows, "markdown")
-    print(table)
-    if args.out:
-        cmd = (
-            f"python scripts/bench_controller.py --policies {' '.join(args.policies)} "
-            f"--seeds {' '.join(map(str, args.seeds))} --episodes {args.episodes}"
-            + (f" --set {' '.join(args.overrides)}" if args.overrides else "")
-            + (" --tune" if args.tune else "")
-        )
-        text = (
-            "# Controllers vs search baselines (same episode budget, same held-out tasks)\n\n"
-            f"Made by `{cmd}` in {time.time() - t_start:.0f} s on this machine (2 CPU cores, `n_envs=2`).\n\n"
-            f"Held-out task seeds {base_cfg.eval_task_seeds}; "
-            f"mean ± std over controller seeds {args.seeds} of each seed's "
-            "mean over the held-out tasks (default and expert are deterministic: one run, std over nothing).\n\n"
-            + table
-            + "\n\n<!-- raw -->\n```json\n"
-            + json.dumps({k: v for k, v in per.items()}, indent=1)
-            + "\n```\n"
-        )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
+    text = (
+        "# Every learner and baseline at the same episode budget, on the same held-out pairs\n\n"
+        f"<!-- Written by `{cmd}`; do not edit by hand (commentary: docs/controller.md). -->\n\n"
+        f"Made by `{cmd}`: the built-in default config (`configs/train/default.yaml`)"
+        + (" with the `--set` overrides above" if args.overrides else "")
+        + f"; learners {', '.join(args.learners)}, {cfg.total_episodes} episodes each, controller seeds {args.seeds}; "
+        f"fixed schedules {', '.join(n for n in cfg.compare)}. No learner observes or trains on the held-out "
+        "task seeds or the held-out families.\n\n"
+        + "\n".join(sections)
+        + "\nWall time on this machine (2 CPU cores):\n\n" + render_table(wall_table, "markdown") + "\n"
+    )
+    atomic_write_text(args.out, text)
+    print(text)
 
 
 if __name__ == "__main__":

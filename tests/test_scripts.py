@@ -42,7 +42,7 @@ def test_lever_effect_interval_is_the_t_interval():
 
 
 @pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py",
-                                    "obs_conditioning.py"])
+                                    "obs_conditioning.py", "bench_controller.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
@@ -101,3 +101,27 @@ def test_averaged_shares_puts_each_seeds_schedule_beside_its_gains(tmp_path):
     (runs / "tc-s3" / "averaged.yaml").unlink()
     with pytest.raises(SystemExit, match=r"seeds \[3\]"):
         main([str(report), "--runs", str(runs), "--out", str(out)])
+
+
+def test_bench_counts_per_task_wins_over_every_seed_and_episode():
+    """ppo is ahead on a task when its gain, averaged over the controller seeds and episode seeds of
+    that task, beats the method's on the same pairs; a task the method never ran is left out."""
+    from bench_controller import per_task_wins
+
+    base = {"composite": 1.0}
+
+    def row(label, task, episode, gain, family="f"):
+        return {"label": label, "task_seed": task, "episode_seed": episode, "family": family, "suite": "s",
+                "base": base, "scores": {"composite": 1.0 + gain}}
+
+    by_seed = {
+        0: [row("ppo", 1, 0, 0.5), row("ppo", 1, 1, 0.1), row("ppo", 2, 0, 0.2), row("expert", 1, 0, 0.2),
+            row("expert", 1, 1, 0.2), row("expert", 2, 0, 0.4)],
+        1: [row("ppo", 1, 0, 0.3), row("ppo", 2, 0, 0.6), row("expert", 1, 0, 0.2), row("expert", 2, 0, 0.4),
+            row("mix", 2, 0, 0.0)],
+    }
+    table = per_task_wins(by_seed, "ppo")
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
+    # task 1: (0.3 + -0.1 + 0.1) / 3 = +0.100; task 2: (-0.2 + 0.2) / 2 = +0.000 (not ahead)
+    assert lines["expert"] == "| expert | +0.100 | +0.000 | 1/2 |"
+    assert lines["mix"] == "| mix | - | +0.600 | 1/1 |"
