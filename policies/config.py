@@ -68,6 +68,16 @@ class PPOConfig:
         },
     )
 
+    antithetic: bool = field(
+        default=False,
+        metadata={
+            "help": "mirrored exploration: with group_size 2, the second episode of each pair (same task and "
+            "episode seed) takes the first's exploration noise negated, so the pair's return difference is a "
+            "central difference along the noise and the rest of the return cancels (antithetic sampling, as in "
+            "evolution strategies; policies/antithetic.py). Needs group_size 2 and use_sde false"
+        },
+    )
+
     def __post_init__(self) -> None:
         self.learning_rate = check_number("ppo.learning_rate", self.learning_rate, low=0.0, high=1.0, low_open=True)
         self.episodes_per_update = int(
@@ -95,6 +105,13 @@ class PPOConfig:
         self.group_size = int(check_number("ppo.group_size", self.group_size, low=0, high=4096, integer=True))
         if not isinstance(self.use_sde, bool):
             raise ConfigError(f"ppo.use_sde: expected true or false, got {self.use_sde!r}.")
+        if not isinstance(self.antithetic, bool):
+            raise ConfigError(f"ppo.antithetic: expected true or false, got {self.antithetic!r}.")
+        if self.antithetic and self.use_sde:
+            raise ConfigError(
+                "ppo.antithetic: mirrors the plain Gaussian's per-step noise; gSDE (ppo.use_sde) draws its noise "
+                "once per episode from the hidden layer, which this does not mirror. Set one of them to false."
+            )
 
 
 @dataclass
@@ -251,6 +268,11 @@ class ControllerConfig(YamlConfig):
             raise ConfigError(
                 f"ppo.group_size: {g} does not divide the {n} envs (n_envs), so a group would span two rounds of "
                 f"episodes; set n_envs to a multiple of {g} (e.g. {g * (n // g + 1)}), or ppo.group_size=1 (no groups)."
+            )
+        if uses_ppo and self.ppo.antithetic and self.resolved_group_size() != 2:
+            raise ConfigError(
+                f"ppo.antithetic: mirrors the noise within pairs of episodes on the same task and seed, so it needs "
+                f"ppo.group_size=2 (got {self.ppo.group_size}, resolved {self.resolved_group_size()})."
             )
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")

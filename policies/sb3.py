@@ -9,9 +9,11 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from metactl.envs import BANDIT_ENV_ID, PHASE_ENV_ID
+from metactl.policies.antithetic import MirroredNoisePolicy
 from metactl.policies.base import EpisodeSink, Policy
 from metactl.policies.group_relative import GroupRelativeAdvantage
 from metactl.rundir import CONTROLLER
@@ -26,7 +28,7 @@ _DROPPED = ("_last_obs", "_last_original_obs", "_last_episode_starts", "ep_info_
 
 
 def load_ppo(path: Path, observation_space: Any, action_space: Any, env: Any = None, learning_rate: float = 1e-3,
-             clip_range: float = 0.2) -> PPO:
+             clip_range: float = 0.2, policy_class: type | None = None) -> PPO:
     """``PPO.load`` that executes nothing from the file: every pickled entry of its ``data`` is
     replaced (``custom_objects``) by an object built here, the spaces are the env's own, and the
     tensors load with ``torch.load(weights_only=True)`` (SB3's own rule)."""
@@ -59,7 +61,7 @@ def load_ppo(path: Path, observation_space: Any, action_space: Any, env: Any = N
             "dir (a pickle can run code), so this controller is refused."
         )
     custom = {
-        "policy_class": ActorCriticPolicy,
+        "policy_class": policy_class or ActorCriticPolicy,
         "observation_space": observation_space,
         "action_space": action_space,
         "rollout_buffer_class": RolloutBuffer,
@@ -124,7 +126,7 @@ class PPOPolicy(Policy):
         c = self.config.ppo
         n_steps = self.steps_per_episode() * self.episodes_per_update // venv.num_envs
         self.model = PPO(
-            "MlpPolicy",
+            self._policy_class(),
             BudgetEndIsFinal(venv),
             learning_rate=c.learning_rate,
             n_steps=n_steps,
@@ -150,6 +152,11 @@ class PPOPolicy(Policy):
             self._seed_in_groups(venv, size)
         self._tb_dir = tb_dir
         self._set_logger()
+
+    def _policy_class(self) -> type:
+        # Both sample as a Gaussian around the same MLP mean; the mirrored one pairs the noise of
+        # consecutive envs (ppo.antithetic). The state dict is the same, so either loads either's zip.
+        return MirroredNoisePolicy if self.config.ppo.antithetic else ActorCriticPolicy
 
     def _set_share_std(self, venv, log_std: float) -> None:
         # The share actions decide the schedule's structure (which tools run in a phase); the train and
@@ -204,6 +211,7 @@ class PPOPolicy(Policy):
         self.model = load_ppo(
             Path(path) / CONTROLLER_FILE, venv.observation_space, venv.action_space,
             env=BudgetEndIsFinal(venv), learning_rate=c.learning_rate, clip_range=c.clip_range,
+            policy_class=self._policy_class(),
         )
         self._set_logger()
 
