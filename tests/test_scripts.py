@@ -42,7 +42,7 @@ def test_lever_effect_interval_is_the_t_interval():
 
 
 @pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py",
-                                    "obs_conditioning.py", "bench_controller.py"])
+                                    "obs_conditioning.py", "bench_controller.py", "obs_range.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
