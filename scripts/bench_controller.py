@@ -40,10 +40,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from controller_report import BASELINES, pair_key, run_baselines, run_seed, suite_section
+from controller_report import BASELINES, add_seed_rows, pair_key, run_seed, shared_baselines, suite_section
 
 from metactl.commands.train_controller.config import resolve
-from metactl.commands.train_controller.run import AVERAGED, evaluate_missing, evaluation_pairs
+from metactl.commands.train_controller.run import AVERAGED, evaluate_missing
 from metactl.evaluation import row_gain
 from metactl.paths import resolve_config_path
 from metactl.rundir import EVAL, atomic_write_text, read_jsonl
@@ -58,16 +58,17 @@ def per_task_wins(by_seed: dict[int, list[dict]], policy: str) -> str:
     rows = [r for seed_rows in by_seed.values() for r in seed_rows]
     labels = [lb for lb in dict.fromkeys(r["label"] for r in rows) if lb != policy]
     tasks = sorted({(r.get("family", "?"), r["task_seed"]) for r in rows})
+    # Each row's gain, indexed once: (label, family, task) -> {(controller seed, pair): gain}.
+    gains: dict[tuple, dict[tuple, float]] = {}
+    for seed, seed_rows in by_seed.items():
+        for r in seed_rows:
+            gains.setdefault((r["label"], r.get("family", "?"), r["task_seed"]), {})[seed, pair_key(r)] = row_gain(r)
     table = [["method", *(f"{t} ({f})" for f, t in tasks), f"tasks {policy} is ahead"]]
     for label in labels:
         cells, ahead, counted = [], 0, 0
         for family, task in tasks:
-            diffs = []
-            for seed_rows in by_seed.values():
-                here = [r for r in seed_rows if r["task_seed"] == task and r.get("family", "?") == family]
-                mine = {pair_key(r): row_gain(r) for r in here if r["label"] == policy}
-                theirs = {pair_key(r): row_gain(r) for r in here if r["label"] == label}
-                diffs += [mine[k] - theirs[k] for k in sorted(set(mine) & set(theirs))]
+            mine, theirs = gains.get((policy, family, task), {}), gains.get((label, family, task), {})
+            diffs = [mine[k] - theirs[k] for k in sorted(set(mine) & set(theirs))]
             if not diffs:
                 cells.append("-")
                 continue
@@ -123,10 +124,7 @@ def main() -> None:
         ap.error("--learners must include ppo: every table pairs the other methods with it")
 
     cfg, _ = resolve("default", args.overrides, None, args.runs)
-    wanted = {(suite or cfg.run.suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)}
-    baselines, baseline_wall = run_baselines(args.baselines or args.runs / BASELINES, args.overrides)
-    baselines = [r for r in baselines if pair_key(r) in wanted]
-    fixed = {r["label"] for r in baselines}
+    wanted, baselines, baseline_wall = shared_baselines(cfg, args.baselines or args.runs / BASELINES, args.overrides)
     trials = tuned_runs(args, cfg) if args.tune else {}
     walls: dict[str, list[float]] = {}
     by_suite: dict[str | None, dict[int, list[dict]]] = {}
@@ -141,8 +139,7 @@ def main() -> None:
                 mine = read_jsonl(out / EVAL, appended=True)
             walls.setdefault(learner, []).append(wall)
             rows += mine
-        for r in [r for r in rows if r["label"] not in fixed and pair_key(r) in wanted] + baselines:
-            by_suite.setdefault(r.get("suite"), {}).setdefault(seed, []).append(r)
+        add_seed_rows(by_suite, seed, rows, baselines, wanted)
 
     wall_table = [["learner", "episodes", "wall time per run (training + evaluation), mean over seeds"]]
     for learner, w in walls.items():

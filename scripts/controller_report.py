@@ -92,6 +92,25 @@ def run_baselines(out: Path, overrides: list[str]) -> tuple[list[dict], float]:
     return rows, wall
 
 
+def shared_baselines(cfg: ControllerConfig, out: Path, overrides: list[str]) -> tuple[set, list[dict], float]:
+    """The report's (suite, task seed, episode seed) pairs, the fixed schedules' rows on exactly those
+    and the wall time they took. Run dirs and the shared baselines may hold more pairs than asked for
+    (a wider evaluation made for another report): every method is read on exactly these."""
+    wanted = {(suite or cfg.run.suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)}
+    baselines, wall = run_baselines(out, overrides)
+    return wanted, [r for r in baselines if pair_key(r) in wanted], wall
+
+
+def add_seed_rows(by_suite: dict[str | None, dict[int, list[dict]]], seed: int, rows: list[dict],
+                  baselines: list[dict], wanted: set) -> None:
+    """File one controller seed's run-dir rows on the wanted pairs, and the shared fixed-schedule rows,
+    under their suite. A run dir made with the fixed schedules in its own compare list: the shared rows
+    stand for them."""
+    fixed = {r["label"] for r in baselines}
+    for r in [r for r in rows if r["label"] not in fixed and pair_key(r) in wanted] + baselines:
+        by_suite.setdefault(r.get("suite"), {}).setdefault(seed, []).append(r)
+
+
 def _evaluate_fixed(cfg: ControllerConfig, pairs: list[tuple[str | None, int, int]]) -> list[dict]:
     """The config's fixed ``compare`` schedules on ``pairs`` (suite None: run.suite), batched on the
     population engine like the CLI's own evaluation."""
@@ -197,12 +216,7 @@ def main() -> None:
 
     cfg, _ = resolve("default", args.overrides, None, args.runs)
     per_seed = [AVERAGED] if AVERAGED in cfg.compare else []
-    # Run dirs and the shared baselines may hold more pairs than asked for (a wider evaluation made
-    # for another report): every method is read on exactly these.
-    wanted = {(suite or cfg.run.suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)}
-    baselines, baseline_wall = run_baselines(args.baselines or args.runs / BASELINES, args.overrides)
-    baselines = [r for r in baselines if pair_key(r) in wanted]
-    fixed = {r["label"] for r in baselines}
+    wanted, baselines, baseline_wall = shared_baselines(cfg, args.baselines or args.runs / BASELINES, args.overrides)
     walls: list[list[str]] = []
     by_suite: dict[str | None, dict[int, list[dict]]] = {}
     policy = "ppo"
@@ -215,9 +229,7 @@ def main() -> None:
             out, wall = run_seed(seed, args.runs, args.overrides, policy=search, compare=[])
             walls.append([str(seed), search, f"{wall:.0f} s ({wall / 60:.1f} min)"])
             rows += read_jsonl(out / EVAL, appended=True)
-        # A run dir made with the fixed schedules in its own compare list: the shared rows stand for them.
-        for r in [r for r in rows if r["label"] not in fixed and pair_key(r) in wanted] + baselines:
-            by_suite.setdefault(r.get("suite"), {}).setdefault(seed, []).append(r)
+        add_seed_rows(by_suite, seed, rows, baselines, wanted)
     runs = [["controller seed", "policy", "wall time (training + evaluation)"], *walls]
     runs.append(["-", "fixed schedules " + ", ".join(n for n in cfg.compare if n != AVERAGED),
                  f"{baseline_wall:.0f} s ({baseline_wall / 60:.1f} min), once for all seeds"])
