@@ -267,12 +267,14 @@ class ControllerConfig(YamlConfig):
         if uses_ppo and g > 1 and (n := self.resolved_n_envs()) % g:  # 0 (auto) always fits
             raise ConfigError(
                 f"ppo.group_size: {g} does not divide the {n} envs (n_envs), so a group would span two rounds of "
-                f"episodes; set n_envs to a multiple of {g} (e.g. {g * (n // g + 1)}), or ppo.group_size=1 (no groups)."
+                f"episodes; set n_envs to a multiple of {g} (e.g. {g * (n // g + 1)}), or ppo.group_size=1 (no groups)"
+                + (" and ppo.antithetic=false (mirrored noise needs the pairs)." if self.ppo.antithetic else ".")
             )
         if uses_ppo and self.ppo.antithetic and self.resolved_group_size() != 2:
             raise ConfigError(
                 f"ppo.antithetic: mirrors the noise within pairs of episodes on the same task and seed, so it needs "
-                f"ppo.group_size=2 (got {self.ppo.group_size}, resolved {self.resolved_group_size()})."
+                f"ppo.group_size=2 (got {self.ppo.group_size}, resolved {self.resolved_group_size()}); set "
+                f"ppo.group_size=2 with an even n_envs, or ppo.antithetic=false."
             )
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")

@@ -20,6 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import yaml
+
 from metactl.rundir import atomic_write_text
 
 BUDGET_MIN = 15.0
@@ -45,6 +47,7 @@ def main() -> None:
     trained = (run / "controller.zip").stat().st_mtime
     started = (run / "config.yaml").stat().st_mtime
     ended = (run / "eval.jsonl").stat().st_mtime
+    episodes = yaml.safe_load((run / "config.yaml").read_text())["total_episodes"]
     verdict = "within" if wall / 60 <= BUDGET_MIN else "over"
     shown = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     lines = [
@@ -56,7 +59,7 @@ def main() -> None:
          "fresh run dir."),
         "",
         f"- Wall time of the whole command: **{wall / 60:.1f} min** ({verdict} the {BUDGET_MIN:.0f}-minute budget).",
-        (f"- Start-up and training (64 episodes): {(trained - started) / 60:.1f} min; evaluation (the greedy "
+        (f"- Start-up and training ({episodes} episodes): {(trained - started) / 60:.1f} min; evaluation (the greedy "
          f"policy, `averaged` and every compare schedule on the held-out tasks of both suites): "
          f"{(ended - trained) / 60:.1f} min."),
         ("- The first run on a freshly installed machine is slower by minutes of start-up (modules read "

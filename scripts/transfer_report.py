@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import yaml
+
 from metactl.evaluation import Evaluation, format_comparison
 from metactl.rundir import atomic_write_text, read_jsonl
 from metactl.score_parts import is_better
@@ -214,6 +216,7 @@ def main() -> None:
     args = ap.parse_args()
 
     train_s = ensure_run(args.run)
+    episodes = yaml.safe_load((args.run / "config.yaml").read_text())["total_episodes"]
     results = []
     for name in args.cases:
         compare = ["expert"] if CASES[name]["mode"] == "schedule" else []
@@ -224,7 +227,9 @@ def main() -> None:
         "",
         "Made by `python scripts/transfer_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "` "
         f"on this 2-core CPU machine. Source: `{args.run.name}`, a default `metactl train-controller` run "
-        "(PPO, proxy-tiny, 64 episodes" + (f", trained here in {train_s / 60:.1f} min" if train_s else "") + "). "
+        f"(PPO, proxy-tiny, {episodes} episodes"
+        + (f", trained here in {train_s / 60:.1f} min" if train_s else "")
+        + "). "
         "`learned` is the transferred controller's decisions, the other columns fixed schedules "
         "(`configs/schedules/`: `default`, `expert`, the published hand rule `maxright`), "
         "all at the same step budget, episode seed and task seeds, through the same runner.",

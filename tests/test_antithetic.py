@@ -86,3 +86,22 @@ def _spaces(out) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     data = json.loads(zipfile.ZipFile(out / "controller.zip").read("data"))
     shapes = [tuple(data[k]["_shape"]) for k in ("observation_space", "action_space")]
     return gym.spaces.Box(-np.inf, np.inf, shapes[0], np.float32), gym.spaces.Box(-1, 1, shapes[1], np.float32)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["n_envs=3"], r"does not divide the 3 envs.*and ppo.antithetic=false"),
+        (["ppo.group_size=1"], r"needs ppo.group_size=2 \(got 1, resolved 1\); set .* or ppo.antithetic=false"),
+    ],
+)
+def test_the_default_file_mirrors_pairs_and_says_how_to_turn_it_off(overrides, message):
+    """configs/train/default.yaml runs mirrored pairs, so a user who asks for an odd number of envs, or
+    no groups, is told both settings to change, not one at a time."""
+    from metactl.paths import CONFIGS
+
+    path = CONFIGS / "train" / "default.yaml"
+    cfg = load_controller_config(path, ["vec_env=dummy"])
+    assert cfg.ppo.antithetic and cfg.resolved_group_size() == 2
+    with pytest.raises(ConfigError, match=message):
+        load_controller_config(path, ["vec_env=dummy", *overrides])

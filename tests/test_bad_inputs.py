@@ -16,7 +16,9 @@ from metactl.rundir import WRITES, claim_output
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_SCHEDULE = "schema_version: 1\nphases: [{fraction: 0.6, tools: {sft: {share: 1}}}]\n"
-TINY_TC = ["--set", "total_episodes=2", "--set", "n_envs=1"]
+TINY_TC = [
+    "--set", "total_episodes=2", "--set", "n_envs=1", "--set", "ppo.group_size=1", "--set", "ppo.antithetic=false",
+]
 EMPTY_CHOSEN = (
     '{"prompt": "1+1=", "chosen": "", "rejected": " 3."}\n{"prompt": "2+1=", "chosen": " 3.", "rejected": " 4."}\n'
 )

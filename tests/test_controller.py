@@ -28,6 +28,8 @@ TINY = [
     # Scored on fewer probes and on the training suite only (the held-out families have their own
     # test): the test suite's time goes to what each test checks, not to scoring.
     "run.training.score_probes=16", "eval_suites=[]",
+    # One env cannot hold the default's mirrored pairs (tests/test_antithetic.py runs those).
+    "ppo.group_size=1", "ppo.antithetic=false",
 ]
 
 
@@ -258,8 +260,9 @@ def test_bad_config_fails_before_training_with_the_fix(tmp_path, no_weights, ove
 
 def test_default_config_file_matches_the_code_defaults():
     """configs/train/default.yaml is what train-controller runs with no arguments: every field equals
-    the code's default except the ones it documents (2 layer groups; trained on the training task
-    families, judged also on the held-out ones; share-only controls), and its text is the config's own
+    the code's default except the ones it documents (2 layer groups; trained on the four training task
+    families for 96 episodes, judged also on the held-out ones; share-only controls; mirrored pairs of
+    episodes), and its text is the config's own
     commented YAML. (Made to fail once by editing ppo.n_epochs in the file, which the old two-field
     check missed.)"""
     from metactl.policies.config import ControllerConfig
@@ -268,8 +271,10 @@ def test_default_config_file_matches_the_code_defaults():
     cfg = load_controller_config(path)
     expected = ControllerConfig()
     expected.run.training.layer_groups = 2
-    expected.run.suite, expected.eval_suites = "train-families", ["heldout-families"]
+    expected.run.suite, expected.eval_suites = "train-families-wide", ["heldout-families"]
     expected.env.controls = "share"
+    expected.total_episodes = 96
+    expected.ppo.group_size, expected.ppo.antithetic = 2, True
     assert cfg == expected
     body = "".join(path.read_text().splitlines(True)[2:])  # after the two header comment lines
     assert body == cfg.to_commented_yaml(), "regenerate the file from ControllerConfig.to_commented_yaml()"

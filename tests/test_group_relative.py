@@ -48,6 +48,7 @@ def test_an_episode_cut_at_the_rollout_start_is_not_grouped():
 TINY = [
     "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "ppo.group_size=2",
+    "ppo.antithetic=false",
     "run.training.score_probes=16", "eval_suites=[]",
 ]
 
@@ -84,5 +85,6 @@ def test_group_size_must_divide_the_envs():
     ("n_envs", "vec_env", "size"), [(0, "auto", 2), (8, "batched", 2), (1, "dummy", 1), (3, "dummy", 1)]
 )
 def test_group_size_0_pairs_the_envs_when_they_are_even(n_envs, vec_env, size):
-    cfg = load_controller_config(None, [f"n_envs={n_envs}", f"vec_env={vec_env}", "ppo.group_size=0"])
+    overrides = [f"n_envs={n_envs}", f"vec_env={vec_env}", "ppo.group_size=0", "ppo.antithetic=false"]
+    cfg = load_controller_config(None, overrides)
     assert cfg.resolved_group_size() == size

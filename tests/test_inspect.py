@@ -21,6 +21,7 @@ TINY = [
     "n_envs=1", "run.training.total_steps=8", "env.phases=2", "env.train_task_seeds=[0,2]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "run.training.score_probes=16",
     "eval_suites=[]",
+    "ppo.group_size=1", "ppo.antithetic=false",  # one env holds no mirrored pair
 ]
 SECTIONS = [
     "Decisions",

@@ -19,7 +19,8 @@ from metactl.errors import ConfigError
 pytestmark = pytest.mark.tune
 
 TINY = ("set=[total_episodes=2, run.training.total_steps=4, env.phases=2, 'env.train_task_seeds=[0,2]', "
-        "ppo.episodes_per_update=2, run.suite=style-vs-truth, run.training.score_probes=16, {extra}]")
+        "ppo.episodes_per_update=2, run.suite=style-vs-truth, run.training.score_probes=16, ppo.group_size=1, "
+        "ppo.antithetic=false, {extra}]")
 
 
 def _cfg(*overrides: str, extra: str = "n_envs=1"):

@@ -20,6 +20,7 @@ TINY_TRAIN = [
     "n_envs=1", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,2]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "total_episodes=2",
     "run.suite=style-vs-truth", "eval_suites=[]",  # the transfer mechanics on one family's parts
+    "ppo.group_size=1", "ppo.antithetic=false",  # one env holds no mirrored pair
 ]
 
 
