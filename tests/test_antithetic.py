@@ -105,3 +105,35 @@ def test_the_default_file_mirrors_pairs_and_says_how_to_turn_it_off(overrides, m
     assert cfg.ppo.antithetic and cfg.resolved_group_size() == 2
     with pytest.raises(ConfigError, match=message):
         load_controller_config(path, ["vec_env=dummy", *overrides])
+
+
+def test_the_bandit_runs_mirrored_pairs_under_the_default_file(tmp_path):
+    """policy bandit shares the PPO settings, so under configs/train/default.yaml it runs mirrored pairs
+    too: the two episodes of each pair run one task and episode seed, and its zip reloads with the
+    mirrored class."""
+    from metactl.policies import POLICIES
+    from metactl.policies.sb3 import load_ppo
+
+    out = tmp_path / "run"
+    sets = [
+        "policy=bandit", "n_envs=2", "vec_env=dummy", "run.training.total_steps=4", "env.phases=2",
+        "env.train_task_seeds=[0,16]", "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2",
+        "run.training.score_probes=16", "eval_suites=[]",
+    ]
+    args = [x for s in sets for x in ("--set", s)]
+    res = CliRunner().invoke(app, ["train-controller", "--episodes", "4", "--out", str(out), "--quiet", *args])
+    assert res.exit_code == 0, res.output
+    cfg = load_controller_config(out / "config.yaml")
+    assert cfg.ppo.antithetic and cfg.resolved_group_size() == 2
+    import json
+
+    seeds = {}
+    for line in (out / "scores.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        seeds.setdefault(row["episode"], (row["task_seed"], row["episode_seed"]))
+    assert sorted(seeds) == [0, 1, 2, 3]
+    assert seeds[0] == seeds[1] and seeds[2] == seeds[3]
+    policy = POLICIES["bandit"](cfg)
+    assert policy._policy_class() is MirroredNoisePolicy
+    assert isinstance(load_ppo(out / "controller.zip", *_spaces(out), policy_class=MirroredNoisePolicy).policy,
+                      MirroredNoisePolicy)

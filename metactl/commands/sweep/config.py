@@ -67,7 +67,7 @@ class SweepConfig(YamlConfig):
         metadata={"help": "controller config every trial starts from: a built-in name (configs/train/) or a YAML path"},
     )
     set: list[str] = field(
-        default_factory=list, metadata={"help": "overrides for every trial, e.g. [total_episodes=32, n_envs=1]"}
+        default_factory=list, metadata={"help": "overrides for every trial, e.g. [total_episodes=32, n_envs=2]"}
     )
     grid: dict[str, list] = field(
         default_factory=dict,
