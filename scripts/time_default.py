@@ -20,9 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml
-
-from metactl.rundir import atomic_write_text
+from metactl.rundir import atomic_write_text, read_config_data
 
 BUDGET_MIN = 15.0
 
@@ -47,7 +45,7 @@ def main() -> None:
     trained = (run / "controller.zip").stat().st_mtime
     started = (run / "config.yaml").stat().st_mtime
     ended = (run / "eval.jsonl").stat().st_mtime
-    episodes = yaml.safe_load((run / "config.yaml").read_text())["total_episodes"]
+    episodes = read_config_data(run)["total_episodes"]
     verdict = "within" if wall / 60 <= BUDGET_MIN else "over"
     shown = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     lines = [

@@ -23,10 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml
-
 from metactl.evaluation import Evaluation, format_comparison
-from metactl.rundir import atomic_write_text, read_jsonl
+from metactl.rundir import atomic_write_text, read_config_data, read_jsonl
 from metactl.score_parts import is_better
 from metactl.tables import render_table
 
@@ -216,7 +214,7 @@ def main() -> None:
     args = ap.parse_args()
 
     train_s = ensure_run(args.run)
-    episodes = yaml.safe_load((args.run / "config.yaml").read_text())["total_episodes"]
+    episodes = read_config_data(args.run)["total_episodes"]
     results = []
     for name in args.cases:
         compare = ["expert"] if CASES[name]["mode"] == "schedule" else []

@@ -12,6 +12,7 @@ from metactl.commands.cli import app
 from metactl.errors import ConfigError
 from metactl.policies.antithetic import MirroredNoisePolicy
 from metactl.policies.config import load_controller_config
+from metactl.rundir import SCORES, read_jsonl
 
 
 def _policy() -> MirroredNoisePolicy:
@@ -125,11 +126,8 @@ def test_the_bandit_runs_mirrored_pairs_under_the_default_file(tmp_path):
     assert res.exit_code == 0, res.output
     cfg = load_controller_config(out / "config.yaml")
     assert cfg.ppo.antithetic and cfg.resolved_group_size() == 2
-    import json
-
     seeds = {}
-    for line in (out / "scores.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(out / SCORES):
         seeds.setdefault(row["episode"], (row["task_seed"], row["episode_seed"]))
     assert sorted(seeds) == [0, 1, 2, 3]
     assert seeds[0] == seeds[1] and seeds[2] == seeds[3]
