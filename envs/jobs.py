@@ -97,6 +97,12 @@ class EngineEnvMixin(ABC):
         self.suite_name = options.get("suite")
         self.engine.load_task(self.task_seed, suite_name=self.suite_name)
 
+    @property
+    def observation_labels(self) -> list[str]:
+        """The name of every observation entry (as ``reset``'s info gives them), for wrappers that
+        treat entries differently (``ppo.obs_noise`` leaves the clock exact)."""
+        return list(self.observer.labels)
+
     def set_worker_index(self, index: int) -> None:
         # A method, not set_attr: VecEnv.set_attr would set it on the Monitor wrapper.
         self.worker_index = index

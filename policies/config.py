@@ -78,6 +78,16 @@ class PPOConfig:
         },
     )
 
+    obs_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "while training, Gaussian noise on what the policy reads, in units of each observation entry's "
+            "running std (the phase and budget left stay exact; a mirrored pair shares the draw); evaluation and "
+            "transfer read clean observations. Regularises reactions to readings that differ between task "
+            "families (policies/obs_noise.py). 0: off"
+        },
+    )
+
     def __post_init__(self) -> None:
         self.learning_rate = check_number("ppo.learning_rate", self.learning_rate, low=0.0, high=1.0, low_open=True)
         self.episodes_per_update = int(
@@ -102,6 +112,7 @@ class PPOConfig:
             int(check_number(f"ppo.net_arch[{i}]", v, low=1, high=65536, integer=True))
             for i, v in enumerate(self.net_arch)
         ]
+        self.obs_noise = check_number("ppo.obs_noise", self.obs_noise, low=0.0, high=10.0)
         self.group_size = int(check_number("ppo.group_size", self.group_size, low=0, high=4096, integer=True))
         if not isinstance(self.use_sde, bool):
             raise ConfigError(f"ppo.use_sde: expected true or false, got {self.use_sde!r}.")

@@ -16,6 +16,7 @@ from metactl.envs import BANDIT_ENV_ID, PHASE_ENV_ID
 from metactl.policies.antithetic import MirroredNoisePolicy
 from metactl.policies.base import EpisodeSink, Policy
 from metactl.policies.group_relative import GroupRelativeAdvantage
+from metactl.policies.obs_noise import NoisyReadings
 from metactl.rundir import CONTROLLER
 
 CONTROLLER_FILE = CONTROLLER  # the SB3 zip in a run dir (and in each checkpoint)
@@ -127,7 +128,7 @@ class PPOPolicy(Policy):
         n_steps = self.steps_per_episode() * self.episodes_per_update // venv.num_envs
         self.model = PPO(
             self._policy_class(),
-            BudgetEndIsFinal(venv),
+            self._wrap(venv),
             learning_rate=c.learning_rate,
             n_steps=n_steps,
             batch_size=min(c.batch_size, n_steps * venv.num_envs),
@@ -152,6 +153,13 @@ class PPOPolicy(Policy):
             self._seed_in_groups(venv, size)
         self._tb_dir = tb_dir
         self._set_logger()
+
+    def _wrap(self, venv) -> VecEnvWrapper:
+        if self.config.ppo.obs_noise > 0:
+            labels = venv.get_attr("observation_labels", indices=[0])[0]
+            venv = NoisyReadings(venv, self.config.ppo.obs_noise, labels, self.config.seed,
+                                 self.config.resolved_group_size())
+        return BudgetEndIsFinal(venv)
 
     def _policy_class(self) -> type:
         # Both sample as a Gaussian around the same MLP mean; the mirrored one pairs the noise of
@@ -210,7 +218,7 @@ class PPOPolicy(Policy):
         c = self.config.ppo
         self.model = load_ppo(
             Path(path) / CONTROLLER_FILE, venv.observation_space, venv.action_space,
-            env=BudgetEndIsFinal(venv), learning_rate=c.learning_rate, clip_range=c.clip_range,
+            env=self._wrap(venv), learning_rate=c.learning_rate, clip_range=c.clip_range,
             policy_class=self._policy_class(),
         )
         self._set_logger()
