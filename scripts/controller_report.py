@@ -16,7 +16,8 @@ held-out seeds, then each of ``eval_suites``, e.g. families the controller never
   mean ± std over controller seeds (the fixed schedules see the same pairs on every seed);
 - the learned policy minus each method, paired on the same (task, episode seed): mean ± std over
   controller seeds of each seed's mean difference, and the share of pairs the learned policy wins;
-- the mean gain per task family;
+- the mean gain per task family, and per family and controller seed for the methods that depend on
+  the seed;
 
 and the wall time of each run. The whole file is written by this script; commentary about it lives
 elsewhere (docs/controller.md).
@@ -185,6 +186,13 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
             g = [row_gain(r) for r in all_rows if r["label"] == label and r.get("family", "?") == f]
             cells.append(f"{statistics.mean(g):+.3f}" if g else "-")
         fam.append([label, *cells])
+    # Where a seed-dependent method's spread comes from: one family on a few seeds, or everywhere.
+    seed_fam = [["method", "family", *(f"seed {s}" for s in by_seed)]]
+    for label in [row[0] for row in seeds[1:]]:
+        for f in families:
+            means = [[row_gain(r) for r in rows if r["label"] == label and r.get("family", "?") == f]
+                     for rows in by_seed.values()]
+            seed_fam.append([label, f, *(f"{statistics.mean(g):+.3f}" if g else "-" for g in means)])
     tasks = sorted({r["task_seed"] for r in all_rows})
     episodes = sorted({r.get("episode_seed", 0) for r in all_rows})
     title = suite or "run suite"
@@ -197,7 +205,9 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
         + "\n\nMean gain over base of each controller seed (the spread the ± above summarises):\n\n"
         + render_table(seeds, "markdown")
         + "\n\nMean gain over base per task family (over controller seeds, tasks and episode seeds):\n\n"
-        + render_table(fam, "markdown") + "\n"
+        + render_table(fam, "markdown")
+        + ("\n\nMean gain over base per task family and controller seed (the methods that depend on the seed):\n\n"
+           + render_table(seed_fam, "markdown") if len(seed_fam) > 1 else "") + "\n"
     )
 
 
