@@ -26,7 +26,9 @@ import numpy as np
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-CLOCK = ("phase=", "budget_left")  # observation labels that are the clock, never perturbed
+from metactl.envs.observe import block_of
+
+CLOCK = ("phase", "budget_left")  # observation blocks (env.hide's names) that are the clock, never perturbed
 
 
 class NoisyReadings(VecEnvWrapper):
@@ -38,7 +40,7 @@ class NoisyReadings(VecEnvWrapper):
             raise ValueError(f"{len(labels)} observation labels for a space of shape {venv.observation_space.shape}")
         self.scale = scale
         self.group_size = max(1, group_size)
-        self.perturbed = np.array([not label.startswith(CLOCK) for label in labels])
+        self.perturbed = np.array([block_of(label) not in CLOCK for label in labels])
         self.stats = RunningMeanStd(shape=venv.observation_space.shape)
         self.rng = np.random.default_rng([seed, 0x0B5])
         self.low, self.high = venv.observation_space.low, venv.observation_space.high

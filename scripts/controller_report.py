@@ -179,20 +179,17 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
         if len({round(m, 9) for m in means}) > 1:
             seeds.append([label, *(f"{m:+.3f}" for m in means)])
     families = list(dict.fromkeys(r.get("family", "?") for r in all_rows))
-    fam = [["method", *families]]
-    for label in labels:
-        cells = []
-        for f in families:
-            g = [row_gain(r) for r in all_rows if r["label"] == label and r.get("family", "?") == f]
-            cells.append(f"{statistics.mean(g):+.3f}" if g else "-")
-        fam.append([label, *cells])
+
+    def family_gain(rows: list[dict], label: str, family: str) -> str:
+        g = [row_gain(r) for r in rows if r["label"] == label and r.get("family", "?") == family]
+        return f"{statistics.mean(g):+.3f}" if g else "-"
+
+    fam = [["method", *families]] + [[label, *(family_gain(all_rows, label, f) for f in families)] for label in labels]
     # Where a seed-dependent method's spread comes from: one family on a few seeds, or everywhere.
-    seed_fam = [["method", "family", *(f"seed {s}" for s in by_seed)]]
-    for label in [row[0] for row in seeds[1:]]:
-        for f in families:
-            means = [[row_gain(r) for r in rows if r["label"] == label and r.get("family", "?") == f]
-                     for rows in by_seed.values()]
-            seed_fam.append([label, f, *(f"{statistics.mean(g):+.3f}" if g else "-" for g in means)])
+    seed_fam = [["method", "family", *(f"seed {s}" for s in by_seed)]] + [
+        [label, f, *(family_gain(rows, label, f) for rows in by_seed.values())]
+        for label in [row[0] for row in seeds[1:]] for f in families
+    ]
     tasks = sorted({r["task_seed"] for r in all_rows})
     episodes = sorted({r.get("episode_seed", 0) for r in all_rows})
     title = suite or "run suite"
