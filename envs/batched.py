@@ -242,7 +242,8 @@ class BatchedVecEnv(VecEnv):
                 out[i] = job_row(job, **where, diverged=message, penalty=env.env_config.diverged_penalty)
                 continue
             schedule, final = res
-            out[i] = job_row(job, **where, schedule=schedule, scores=final)
+            actions = env.actions if job.schedule is None else None
+            out[i] = job_row(job, **where, schedule=schedule, scores=final, actions=actions)
             if job.save_adapters:
                 out[i]["adapter_files"] = adapter_files(self.envs[i].engine.adapters)
         return out

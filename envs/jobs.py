@@ -41,8 +41,11 @@ def write_adapter_files(path: str, files: dict[str, bytes]) -> None:
 
 
 def job_row(job: Job, *, suite: str, family: str, base: dict, model_path: str, schedule: Schedule | None = None,
-            scores: dict | None = None, diverged: str | None = None, penalty: float = 0.0) -> dict:
-    """One evaluation row. A diverged job keeps its row (``scores`` None, ``diverged`` the message): one
+            scores: dict | None = None, diverged: str | None = None, penalty: float = 0.0,
+            actions: list[list[float]] | None = None) -> dict:
+    """One evaluation row. ``actions``: a closed-loop actor's raw action per phase (what it asked for
+    before the env decoded it), kept so its range on training tasks can be read from rows
+    (``envelope.json``). A diverged job keeps its row (``scores`` None, ``diverged`` the message): one
     method's blow-up on one task is a result, scored as the env scores it (gain ``-penalty``, see
     :func:`metactl.evaluation.row_gain`), and must not throw away every other method's runs."""
     row = {
@@ -52,6 +55,8 @@ def job_row(job: Job, *, suite: str, family: str, base: dict, model_path: str, s
     }
     if diverged is not None:
         row.update(diverged=diverged, penalty=float(penalty))
+    if actions is not None:
+        row["actions"] = [list(a) for a in actions]
     return row
 
 
@@ -141,8 +146,9 @@ class EngineEnvMixin(ABC):
                 job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
         task = self.engine.task
+        actions = getattr(self, "actions", None) if job.schedule is None else None
         out = job_row(job, suite=job.suite or self.run_config.suite, family=task.suite.name, base=task.base_scores,
-                      model_path=self.engine.model_path, schedule=schedule, scores=final)
+                      model_path=self.engine.model_path, schedule=schedule, scores=final, actions=actions)
         if job.save_adapters:
             # As bytes, for the caller to write: a worker may sit on another node of a Ray cluster,
             # where the run directory does not exist.

@@ -108,6 +108,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         ]
         self._episode = None
         self._phases: list = []
+        self.actions: list[list[float]] = []
 
     # -- gymnasium API ----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -136,6 +137,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self.begin_task(options)
         self._episode = self.engine.episode(self.episode_seed)
         self._phases = []
+        self.actions: list[list[float]] = []  # what the actor asked for, phase by phase (evaluation rows keep it)
         self.phase = 0
         # The controller reads the observe split only; the reported scores are read once, at the end.
         self.observed = dict(self.engine.task.observe_base(self.env_config.quick_probes))
@@ -157,6 +159,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         """The phase ``action`` decodes to, its steps, and the scorer its end is read with."""
         if self._episode is None:
             raise RuntimeError("call reset() before step()")
+        self.actions.append([float(x) for x in np.asarray(action, dtype=float).ravel()])
         phase = self.decode(self.phase, action)
         task = self.engine.task
         scorer = task.scorer if self.in_last_phase else task.observe_scorer(self.env_config.quick_probes)

@@ -194,7 +194,8 @@ class ControllerConfig(YamlConfig):
         metadata={
             "help": "schedules the final table compares against (built-in names or YAML paths); 'averaged': a "
             "closed-loop policy's phase controls on training tasks averaged into one fixed schedule (skipped for "
-            "open-loop policies, whose schedule is fixed already)"
+            "open-loop policies, whose schedule is fixed already); 'enveloped': the closed-loop policy (ppo) "
+            "acting with each action clipped, phase by phase, into the range it took on those training tasks"
         },
     )
     checkpoint_every: int = field(
@@ -290,7 +291,7 @@ class ControllerConfig(YamlConfig):
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
         for name in self.compare:
-            if name == "averaged":  # train_controller.run.AVERAGED: made from a closed-loop policy, if any
+            if name in ("averaged", "enveloped"):  # train_controller.run.MADE_FROM_POLICY: made from a closed loop
                 continue
             Schedule.named(name)  # read and checked now, not after the training budget
 

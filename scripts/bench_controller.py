@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from controller_report import BASELINES, add_seed_rows, pair_key, run_seed, shared_baselines, suite_section
 
 from metactl.commands.train_controller.config import resolve
-from metactl.commands.train_controller.run import AVERAGED, evaluate_missing
+from metactl.commands.train_controller.run import MADE_FROM_POLICY, evaluate_missing
 from metactl.evaluation import row_gain
 from metactl.paths import resolve_config_path
 from metactl.rundir import EVAL, atomic_write_text, read_jsonl
@@ -134,7 +134,7 @@ def main() -> None:
             if args.tune:
                 mine, wall = trial_rows(trials[learner, seed], seed, learner, args.overrides)
             else:
-                compare = [AVERAGED] if learner == "ppo" and AVERAGED in cfg.compare else []
+                compare = [n for n in MADE_FROM_POLICY if n in cfg.compare] if learner == "ppo" else []
                 out, wall = run_seed(seed, args.runs, args.overrides, policy=learner, compare=compare)
                 mine = read_jsonl(out / EVAL, appended=True)
             walls.setdefault(learner, []).append(wall)

@@ -7,7 +7,7 @@ calls) into ``RUNS/tc-s<seed>``; a finished run dir is read back instead of retr
 time is kept in ``RUNS/tc-s<seed>/wall_seconds.txt``). The fixed schedules of the config's
 ``compare`` do not depend on the controller seed: they are evaluated once, on the same (task,
 episode seed) pairs, into ``RUNS/baselines/eval.jsonl`` and paired with every seed (each seed's run
-keeps only ``averaged``, which does depend on it). Each policy of ``--searches`` (e.g. ``tuned-lr``,
+keeps only ``averaged`` and ``enveloped``, which do depend on it). Each policy of ``--searches`` (e.g. ``tuned-lr``,
 ``optuna``) runs at the same episode budget and seed into ``RUNS/<policy>-s<seed>``. The report
 holds, from those run dirs' ``eval.jsonl``, one section per evaluated suite (the training families'
 held-out seeds, then each of ``eval_suites``, e.g. families the controller never saw):
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from metactl.commands.train_controller.config import resolve
 from metactl.commands.train_controller.run import (
-    AVERAGED,
+    MADE_FROM_POLICY,
     comparison_actors,
     evaluate_missing,
     evaluation_pairs,
@@ -222,7 +222,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg, _ = resolve("default", args.overrides, None, args.runs)
-    per_seed = [AVERAGED] if AVERAGED in cfg.compare else []
+    per_seed = [n for n in MADE_FROM_POLICY if n in cfg.compare]
     wanted, baselines, baseline_wall = shared_baselines(cfg, args.baselines or args.runs / BASELINES, args.overrides)
     walls: list[list[str]] = []
     by_suite: dict[str | None, dict[int, list[dict]]] = {}
@@ -238,7 +238,7 @@ def main() -> None:
             rows += read_jsonl(out / EVAL, appended=True)
         add_seed_rows(by_suite, seed, rows, baselines, wanted)
     runs = [["controller seed", "policy", "wall time (training + evaluation)"], *walls]
-    runs.append(["-", "fixed schedules " + ", ".join(n for n in cfg.compare if n != AVERAGED),
+    runs.append(["-", "fixed schedules " + ", ".join(n for n in cfg.compare if n not in MADE_FROM_POLICY),
                  f"{baseline_wall:.0f} s ({baseline_wall / 60:.1f} min), once for all seeds"])
     cmd = f"python scripts/controller_report.py --seeds {' '.join(map(str, args.seeds))}" + (
         f" --searches {' '.join(args.searches)}" if args.searches else ""

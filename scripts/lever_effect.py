@@ -65,7 +65,7 @@ def read_report(path: Path, policy: str) -> dict[str, dict]:
         gains = {r[0]: float(r[col].split("±")[0]) for r in rows}
         if policy not in per_seed and len(seeds) == 1:
             per_seed[policy] = {seeds[0]: gains[policy]}
-        fixed = {k: v for k, v in gains.items() if k not in per_seed and k != "averaged"}
+        fixed = {k: v for k, v in gains.items() if k not in per_seed and k not in ("averaged", "enveloped")}
         out[suite] = {"seeds": per_seed, "fixed": fixed}
     if not out:
         raise SystemExit(f"{path}: no per-seed table found; is it a scripts/controller_report.py file?")
@@ -91,9 +91,14 @@ def main() -> None:
     ap.add_argument("after", type=Path, help="controller_report.py file with the lever")
     ap.add_argument("--name", required=True, help="what the lever is, for the title")
     ap.add_argument("--policy", default="ppo")
+    ap.add_argument("--after-policy", default=None,
+                    help="the label read from AFTER (default: --policy): a lever that changes how a trained policy "
+                    "acts, not how it trains, compares e.g. 'enveloped' in AFTER with 'ppo' in BEFORE")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    before, after = read_report(args.before, args.policy), read_report(args.after, args.policy)
+    with_label = args.after_policy or args.policy
+    before, after = read_report(args.before, args.policy), read_report(args.after, with_label)
+    option = f" --after-policy {with_label}" if args.after_policy else ""
 
     def shown(p: Path) -> str:
         p = p.resolve()
@@ -102,8 +107,9 @@ def main() -> None:
     parts = [
         f"# Lever `{args.name}`, paired by controller seed",
         "",
-        (f"Made by `python scripts/lever_effect.py {shown(args.before)} {shown(args.after)} --name \"{args.name}\" "
-         f"--out {shown(args.out)}` from the two reports' own tables: [{args.before.name}]({args.before.name}) "
+        (f"Made by `python scripts/lever_effect.py {shown(args.before)} {shown(args.after)} "
+         f"--name \"{args.name}\"{option} --out {shown(args.out)}` from the two reports' own tables: "
+         f"[{args.before.name}]({args.before.name}) "
          f"without the lever, [{args.after.name}]({args.after.name}) with it. Each row is one controller seed's "
          f"mean held-out gain over base (the same (task, episode seed) pairs in both files), as the reports print "
          f"it (3 decimals), so a ± here can differ from a report's own in the last digit; ± is the population std "
@@ -116,25 +122,26 @@ def main() -> None:
         mismatch = [k for k in b["fixed"] if k in a["fixed"] and abs(b["fixed"][k] - a["fixed"][k]) > 1e-9]
         if mismatch:
             raise SystemExit(f"{suite}: fixed schedules {mismatch} differ between the files: not the same pairs")
-        seeds = sorted(set(b["seeds"].get(args.policy, {})) & set(a["seeds"].get(args.policy, {})))
+        seeds = sorted(set(b["seeds"].get(args.policy, {})) & set(a["seeds"].get(with_label, {})))
         rows = [["controller seed", "without", "with", "with - without"]]
         diffs = []
         for s in seeds:
-            x, y = b["seeds"][args.policy][s], a["seeds"][args.policy][s]
+            x, y = b["seeds"][args.policy][s], a["seeds"][with_label][s]
             diffs.append(y - x)
             rows.append([str(s), f"{x:+.3f}", f"{y:+.3f}", f"{y - x:+.3f}"])
         xs = [b["seeds"][args.policy][s] for s in seeds]
-        ys = [a["seeds"][args.policy][s] for s in seeds]
+        ys = [a["seeds"][with_label][s] for s in seeds]
         rows.append(["mean ± std", mean_std(xs, signed=True), mean_std(ys, signed=True), mean_std(diffs, signed=True)])
         better = sum(d > 0 for d in diffs)
-        fixed = [["fixed schedule", "gain over base", f"{args.policy} with the lever minus it (mean over seeds)"]]
+        fixed = [["fixed schedule", "gain over base", f"{with_label} with the lever minus it (mean over seeds)"]]
         for k, v in sorted(a["fixed"].items(), key=lambda kv: -kv[1]):
             fixed.append([k, f"{v:+.3f}", f"{statistics.mean(ys) - v:+.3f}"])
         parts += [
             "",
             f"## {suite}",
             "",
-            (f"`{args.policy}`, {len(seeds)} controller seed{'s' if len(seeds) != 1 else ''}; "
+            (f"`{args.policy}`" + (f" without, `{with_label}` with the lever" if args.after_policy else "")
+             + f", {len(seeds)} controller seed{'s' if len(seeds) != 1 else ''}; "
              f"the lever raised the gain on {better} of them; {paired_interval(diffs)}."),
             "",
             render_table(rows, "markdown"),

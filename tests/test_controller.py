@@ -394,3 +394,40 @@ def test_tuned_lr_searches_learning_rates_under_share_only_controls(engine):
     shares_only = ScheduleBanditEnv(engine.config, cfg.env, engine=engine)
     with pytest.raises(ConfigError, match="no learning-rate controls.*env.controls=layer"):
         make_policy(cfg).setup(DummyVecEnv([lambda: shares_only]), None)
+
+
+def test_train_controller_writes_the_envelope_and_evaluates_the_enveloped_policy(tmp_path):
+    """compare's 'enveloped' is the trained policy, closed loop, inside the range of its own actions
+    on the training tasks 'averaged' is made from; a run without it gets it from evaluate_missing."""
+    from metactl.commands.train_controller.run import evaluate_missing
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "train-controller", "--episodes", "2", "--out", str(out), "--quiet",
+        *_args("compare=[default,averaged,enveloped]"),
+    ])
+    assert res.exit_code == 0, res.output
+    from metactl.policies.envelope import ActionEnvelope
+
+    env = ActionEnvelope.load(out / "envelope.json")
+    assert env.phases == 2 and env.tasks == 2  # env.train_task_seeds=[0,2]: two training tasks
+    rows = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    by_label = {r["label"]: r for r in rows}
+    assert set(by_label) == {"ppo", "default", "averaged", "enveloped"}
+    assert "actions" not in by_label["default"] and "actions" not in by_label["averaged"]
+    acted = np.asarray(by_label["enveloped"]["actions"])
+    assert acted.shape == (2, np.asarray(env.low).shape[1])
+    assert (acted >= np.asarray(env.low) - 1e-6).all() and (acted <= np.asarray(env.high) + 1e-6).all()
+    ppo = np.asarray(by_label["ppo"]["actions"])
+    # Where the closed loop's own action lies inside the envelope, enveloping changes nothing.
+    inside = (ppo >= np.asarray(env.low)) & (ppo <= np.asarray(env.high))
+    np.testing.assert_allclose(acted[inside], ppo[inside], atol=1e-6)
+
+    # A run made before the envelope existed: evaluate_missing takes it and adds the actor's rows.
+    (out / "envelope.json").unlink()
+    (out / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["label"] != "enveloped"))
+    cfg = load_controller_config(out / "config.yaml", ["compare=[default,averaged,enveloped]"])
+    assert evaluate_missing(cfg, out) == 1
+    assert ActionEnvelope.load(out / "envelope.json") == env  # the same greedy rollouts, the same range
+    again = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert [r["scores"] for r in again if r["label"] == "enveloped"] == [by_label["enveloped"]["scores"]]

@@ -18,7 +18,7 @@ from metactl.models import ASSETS
 
 TINY_TRAIN = [
     "n_envs=1", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,2]",
-    "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "total_episodes=2",
+    "eval_task_seeds=[1000]", "compare=[default,averaged]", "ppo.episodes_per_update=2", "total_episodes=2",
     "run.suite=style-vs-truth", "eval_suites=[]",  # the transfer mechanics on one family's parts
     "ppo.group_size=1", "ppo.antithetic=false",  # one env holds no mirrored pair
 ]
@@ -92,7 +92,7 @@ def _train(out: Path, policy: str) -> Path:
 
 @pytest.fixture(scope="module")
 def controller_run(tmp_path_factory) -> Path:
-    """A real (tiny) train-controller run: config.yaml, schedule.yaml and controller.zip."""
+    """A real (tiny) train-controller run: config.yaml, schedule.yaml, controller.zip and envelope.json."""
     return _train(tmp_path_factory.mktemp("src") / "run", "ppo")
 
 
@@ -158,6 +158,24 @@ def test_transferred_controller_acts_closed_loop_on_gpt2(controller_run, gpt2_di
     assert (out / "adapters" / "sft" / "adapter_config.json").is_file()
 
 
+def test_an_enveloped_controller_acts_inside_its_training_range_on_gpt2(controller_run, gpt2_dir, tmp_path):
+    """--envelope clips each action into the range the controller took in that phase on its training tasks."""
+    import numpy as np
+
+    from metactl.policies.envelope import ActionEnvelope
+
+    envelope = ActionEnvelope.load(controller_run / "envelope.json")
+    out = tmp_path / "e"
+    res = _transfer(str(controller_run), "--model", str(gpt2_dir), "--mode", "policy", "--envelope", "--steps", "4",
+                    "--task-seed", "1000", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    rows = {r["label"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    acted = np.asarray(rows["learned"]["actions"])
+    assert acted.shape[0] == envelope.phases == 2
+    assert (acted >= np.asarray(envelope.low) - 1e-6).all() and (acted <= np.asarray(envelope.high) + 1e-6).all()
+    assert "actions" not in rows["default"]
+
+
 def test_a_bandit_controller_transfers_closed_loop_too(gpt2_dir, tmp_path):
     """The bandit acts once per task, from the target's base scores and task features."""
     src = _train(tmp_path / "bandit", "bandit")
@@ -206,6 +224,8 @@ def _unmappable_model(tmp_path: Path, layers: int = 2, model_type: str = "llama"
         ("no_kinds", "could not find both attention and MLP"),
         ("unknown_model", "unknown model"),
         ("policy_groups", "needs the same grouping"),
+        ("envelope_open_loop", "pass --mode policy, or drop --envelope"),
+        ("no_envelope", "has no envelope.json"),
     ],
 )
 def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message):
@@ -217,9 +237,12 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
         (src := tmp_path / "empty").mkdir()
     elif case == "no_schedule":
         src = _schedule_run(tmp_path, None)
-    elif case in ("no_controller", "policy_groups"):
+    elif case in ("no_controller", "policy_groups", "no_envelope"):
         src = _schedule_run(tmp_path, expert)
         extra = ["--mode", "policy"]
+        if case == "no_envelope":
+            (src / "controller.zip").write_bytes(b"")
+            extra.append("--envelope")
         if case == "policy_groups":
             (src / "controller.zip").write_bytes(b"")
             extra += ["--set", "run.training.layer_groups=3"]
@@ -236,6 +259,8 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
             model = str(_unmappable_model(tmp_path, layers=4, model_type="mamba"))
         elif case == "unknown_model":
             model = "proxy-lrage"
+        elif case == "envelope_open_loop":
+            extra = ["--envelope"]
     res = _transfer(str(src), "--model", model, *extra, "--out", str(tmp_path / "out"))
     assert res.exit_code == 2, res.output
     assert message in res.output, res.output

@@ -8,6 +8,7 @@ Run directory::
     controller.zip     the trained SB3 model (ppo, bandit); search.json for the searches (plain JSON)
     schedule.yaml      the policy's greedy schedule on schedule_task_seed (a task nothing is scored on)
     averaged.yaml      a closed-loop policy's phase controls on training tasks averaged into one fixed schedule
+    envelope.json      per phase, the range of that policy's actions on those tasks ('enveloped' acts inside it)
     eval.jsonl         one row per (method, suite, held-out task, episode seed): final and base scores
     adapters/          that run's adapters, peft format
     learning_curve.png each training episode's return beside the held-out gains
@@ -39,11 +40,13 @@ from metactl.errors import ConfigError
 from metactl.evaluation import Evaluation
 from metactl.policies import make_policy
 from metactl.policies.config import ControllerConfig
+from metactl.policies.envelope import ActionEnvelope, EnvelopedActor
 from metactl.rundir import (
     ADAPTERS,
     AVERAGED_SCHEDULE,
     BASE_MODEL,
     CONFIG,
+    ENVELOPE,
     EVAL,
     SCHEDULE,
     SCORES,
@@ -115,6 +118,8 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     """Widen a finished run's evaluation to ``cfg``'s pairs without retraining: the saved policy, its
     ``averaged.yaml`` and the fixed comparisons already in ``out/eval.jsonl`` run on the (suite, task,
     episode seed) pairs the file lacks, and their rows are appended. Returns the rows added.
+    ``enveloped`` in ``cfg.compare`` adds that actor for a closed-loop run that lacks it (its
+    ``envelope.json`` is taken from the same training rollouts as ``averaged`` if the run has none).
 
     Only evaluation settings may differ from the run's own config (what trained the policy is read
     from ``out/config.yaml``); the policy acts greedily, so a row is what a fresh run's evaluation
@@ -125,6 +130,9 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     run_cfg = load_controller_config(out / CONFIG)
     have = {(r["label"], r.get("suite"), r["task_seed"], r.get("episode_seed", 0)) for r in rows}
     labels = list(dict.fromkeys(r["label"] for r in rows))
+    closed_loop = any("actions" in r for r in rows) or run_cfg.policy == "ppo"
+    if ENVELOPED in cfg.compare and closed_loop and ENVELOPED not in labels:
+        labels.append(ENVELOPED)
     wanted = [(suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)]
     missing = [(lab, p) for p in wanted for lab in labels
                if (lab, p[0] or run_cfg.run.suite, p[1], p[2]) not in have]
@@ -138,6 +146,13 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
         actors: dict[str, object] = {run_cfg.policy: policy.actor(), **comparison_actors(run_cfg)}
         if (out / AVERAGED_SCHEDULE).is_file():
             actors[AVERAGED] = Schedule.load(out / AVERAGED_SCHEDULE)
+        if ENVELOPED in {lab for lab, _ in missing}:
+            if not (out / ENVELOPE).is_file():
+                _, envelope = training_summaries(run_cfg, venv, actors[run_cfg.policy])
+                if envelope is not None:
+                    envelope.save(out / ENVELOPE)
+            if (out / ENVELOPE).is_file():
+                actors[ENVELOPED] = enveloped(actors[run_cfg.policy], ActionEnvelope.load(out / ENVELOPE), venv)
         unknown = sorted({lab for lab, _ in missing} - set(actors))
         if unknown:
             raise ConfigError(f"{out / EVAL}: rows labelled {unknown} cannot be re-run from the run dir "
@@ -154,25 +169,30 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
 
 def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
     groups = cfg.run.training.layer_groups
-    return {name: Schedule.named(name, groups) for name in cfg.compare if name != AVERAGED}
+    return {name: Schedule.named(name, groups) for name in cfg.compare if name not in MADE_FROM_POLICY}
 
 
 AVERAGED = "averaged"  # in ``compare``: the learned policy's phase controls averaged into one fixed schedule
+ENVELOPED = "enveloped"  # in ``compare``: the learned policy closed loop, clipped into its training envelope
+MADE_FROM_POLICY = (AVERAGED, ENVELOPED)  # compare entries made from the trained policy, not schedule names
 AVERAGED_TASKS = 8  # training tasks the closed-loop policy is rolled out on to average it
 
 
-def averaged_schedule(cfg: ControllerConfig, venv: VecEnv, actor: object) -> Schedule:
-    """The closed-loop ``actor``'s greedy phase controls on the first training tasks, averaged phase by
-    phase in action space (so learning-rate multipliers average geometrically): the open-loop schedule
-    closest to what it does on average. If it matches the policy, closed-loop control did not matter."""
+def training_summaries(cfg: ControllerConfig, venv: VecEnv, actor: object) -> tuple[Schedule, ActionEnvelope | None]:
+    """The closed-loop ``actor``'s greedy rollouts on the first training tasks, summarised two ways:
+    its phase controls averaged phase by phase in control space (so learning-rate multipliers average
+    geometrically: the open-loop schedule closest to what it does on average; if it matches the policy,
+    closed-loop control did not matter), and the per-phase range of its raw actions (None where the env
+    records none: the bandit env acts once per episode)."""
     import numpy as np
 
     from metactl.envs.spaces import PhaseControlSpace
 
     lo, hi = cfg.env.train_task_seeds
     jobs = [_job(AVERAGED, actor, ts, cfg.run.training.seed) for ts in range(lo, min(hi, lo + AVERAGED_TASKS))]
-    # A training task the policy blows up on is left out of the average (its phases never all ran).
-    schedules: list[Schedule] = [row["schedule"] for row in finished(run_jobs(venv, jobs), "the averaged schedule")]
+    # A training task the policy blows up on is left out of both (its phases never all ran).
+    rows = finished(run_jobs(venv, jobs), "the averaged schedule")
+    schedules: list[Schedule] = [row["schedule"] for row in rows]
     tools = tuple(schedules[0].tool_names)
     space = PhaseControlSpace(tools, schedules[0].layer_groups, train_range=cfg.env.train_range)
     phases = []
@@ -180,7 +200,15 @@ def averaged_schedule(cfg: ControllerConfig, venv: VecEnv, actor: object) -> Sch
         mean = np.mean([space.encode(s.phases[i]) for s in schedules], axis=0)
         phases.append(space.phase(mean, first.fraction))
     name = f"{cfg.policy} averaged over {len(schedules)} training tasks"
-    return Schedule(phases, schedules[0].layer_groups, name=name)
+    averaged = Schedule(phases, schedules[0].layer_groups, name=name)
+    per_phase = [row.get("actions") for row in rows]
+    envelope = ActionEnvelope.from_actions(per_phase) if all(per_phase) else None
+    return averaged, envelope
+
+
+def enveloped(actor: object, envelope: ActionEnvelope, venv: VecEnv) -> EnvelopedActor:
+    """``actor`` clipped into ``envelope``, reading the phase from ``venv``'s observation clock."""
+    return EnvelopedActor(actor, envelope, venv.get_attr("observation_labels", indices=[0])[0])
 
 
 @dataclass
@@ -236,8 +264,13 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
                     save_checkpoint(out, policy, venv, episode_log.episodes, updates)
         policy.save(out)
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
-        if AVERAGED in cfg.compare and not isinstance(actors[cfg.policy], Schedule):
-            actors[AVERAGED] = averaged_schedule(cfg, venv, actors[cfg.policy])
+        envelope = None
+        if set(MADE_FROM_POLICY) & set(cfg.compare) and not isinstance(actors[cfg.policy], Schedule):
+            averaged, envelope = training_summaries(cfg, venv, actors[cfg.policy])
+            if AVERAGED in cfg.compare:
+                actors[AVERAGED] = averaged
+            if ENVELOPED in cfg.compare and envelope is not None:
+                actors[ENVELOPED] = enveloped(actors[cfg.policy], envelope, venv)
         evaluation, kept = evaluate(cfg, venv, actors, adapters=out / ADAPTERS)
     finally:
         policy.close()
@@ -250,6 +283,8 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     schedule.save(out / SCHEDULE)
     if AVERAGED in actors:  # what the policy does on average, as a schedule a user can replay or transfer
         actors[AVERAGED].save(out / AVERAGED_SCHEDULE)
+    if envelope is not None:  # the closed loop's range on training tasks, for 'enveloped' acting later
+        envelope.save(out / ENVELOPE)
     atomic_write_text(out / BASE_MODEL, kept["model_path"] + "\n")
     plot_learning_curve(out, evaluation.of_suite(cfg.run.suite))
     return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, evaluation, schedule)

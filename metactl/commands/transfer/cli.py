@@ -37,6 +37,10 @@ def command(
     merge: Annotated[bool, typer.Option(
         help="also save the learned model with its adapters merged (save_pretrained) under OUT/merged"
     )] = False,
+    envelope: Annotated[bool, typer.Option(help=(
+        "policy mode: keep each of the controller's actions inside the range it took in that phase on its training "
+        "tasks (the source run's envelope.json); guards a model or suite whose readings it never trained on"
+    ))] = False,
     config: Annotated[Path | None, typer.Option(
         help="transfer settings YAML (default configs/transfer/<model>.yaml when metactl ships one)"
     )] = None,
@@ -65,7 +69,7 @@ def command(
     from metactl.parallel import launched_as_main
 
     plan = plan_from_cli(run_dir, model, mode, suite=suite, steps=steps, task_seeds=task_seed, compare=compare,
-                         merge=merge, config=config, overrides=set_)
+                         merge=merge, envelope=envelope, config=config, overrides=set_)
     cfg = plan.config
     out = out or Path("runs") / f"transfer-{Path(model).name}-{cfg.mode}"
     quiet = quiet or not launched_as_main()  # one process of a parallel launch speaks for all

@@ -43,6 +43,12 @@ class TransferConfig(YamlConfig):
     merge: bool = field(
         default=False, metadata={"help": "also save the learned side's model with its adapters merged, under merged/"}
     )
+    envelope: bool = field(
+        default=False,
+        metadata={"help": "policy mode: clip each of the controller's actions into the range it took in that phase "
+                          "on its training tasks (the source run's envelope.json), so readings unlike any it trained "
+                          "on cannot push it past what it ever did there"},
+    )
     run: RunConfig = field(
         default_factory=RunConfig, metadata={"help": "the target: model, suite, steps, tools, reward"}
     )
@@ -61,6 +67,13 @@ class TransferConfig(YamlConfig):
             Schedule.named(name)  # read and checked now, not after the training budget
         if not isinstance(self.merge, bool):
             raise ConfigError(f"merge: expected true or false, got {self.merge!r}.")
+        if not isinstance(self.envelope, bool):
+            raise ConfigError(f"envelope: expected true or false, got {self.envelope!r}.")
+        if self.envelope and self.mode != "policy":
+            raise ConfigError(
+                f"envelope: clips a closed-loop controller's actions, but mode is {self.mode!r} (a replayed schedule "
+                "takes no actions); pass --mode policy, or drop --envelope."
+            )
 
 
 def preset_path(model: str) -> Path | None:
@@ -105,7 +118,7 @@ class Plan:
 
 def plan_from_cli(run_dir: Path, model: str, mode: str, *, suite: str | None = None, steps: int | None = None,
                   task_seeds: list[int] | None = None, compare: list[str] | None = None, merge: bool = False,
-                  config: Path | None = None, overrides: list[str] | None = None) -> Plan:
+                  envelope: bool = False, config: Path | None = None, overrides: list[str] | None = None) -> Plan:
     """The command line's options -> a checked :class:`Plan` (no weights load)."""
     if steps is not None and steps < 1:
         raise ConfigError(
@@ -121,6 +134,8 @@ def plan_from_cli(run_dir: Path, model: str, mode: str, *, suite: str | None = N
         options.append(f"compare={['default', *compare]}")
     if merge:
         options.append("merge=true")
+    if envelope:
+        options.append("envelope=true")
     source = load_source(run_dir, mode)
     preset = config or preset_path(model)
     cfg = resolve_transfer_config(source, model, preset, [*options, *(overrides or [])])
@@ -144,8 +159,30 @@ def plan_transfer(cfg: TransferConfig, source: Source) -> Plan:
         check_schedule(cfg.run, sched, tools, what=f"{label} schedule")
     if cfg.mode == "policy":
         _check_observations(cfg, source, suite, tools)
+    if cfg.envelope:
+        _check_envelope(source)
     layer_map = preflight_layer_map(cfg.run.model, groups)
     return Plan(cfg, source, schedules, layer_map.describe() if layer_map else "")
+
+
+def _check_envelope(source: Source) -> None:
+    """The source run's envelope exists, parses, and has one range per phase the controller acts in."""
+    from metactl.policies.envelope import ActionEnvelope
+    from metactl.rundir import ENVELOPE
+
+    path = source.path / ENVELOPE
+    if not path.is_file():
+        raise ConfigError(
+            f"--envelope: source {source.path} has no {ENVELOPE} (train-controller writes it when compare lists "
+            "averaged or enveloped, the default); widen the run's evaluation with compare=[averaged,enveloped] "
+            "(scripts/controller_report.py reads the run back and adds it), or drop --envelope."
+        )
+    envelope = ActionEnvelope.load(path)
+    if envelope.phases != source.env.phases:
+        raise ConfigError(
+            f"--envelope: {path} holds {envelope.phases} phases, the controller acts in {source.env.phases} "
+            "(env.phases); it belongs to another run."
+        )
 
 
 def _check_observations(cfg: TransferConfig, source: Source, suite: TaskSuite, tools: list[str]) -> None:

@@ -109,6 +109,11 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
     actor = None
     if closed:
         actor = load_ppo(source.controller, env.observation_space, env.action_space).policy
+        if cfg.envelope:
+            from metactl.policies.envelope import ActionEnvelope, EnvelopedActor
+            from metactl.rundir import ENVELOPE
+
+            actor = EnvelopedActor(actor, ActionEnvelope.load(source.path / ENVELOPE), env.observation_labels)
 
 
     seed = cfg.run.training.seed
@@ -135,6 +140,8 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
                 "scores": res["scores"], "base": res["base"], "schedule": res["schedule"].to_dict(),
                 "seconds": round(time.perf_counter() - t, 2), "model_path": res["model_path"],
             }
+            if "actions" in res:  # closed loop: what the controller asked for, phase by phase
+                row["actions"] = res["actions"]
             if main:
                 append_jsonl(out / RESULTS, row)
             done[(job.label, job.task_seed)] = row
