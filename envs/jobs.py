@@ -43,11 +43,12 @@ def write_adapter_files(path: str, files: dict[str, bytes]) -> None:
 def job_row(job: Job, *, suite: str, family: str, base: dict, model_path: str, schedule: Schedule | None = None,
             scores: dict | None = None, diverged: str | None = None, penalty: float = 0.0,
             actions: list[list[float]] | None = None) -> dict:
-    """One evaluation row. ``actions``: a closed-loop actor's raw action per phase (what it asked for
-    before the env decoded it), kept so its range on training tasks can be read from rows
-    (``envelope.json``). A diverged job keeps its row (``scores`` None, ``diverged`` the message): one
-    method's blow-up on one task is a result, scored as the env scores it (gain ``-penalty``, see
-    :func:`metactl.evaluation.row_gain`), and must not throw away every other method's runs."""
+    """One evaluation row. ``actions``: a closed-loop actor's action per phase as the env received it
+    (before decoding; an enveloped actor's after its clipping), kept so a policy's range on training
+    tasks can be read from rows (``envelope.json``). A diverged job keeps its row (``scores`` None,
+    ``diverged`` the message): one method's blow-up on one task is a result, scored as the env scores
+    it (gain ``-penalty``, see :func:`metactl.evaluation.row_gain`), and must not throw away every
+    other method's runs."""
     row = {
         "label": job.label, "suite": suite, "family": family, "task_seed": job.task_seed,
         "episode_seed": job.episode_seed, "scores": scores, "base": dict(base), "schedule": schedule,

@@ -294,6 +294,18 @@ class ControllerConfig(YamlConfig):
             if name in ("averaged", "enveloped"):  # train_controller.run.MADE_FROM_POLICY: made from a closed loop
                 continue
             Schedule.named(name)  # read and checked now, not after the training budget
+        if "enveloped" in self.compare:
+            # Checked now: the envelope is taken after the training budget is spent.
+            if self.policy != "ppo":
+                raise ConfigError(
+                    f"compare: 'enveloped' clips a closed-loop policy's actions phase by phase, and policy "
+                    f"{self.policy!r} takes none (only ppo acts per phase); drop 'enveloped' or use policy=ppo."
+                )
+            if {"phase", "budget_left"} <= set(self.env.hide):
+                raise ConfigError(
+                    "compare: 'enveloped' reads the phase from the observation's clock, but env.hide lists both "
+                    f"phase and budget_left ({self.env.hide}); show one of them, or drop 'enveloped'."
+                )
 
     def resolved_vec_env(self, env_id: str | None = None) -> str:
         """``vec_env`` with ``auto`` resolved for ``env_id`` (default: the policy's env): ``batched`` for

@@ -39,7 +39,12 @@ class ActionEnvelope:
     tasks: int
 
     def __post_init__(self) -> None:
-        low, high = np.asarray(self.low, dtype=float), np.asarray(self.high, dtype=float)
+        try:
+            low, high = np.asarray(self.low, dtype=float), np.asarray(self.high, dtype=float)
+            tasks = int(self.tasks)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"envelope: low and high must be [phases][action entries] of numbers and tasks an "
+                              f"integer ({exc})") from exc
         if low.ndim != 2 or low.shape != high.shape or low.shape[0] == 0:
             raise ConfigError(f"envelope: low and high must be [phases][action entries] of one shape, got "
                               f"{list(low.shape)} and {list(high.shape)}")
@@ -49,7 +54,7 @@ class ActionEnvelope:
         if len(bad):
             p, d = bad[0]
             raise ConfigError(f"envelope: phase {p}, entry {d}: low {low[p, d]} is above high {high[p, d]}")
-        if self.tasks < 1:
+        if tasks < 1:
             raise ConfigError(f"envelope: tasks must be >= 1 (rollouts it was taken from), got {self.tasks}")
 
     @property
@@ -94,7 +99,10 @@ def phase_reader(labels: list[str], phases: int) -> Any:
     one-hot, else budget left). The envelope is per phase, so a controller that reads no clock
     (``env.hide`` lists both) cannot be enveloped."""
     onehot = [i for i, label in enumerate(labels) if block_of(label) == "phase"]
-    if len(onehot) == phases:
+    if onehot and len(onehot) != phases:
+        raise ConfigError(f"envelope: it holds {phases} phases, the observation's clock {len(onehot)}; the envelope "
+                          "belongs to a run with another env.phases")
+    if onehot:
         return lambda obs: int(np.argmax(np.asarray(obs)[onehot]))
     if "budget_left" in labels:
         at = labels.index("budget_left")
@@ -113,7 +121,7 @@ class EnvelopedActor:
         self.phase_of = phase_reader(self.labels, envelope.phases)
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
         action, state = self.actor.predict(observation, state, episode_start, deterministic)
         obs = np.asarray(observation)
         if obs.ndim == 1:
@@ -121,7 +129,8 @@ class EnvelopedActor:
         return np.stack([self.envelope.clip(self._phase(o), a) for o, a in zip(obs, action)]), state
 
     def _phase(self, obs: np.ndarray) -> int:
-        # After the last phase the clock reads past the end; nothing acts on that observation.
+        # After the last phase the clock reads phase 0 (one-hot all zeros) or past the end (budget
+        # left 0); nothing acts on that observation, the bound only keeps the index valid.
         return min(self.phase_of(obs), self.envelope.phases - 1)
 
     def __getstate__(self) -> dict:

@@ -14,7 +14,9 @@ CLI, with the built-in default config, the same ``--set`` overrides, seed and ep
 its finished runs are read back, not retrained (a finished run evaluated on fewer pairs than asked
 for runs only the missing pairs). The config's fixed ``compare`` schedules (``default``, ``expert``,
 the published hand rules ``alright`` and ``maxright``, ``mix``) run once into ``RUNS/baselines``;
-``averaged`` (each ppo seed's phase controls averaged into one fixed schedule) runs with its seed.
+``averaged`` (each ppo seed's phase controls averaged into one fixed schedule) and, when ``compare``
+lists it, ``enveloped`` (that seed's closed loop kept inside its training envelope) run with its seed
+(not under ``--tune``, whose trials keep their own evaluation).
 
 The report has one section per evaluated suite (the training families' held-out task seeds, then
 each of ``eval_suites``, e.g. the families no learner trained on), each with the tables of

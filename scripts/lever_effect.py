@@ -65,7 +65,7 @@ def read_report(path: Path, policy: str) -> dict[str, dict]:
         gains = {r[0]: float(r[col].split("±")[0]) for r in rows}
         if policy not in per_seed and len(seeds) == 1:
             per_seed[policy] = {seeds[0]: gains[policy]}
-        fixed = {k: v for k, v in gains.items() if k not in per_seed and k not in ("averaged", "enveloped")}
+        fixed = {k: v for k, v in gains.items() if k not in per_seed and k not in ("averaged", "enveloped", policy)}
         out[suite] = {"seeds": per_seed, "fixed": fixed}
     if not out:
         raise SystemExit(f"{path}: no per-seed table found; is it a scripts/controller_report.py file?")
@@ -99,6 +99,10 @@ def main() -> None:
     with_label = args.after_policy or args.policy
     before, after = read_report(args.before, args.policy), read_report(args.after, with_label)
     option = f" --after-policy {with_label}" if args.after_policy else ""
+    for report in (before, after):  # the compared policies are never fixed schedules, whichever file
+        for suite in report.values():
+            suite["fixed"].pop(args.policy, None)
+            suite["fixed"].pop(with_label, None)
 
     def shown(p: Path) -> str:
         p = p.resolve()

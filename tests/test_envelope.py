@@ -66,3 +66,20 @@ def test_without_the_one_hot_the_clock_is_budget_left_and_without_both_it_is_ref
     assert [read(np.array([0.0, b])) for b in (1.0, 0.75, 0.5, 0.25)] == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="no clock"):
         phase_reader(["obs/a", "norm/sft/0"], phases=4)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["policy=bandit", "compare=[default,enveloped]"], "policy 'bandit' takes none"),
+    (["compare=[enveloped]", "env.hide=[phase,budget_left]"], "show one of them"),
+])
+def test_compare_enveloped_is_refused_before_training_where_it_cannot_act(overrides, needle):
+    from metactl.policies.config import load_controller_config
+
+    with pytest.raises(ConfigError, match="enveloped") as err:
+        load_controller_config(None, overrides)
+    assert needle in str(err.value)
+
+
+def test_a_clock_of_another_length_is_refused():
+    with pytest.raises(ConfigError, match="another env.phases"):
+        phase_reader(LABELS, phases=4)

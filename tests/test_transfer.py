@@ -226,6 +226,7 @@ def _unmappable_model(tmp_path: Path, layers: int = 2, model_type: str = "llama"
         ("policy_groups", "needs the same grouping"),
         ("envelope_open_loop", "pass --mode policy, or drop --envelope"),
         ("no_envelope", "has no envelope.json"),
+        ("envelope_bandit", "needs a ppo controller"),
     ],
 )
 def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message):
@@ -237,9 +238,15 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
         (src := tmp_path / "empty").mkdir()
     elif case == "no_schedule":
         src = _schedule_run(tmp_path, None)
-    elif case in ("no_controller", "policy_groups", "no_envelope"):
+    elif case in ("no_controller", "policy_groups", "no_envelope", "envelope_bandit"):
         src = _schedule_run(tmp_path, expert)
         extra = ["--mode", "policy"]
+        if case == "envelope_bandit":
+            from metactl.policies.config import load_controller_config
+
+            (src / "config.yaml").write_text(load_controller_config(None, ["policy=bandit"]).to_commented_yaml())
+            (src / "controller.zip").write_bytes(b"")
+            extra.append("--envelope")
         if case == "no_envelope":
             (src / "controller.zip").write_bytes(b"")
             extra.append("--envelope")

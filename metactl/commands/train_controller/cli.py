@@ -51,7 +51,9 @@ def command(
     The run dir holds config.yaml, scores.jsonl (one row per episode and phase), checkpoints/, controller.zip,
     schedule.yaml (the greedy schedule on schedule_task_seed, a task no score is reported on), averaged.yaml
     (a closed-loop policy's phase controls averaged over training tasks: one fixed schedule, for run-schedule or
-    transfer), eval.jsonl and TensorBoard events in tb/. Kill it at any point and pass --resume RUN_DIR to continue.
+    transfer), envelope.json (the range of its actions per phase on those tasks, for compare's 'enveloped' and
+    transfer --envelope), eval.jsonl and TensorBoard events in tb/. Kill it at any point and pass --resume RUN_DIR
+    to continue.
 
     With --vec-env ray the envs are Ray actors (pip install 'metactl[ray]'), on this machine or, with
     --ray-address auto, on the cluster `ray start` joined; the PPO learner stays here. A worker that dies is

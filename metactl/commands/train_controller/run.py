@@ -118,8 +118,9 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     """Widen a finished run's evaluation to ``cfg``'s pairs without retraining: the saved policy, its
     ``averaged.yaml`` and the fixed comparisons already in ``out/eval.jsonl`` run on the (suite, task,
     episode seed) pairs the file lacks, and their rows are appended. Returns the rows added.
-    ``enveloped`` in ``cfg.compare`` adds that actor for a closed-loop run that lacks it (its
-    ``envelope.json`` is taken from the same training rollouts as ``averaged`` if the run has none).
+    ``enveloped`` in ``cfg.compare`` adds that actor for a closed-loop run that lacks it; a run without
+    ``envelope.json`` gets one by rolling its policy out again on the training tasks ``averaged`` was
+    made from (greedy acting, so the same actions as the run's own rollouts on the same settings).
 
     Only evaluation settings may differ from the run's own config (what trained the policy is read
     from ``out/config.yaml``); the policy acts greedily, so a row is what a fresh run's evaluation

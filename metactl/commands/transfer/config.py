@@ -11,6 +11,7 @@ from metactl.commands.transfer.source import MODES, Source, load_source
 from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides, read_config_file
 from metactl.envs import PHASE_ENV_ID
 from metactl.envs.observe import layout_hint, observation_labels
+from metactl.envs.spaces import PhaseControlSpace
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.layer_map import preflight_layer_map
 from metactl.models import resolve_model
@@ -158,35 +159,45 @@ def plan_transfer(cfg: TransferConfig, source: Source) -> Plan:
     for label, sched in schedules.items():
         check_schedule(cfg.run, sched, tools, what=f"{label} schedule")
     if cfg.mode == "policy":
-        _check_observations(cfg, source, suite, tools)
-    if cfg.envelope:
-        _check_envelope(source)
+        labels, width = _check_observations(cfg, source, suite, tools)
+        if cfg.envelope:
+            _check_envelope(source, labels, width)
     layer_map = preflight_layer_map(cfg.run.model, groups)
     return Plan(cfg, source, schedules, layer_map.describe() if layer_map else "")
 
 
-def _check_envelope(source: Source) -> None:
-    """The source run's envelope exists, parses, and has one range per phase the controller acts in."""
-    from metactl.policies.envelope import ActionEnvelope
+def _check_envelope(source: Source, labels: list[str], width: int) -> None:
+    """The source run's envelope exists, parses, has one range per phase the controller acts in and
+    one entry per action component, and the controller's observation has the clock it is read by."""
+    from metactl.policies.envelope import ActionEnvelope, phase_reader
     from metactl.rundir import ENVELOPE
 
+    if source.env_id != PHASE_ENV_ID:
+        raise ConfigError(
+            f"--envelope: the source's policy {source.policy!r} acts once per episode (the bandit env), so there "
+            "are no per-phase actions to keep in range; --envelope needs a ppo controller, or drop it."
+        )
     path = source.path / ENVELOPE
     if not path.is_file():
         raise ConfigError(
             f"--envelope: source {source.path} has no {ENVELOPE} (train-controller writes it when compare lists "
-            "averaged or enveloped, the default); widen the run's evaluation with compare=[averaged,enveloped] "
-            "(scripts/controller_report.py reads the run back and adds it), or drop --envelope."
+            "averaged or enveloped, as the default does); widen the run's evaluation with compare=[averaged,"
+            "enveloped] (scripts/controller_report.py reads the run back and adds it), or drop --envelope."
         )
     envelope = ActionEnvelope.load(path)
-    if envelope.phases != source.env.phases:
+    if envelope.phases != source.env.phases or len(envelope.low[0]) != width:
         raise ConfigError(
-            f"--envelope: {path} holds {envelope.phases} phases, the controller acts in {source.env.phases} "
-            "(env.phases); it belongs to another run."
+            f"--envelope: {path} holds {envelope.phases} phases of {len(envelope.low[0])} action entries; the "
+            f"controller acts in {source.env.phases} phases (env.phases) of {width}: it belongs to another run."
         )
+    phase_reader(labels, envelope.phases)  # refuses an observation without a clock, before any weights load
 
 
-def _check_observations(cfg: TransferConfig, source: Source, suite: TaskSuite, tools: list[str]) -> None:
-    """A closed-loop controller reads a vector: every entry must mean the same on the target."""
+def _check_observations(
+    cfg: TransferConfig, source: Source, suite: TaskSuite, tools: list[str]
+) -> tuple[list[str], int]:
+    """A closed-loop controller reads a vector: every entry must mean the same on the target. Returns
+    the observation's labels and the width of one phase's action (what an envelope must match)."""
     src_groups = source.run.training.layer_groups
     if cfg.run.training.layer_groups != src_groups:
         raise ConfigError(
@@ -211,3 +222,7 @@ def _check_observations(cfg: TransferConfig, source: Source, suite: TaskSuite, t
             f"({a!r} vs {b!r}). The controller needs a suite with {layout_hint(want)}, and {phases} phases; "
             "or use --mode schedule, which replays the learned schedule on any suite."
         )
+    env = source.env
+    space = PhaseControlSpace(tuple(src_tools), src_groups, tied=env.controls == "tool", train_range=env.train_range,
+                              shares_only=env.controls == "share")
+    return want, space.dim

@@ -173,7 +173,10 @@ def _claim(out: Path, cfg: TransferConfig, par: DataParallel | None = None, over
     """
     main = par is None or par.is_main
     kind = run_kind(out)
-    same = kind == "transfer" and read_config_data(out) == yaml.safe_load(cfg.to_yaml())
+    stored = read_config_data(out) if kind == "transfer" else None
+    if isinstance(stored, dict):
+        stored.setdefault("envelope", False)  # added later: a transfer dir from before ran without it
+    same = kind == "transfer" and stored == yaml.safe_load(cfg.to_yaml())
     if not same:
         if kind == "transfer" and not overwrite:
             raise ConfigError(
