@@ -52,6 +52,20 @@ CASES = {
         "title": "proxy-tiny -> smollm2-135m (English suite), schedule mode",
         "notes": [STYLE_NOTE],
     },
+    # The policy's averaged schedule (its phase controls on 8 training tasks averaged): on the held-out
+    # families it scored above the closed loop and the greedy schedule.yaml (docs/controller.md).
+    "proxy-large-averaged": {
+        "model": "proxy-large",
+        "mode": "schedule",
+        "file": "averaged.yaml",
+        "title": "proxy-tiny -> proxy-large (proxy world), the averaged schedule",
+    },
+    "smollm2-averaged": {
+        "model": "smollm2-135m",
+        "mode": "schedule",
+        "file": "averaged.yaml",
+        "title": "proxy-tiny -> smollm2-135m (English suite), the averaged schedule",
+    },
     # A closed-loop run on SmolLM2 reads interference and a quick score after every phase (221 s
     # against 155 s open loop), so one task seed.
     "smollm2-policy": {
@@ -76,7 +90,18 @@ CASES = {
             "spread over tasks. `expert` was not run on this case."
         )],
     },
+    # The same closed loop kept inside its training envelope (--envelope): the guard made for readings
+    # the controller never trained on, here a new family on a new model.
+    "smollm2-policy-unseen-envelope": {
+        "model": "smollm2-135m",
+        "mode": "policy",
+        "envelope": True,
+        "suite": "sycophancy-en",
+        "compare": ["maxright"],
+        "title": "proxy-tiny -> smollm2-135m, policy mode with --envelope, on sycophancy-en (never seen)",
+    },
 }
+UNSEEN = ("smollm2-policy-unseen", "smollm2-policy-unseen-envelope")
 VERDICT_PARTS = [("target", "target behaviour"), ("heldout", "held-out generalisation"), ("kl", "KL to base")]
 
 
@@ -100,7 +125,15 @@ def ensure_run(run: Path) -> float:
 def run_case(name: str, run: Path, seeds: list[int], work: Path, compare: list[str]) -> dict:
     case = CASES[name]
     out = work / name
-    args = ["transfer", str(run), "--model", case["model"], "--mode", case["mode"], "--out", str(out)]
+    source = run / case["file"] if "file" in case else run
+    args = ["transfer", str(source), "--model", case["model"], "--mode", case["mode"], "--out", str(out)]
+    if "file" in case:
+        # A schedule file carries no run settings; these keep it on the run dir's own (the preset, if the
+        # target has one, still sets the suite): the same comparison as the run dir's schedule.yaml.
+        src = read_config_data(run)["run"]
+        args += ["--set", f"run.training.layer_groups={src['training']['layer_groups']}"]
+        if not (REPO / "configs" / "transfer" / f"{case['model']}.yaml").is_file():
+            args += ["--suite", src["suite"]]
     if "suite" in case:
         args += ["--suite", case["suite"]]
     for s in case.get("seeds", seeds):
@@ -109,6 +142,8 @@ def run_case(name: str, run: Path, seeds: list[int], work: Path, compare: list[s
         args += ["--compare", c]
     if case.get("merge"):
         args.append("--merge")
+    if case.get("envelope"):
+        args.append("--envelope")
     cmd = "metactl " + " ".join(shlex.quote(_rel(a)) for a in args)
     print(f"\n== {name}: {cmd}", flush=True)
     # The wall time of the run that did the work; a rerun that only resumes reuses it.
@@ -193,7 +228,8 @@ def section(result: dict) -> list[str]:
         else:  # the split's own score: the geometric mean of its behaviours, as the composite uses it
             mean = {lb: sum(by[(lb, ts)]["scores"][key] for ts in seeds) / len(seeds) for lb in ("learned", "default")}
             good = mean["learned"] > mean["default"]
-            detail = f"{key} score {mean['learned']:.3f} vs {mean['default']:.3f}; " + detail
+            # A mixture of families names its behaviours per family: then the split's score alone.
+            detail = f"{key} score {mean['learned']:.3f} vs {mean['default']:.3f}" + (f"; {detail}" if detail else "")
         verdicts.append(f"- {what}: {'**learned better**' if good else '**learned not better**'} ({detail})")
     return [*lines, "Against default, part by part (learned - default):", "", *verdicts, ""]
 
@@ -203,9 +239,9 @@ def main() -> None:
     ap.add_argument(
         "--run", type=Path, default=REPO / "runs" / "controller-ppo-s0", help="train-controller run dir to transfer"
     )
-    ap.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "smollm2-policy-unseen"],
-                    choices=list(CASES), help="which transfers to run and report (the unseen-family case writes "
-                    "docs/transfer_unseen.md: --cases smollm2-policy-unseen --out docs/transfer_unseen.md)")
+    ap.add_argument("--cases", nargs="+", default=[c for c in CASES if c not in UNSEEN],
+                    choices=list(CASES), help="which transfers to run and report (the unseen-family cases write "
+                    "docs/transfer_unseen.md: --cases " + " ".join(UNSEEN) + " --out docs/transfer_unseen.md)")
     ap.add_argument("--task-seeds", nargs="+", type=int, default=[1000, 1001, 1002])
     ap.add_argument(
         "--work", type=Path, default=REPO / "runs" / "transfer-report", help="where the transfer outputs go"
@@ -214,7 +250,8 @@ def main() -> None:
     args = ap.parse_args()
 
     train_s = ensure_run(args.run)
-    episodes = read_config_data(args.run)["total_episodes"]
+    source_cfg = read_config_data(args.run)
+    episodes = source_cfg["total_episodes"]
     results = []
     for name in args.cases:
         compare = ["expert"] if CASES[name]["mode"] == "schedule" else []
@@ -239,8 +276,13 @@ def main() -> None:
             "group `floor(2 l / L)` (proxy-tiny: 0-1 | 2-3, proxy-large: 0-3 | 4-7, SmolLM2: 0-14 | 15-29), and "
             "its `attn` / `mlp` controls go to the modules each architecture names so (the layer map line of each "
             "case). Phase lengths are fractions of the target's step budget. In schedule mode the greedy schedule "
-            "the controller chose for held-out task 1000 on proxy-tiny is replayed unchanged on every target task; "
-            "in policy mode the controller chooses every phase from the target run's own observations."
+            f"the controller chose on proxy-tiny task seed {source_cfg.get('schedule_task_seed', 1000)} (the run's "
+            "`schedule.yaml`: a task outside its training range and its evaluation tasks) is replayed unchanged on "
+            "every target task; in policy mode the controller chooses every phase from the target run's own "
+            "observations"
+            + (", and with `--envelope` each of its actions is clipped into the range it took in that phase on its "
+               "training tasks (the run's `envelope.json`)." if any(CASES[n].get("envelope") for n in args.cases)
+               else ".")
         ),
         "",
     ]

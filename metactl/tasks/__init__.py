@@ -59,8 +59,8 @@ ENGLISH_FAMILIES: tuple[str, ...] = tuple(n for n, w in FAMILIES.items() if w ==
 TRAIN_FAMILIES: tuple[str, ...] = ("style-vs-truth", "format-vs-truth", "wrap-vs-keep")
 HELDOUT_FAMILIES: tuple[str, ...] = ("sycophancy", "style-clash")
 # Training families built after that split was fixed (never used to judge a controller either).
-# `train-families-wide` adds refuse-vs-help (a lever measured in docs/controller.md: within seed
-# noise, so the default still trains on `train-families`); keep-vs-wrap is in no mixture (added as a
+# `train-families-wide` adds refuse-vs-help (levers measured in docs/controller.md; with 96 episodes
+# and mirrored pairs it is the default's training suite); keep-vs-wrap is in no mixture (added as a
 # fifth family it made the controller worse, docs/controller.md). A mixture's name keeps its
 # members for good: run dirs key their rows by it.
 WIDE_TRAIN_FAMILIES: tuple[str, ...] = (*TRAIN_FAMILIES, "refuse-vs-help")
