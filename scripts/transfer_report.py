@@ -292,7 +292,8 @@ def main() -> None:
         "## Caveats",
         "",
         (
-            "- One source controller (seed 0). The proxy-tiny figures over five controller seeds are in "
+            f"- One source controller (seed {source_cfg.get('seed', 0)}). The proxy-tiny figures over five "
+            "controller seeds are in "
             "docs/controller.md; transfer from the other seeds was not measured here."
         ),
         *dict.fromkeys(note for name in args.cases for note in CASES[name].get("notes", [])),
