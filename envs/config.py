@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from metactl.errors import ConfigError, check_choice, check_number, did_you_mean
 
 if TYPE_CHECKING:
+    from metactl.envs.spaces import PhaseControlSpace
     from metactl.schedule import Schedule
 
 
@@ -111,6 +112,13 @@ class EnvConfig:
         from metactl.schedule import Schedule
 
         return Schedule.named(self.prior, groups)
+
+    def phase_controls(self, tools: tuple[str, ...], groups: int) -> PhaseControlSpace:
+        """What one phase's action sets under ``controls`` (the phase env's action space, per phase)."""
+        from metactl.envs.spaces import PhaseControlSpace
+
+        return PhaseControlSpace(tuple(tools), groups, tied=self.controls == "tool", train_range=self.train_range,
+                                 shares_only=self.controls == "share")
 
     def is_training_seed(self, task_seed: int) -> bool:
         return self.train_task_seeds[0] <= task_seed < self.train_task_seeds[1]

@@ -83,6 +83,7 @@ class EngineEnvMixin(ABC):
 
     worker_index: int = 0
     _resumed_rng: Any = None
+    actions: list[list[float]] | None = None  # the phase env records a greedy rollout's actions; the bandit none
 
     def resume_rng(self, rng: Any) -> None:
         """Continue a checkpointed run from ``rng``: the next reset keeps it, whatever seed it is given
@@ -147,7 +148,7 @@ class EngineEnvMixin(ABC):
                 job = dataclasses.replace(job, actor=pickle.loads(job.actor))
             schedule, final = self.act_greedily(job)
         task = self.engine.task
-        actions = getattr(self, "actions", None) if job.schedule is None else None
+        actions = self.actions if job.schedule is None else None
         out = job_row(job, suite=job.suite or self.run_config.suite, family=task.suite.name, base=task.base_scores,
                       model_path=self.engine.model_path, schedule=schedule, scores=final, actions=actions)
         if job.save_adapters:

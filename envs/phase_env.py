@@ -11,7 +11,7 @@ from metactl.config import RunConfig
 from metactl.envs.config import EnvConfig
 from metactl.envs.jobs import EngineEnvMixin, Job
 from metactl.envs.observe import OBSERVED_COMPOSITE, Observer
-from metactl.envs.spaces import PhaseControlSpace, apply_residual
+from metactl.envs.spaces import apply_residual
 from metactl.runner import Engine, PhaseResult
 from metactl.schedule import Phase, Schedule
 from metactl.scoring import Scorer
@@ -87,13 +87,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self.run_config = run or RunConfig()
         self.env_config = env or EnvConfig()
         self.engine = engine or Engine(self.run_config, progress=False)
-        self.controls = PhaseControlSpace(
-            tuple(self.engine.tool_names),
-            self.engine.layer_map.groups,
-            tied=self.env_config.controls == "tool",
-            train_range=self.env_config.train_range,
-            shares_only=self.env_config.controls == "share",
-        )
+        self.controls = self.env_config.phase_controls(tuple(self.engine.tool_names), self.engine.layer_map.groups)
         self.observer = Observer(self.engine, self.env_config.phases, hide=self.env_config.hide)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.controls.dim,), dtype=np.float32)
         self.observation_space = self.observer.space
@@ -137,7 +131,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self.begin_task(options)
         self._episode = self.engine.episode(self.episode_seed)
         self._phases = []
-        self.actions: list[list[float]] = []  # what the actor asked for, phase by phase (evaluation rows keep it)
+        self.actions = []  # what the actor asked for, phase by phase (evaluation rows keep it)
         self.phase = 0
         # The controller reads the observe split only; the reported scores are read once, at the end.
         self.observed = dict(self.engine.task.observe_base(self.env_config.quick_probes))

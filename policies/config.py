@@ -15,6 +15,10 @@ from metactl.envs.config import EnvConfig, RayConfig
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.schedule import Schedule
 
+AVERAGED = "averaged"  # in ``compare``: the learned policy's phase controls averaged into one fixed schedule
+ENVELOPED = "enveloped"  # in ``compare``: the learned policy closed loop, clipped into its training envelope
+MADE_FROM_POLICY = (AVERAGED, ENVELOPED)  # compare entries made from the trained policy, not schedule names
+
 
 @dataclass
 class PPOConfig:
@@ -291,10 +295,10 @@ class ControllerConfig(YamlConfig):
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
         for name in self.compare:
-            if name in ("averaged", "enveloped"):  # train_controller.run.MADE_FROM_POLICY: made from a closed loop
+            if name in MADE_FROM_POLICY:  # made by train-controller from the trained closed loop
                 continue
             Schedule.named(name)  # read and checked now, not after the training budget
-        if "enveloped" in self.compare:
+        if ENVELOPED in self.compare:
             # Checked now: the envelope is taken after the training budget is spent.
             if self.policy != "ppo":
                 raise ConfigError(

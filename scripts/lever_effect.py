@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from metactl.policies.config import MADE_FROM_POLICY
 from metactl.rundir import atomic_write_text
 from metactl.tables import mean_std, render_table
 
@@ -65,7 +66,7 @@ def read_report(path: Path, policy: str) -> dict[str, dict]:
         gains = {r[0]: float(r[col].split("±")[0]) for r in rows}
         if policy not in per_seed and len(seeds) == 1:
             per_seed[policy] = {seeds[0]: gains[policy]}
-        fixed = {k: v for k, v in gains.items() if k not in per_seed and k not in ("averaged", "enveloped", policy)}
+        fixed = {k: v for k, v in gains.items() if k not in per_seed and k not in MADE_FROM_POLICY}
         out[suite] = {"seeds": per_seed, "fixed": fixed}
     if not out:
         raise SystemExit(f"{path}: no per-seed table found; is it a scripts/controller_report.py file?")

@@ -39,7 +39,7 @@ from metactl.envs.vector import make_venv as _make_venv
 from metactl.errors import ConfigError
 from metactl.evaluation import Evaluation
 from metactl.policies import make_policy
-from metactl.policies.config import ControllerConfig
+from metactl.policies.config import AVERAGED, ENVELOPED, MADE_FROM_POLICY, ControllerConfig
 from metactl.policies.envelope import ActionEnvelope, EnvelopedActor
 from metactl.rundir import (
     ADAPTERS,
@@ -131,8 +131,7 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     run_cfg = load_controller_config(out / CONFIG)
     have = {(r["label"], r.get("suite"), r["task_seed"], r.get("episode_seed", 0)) for r in rows}
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    closed_loop = any("actions" in r for r in rows) or run_cfg.policy == "ppo"
-    if ENVELOPED in cfg.compare and closed_loop and ENVELOPED not in labels:
+    if ENVELOPED in cfg.compare and run_cfg.policy == "ppo" and ENVELOPED not in labels:
         labels.append(ENVELOPED)
     wanted = [(suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)]
     missing = [(lab, p) for p in wanted for lab in labels
@@ -148,12 +147,13 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
         if (out / AVERAGED_SCHEDULE).is_file():
             actors[AVERAGED] = Schedule.load(out / AVERAGED_SCHEDULE)
         if ENVELOPED in {lab for lab, _ in missing}:
-            if not (out / ENVELOPE).is_file():
-                _, envelope = training_summaries(run_cfg, venv, actors[run_cfg.policy])
-                if envelope is not None:
+            have_file = (out / ENVELOPE).is_file()
+            envelope = (ActionEnvelope.load(out / ENVELOPE) if have_file
+                        else training_summaries(run_cfg, venv, actors[run_cfg.policy])[1])
+            if envelope is not None:
+                if not have_file:
                     envelope.save(out / ENVELOPE)
-            if (out / ENVELOPE).is_file():
-                actors[ENVELOPED] = enveloped(actors[run_cfg.policy], ActionEnvelope.load(out / ENVELOPE), venv)
+                actors[ENVELOPED] = enveloped(actors[run_cfg.policy], envelope, venv)
         unknown = sorted({lab for lab, _ in missing} - set(actors))
         if unknown:
             raise ConfigError(f"{out / EVAL}: rows labelled {unknown} cannot be re-run from the run dir "
@@ -173,9 +173,6 @@ def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
     return {name: Schedule.named(name, groups) for name in cfg.compare if name not in MADE_FROM_POLICY}
 
 
-AVERAGED = "averaged"  # in ``compare``: the learned policy's phase controls averaged into one fixed schedule
-ENVELOPED = "enveloped"  # in ``compare``: the learned policy closed loop, clipped into its training envelope
-MADE_FROM_POLICY = (AVERAGED, ENVELOPED)  # compare entries made from the trained policy, not schedule names
 AVERAGED_TASKS = 8  # training tasks the closed-loop policy is rolled out on to average it
 
 

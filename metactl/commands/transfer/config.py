@@ -11,7 +11,6 @@ from metactl.commands.transfer.source import MODES, Source, load_source
 from metactl.config import RunConfig, YamlConfig, build_config, merge_overrides, read_config_file
 from metactl.envs import PHASE_ENV_ID
 from metactl.envs.observe import layout_hint, observation_labels
-from metactl.envs.spaces import PhaseControlSpace
 from metactl.errors import ConfigError, check_choice, check_number
 from metactl.layer_map import preflight_layer_map
 from metactl.models import resolve_model
@@ -222,7 +221,4 @@ def _check_observations(
             f"({a!r} vs {b!r}). The controller needs a suite with {layout_hint(want)}, and {phases} phases; "
             "or use --mode schedule, which replays the learned schedule on any suite."
         )
-    env = source.env
-    space = PhaseControlSpace(tuple(src_tools), src_groups, tied=env.controls == "tool", train_range=env.train_range,
-                              shares_only=env.controls == "share")
-    return want, space.dim
+    return want, source.env.phase_controls(tuple(src_tools), src_groups).dim
