@@ -67,6 +67,9 @@ class Policy(ABC):
     def actor(self) -> Schedule | Any:
         """What acts at evaluation: a Schedule, or an SB3-style policy with ``predict``."""
 
+    def finish(self) -> None:
+        """Called once after the last update, before the controller is saved and acts."""
+
     def save(self, path: Path) -> None:
         """Write everything needed to continue or to act into the directory ``path``."""
 

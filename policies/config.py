@@ -92,6 +92,16 @@ class PPOConfig:
         },
     )
 
+    weight_average: float = field(
+        default=0.0,
+        metadata={
+            "help": "fraction of the run's updates, counted from its end, whose policy weights are averaged into "
+            "the saved controller (stochastic weight averaging: 0.33 of 12 updates averages the weights after "
+            "updates 9-12). Training is unchanged; the mean replaces the last update's weights once, before the "
+            "controller acts (policies/weight_average.py). 0: the last update's weights"
+        },
+    )
+
     def __post_init__(self) -> None:
         self.learning_rate = check_number("ppo.learning_rate", self.learning_rate, low=0.0, high=1.0, low_open=True)
         self.episodes_per_update = int(
@@ -117,6 +127,7 @@ class PPOConfig:
             for i, v in enumerate(self.net_arch)
         ]
         self.obs_noise = check_number("ppo.obs_noise", self.obs_noise, low=0.0, high=10.0)
+        self.weight_average = check_number("ppo.weight_average", self.weight_average, low=0.0, high=1.0)
         self.group_size = int(check_number("ppo.group_size", self.group_size, low=0, high=4096, integer=True))
         if not isinstance(self.use_sde, bool):
             raise ConfigError(f"ppo.use_sde: expected true or false, got {self.use_sde!r}.")

@@ -17,6 +17,7 @@ from metactl.policies.antithetic import MirroredNoisePolicy
 from metactl.policies.base import EpisodeSink, Policy
 from metactl.policies.group_relative import GroupRelativeAdvantage
 from metactl.policies.obs_noise import NoisyReadings
+from metactl.policies.weight_average import WEIGHT_AVERAGE_FILE, WeightAverage, averaged_updates
 from metactl.rundir import CONTROLLER
 
 CONTROLLER_FILE = CONTROLLER  # the SB3 zip in a run dir (and in each checkpoint)
@@ -152,6 +153,7 @@ class PPOPolicy(Policy):
         if size > 1:
             self._seed_in_groups(venv, size)
         self._tb_dir = tb_dir
+        self._average = WeightAverage() if c.weight_average > 0 else None
         self._set_logger()
 
     def _wrap(self, venv) -> VecEnvWrapper:
@@ -207,12 +209,24 @@ class PPOPolicy(Policy):
             callback=callback,
             log_interval=1,
         )
+        if self._average is not None:
+            done = self.model.num_timesteps // (self.model.n_steps * venv.num_envs)  # updates so far, resumes too
+            if done > self.updates - averaged_updates(self.updates, self.config.ppo.weight_average):
+                self._average.add(self.model.policy.state_dict())
+
+    def finish(self) -> None:
+        average, self._average = getattr(self, "_average", None), None
+        if average is not None and average.count:
+            policy = self.model.policy
+            policy.load_state_dict(average.mean(policy.state_dict()))
 
     def actor(self) -> Any:
         return self.model.policy
 
     def save(self, path: Path) -> None:
         self.model.save(Path(path) / CONTROLLER_FILE)
+        if getattr(self, "_average", None) is not None and self._average.count:
+            self._average.save(Path(path) / WEIGHT_AVERAGE_FILE)
 
     def load(self, path: Path, venv=None) -> None:
         c = self.config.ppo
@@ -221,6 +235,9 @@ class PPOPolicy(Policy):
             env=self._wrap(venv), learning_rate=c.learning_rate, clip_range=c.clip_range,
             policy_class=self._policy_class(),
         )
+        saved = Path(path) / WEIGHT_AVERAGE_FILE
+        if getattr(self, "_average", None) is not None and saved.is_file():  # a checkpoint's running mean
+            self._average = WeightAverage.load(saved)
         self._set_logger()
 
 

@@ -4,8 +4,10 @@ Run directory::
 
     config.yaml        resolved ControllerConfig (a resumed run reads it back)
     scores.jsonl       one row per (episode, phase): seeds, controls, losses, scores, reward
-    checkpoints/       ckpt-<episodes>/ after every update: policy state + progress + env RNGs
-    controller.zip     the trained SB3 model (ppo, bandit); search.json for the searches (plain JSON)
+    checkpoints/       ckpt-<episodes>/ after every update: policy state + progress + env RNGs (+ the running
+                       weight mean under ppo.weight_average)
+    controller.zip     the trained SB3 model (ppo, bandit; under ppo.weight_average its last updates' mean);
+                       search.json for the searches (plain JSON)
     schedule.yaml      the policy's greedy schedule on schedule_task_seed (a task nothing is scored on)
     averaged.yaml      a closed-loop policy's phase controls on training tasks averaged into one fixed schedule
     envelope.json      per phase, the range of that policy's actions on those tasks ('enveloped' acts inside it)
@@ -260,6 +262,7 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
                 updates += 1
                 if updates % cfg.checkpoint_every == 0 or episode_log.episodes >= total:
                     save_checkpoint(out, policy, venv, episode_log.episodes, updates)
+        policy.finish()
         policy.save(out)
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
         envelope = None
