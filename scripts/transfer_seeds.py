@@ -103,6 +103,30 @@ def main() -> None:
             f"| {seed} | {', '.join(map(str, tasks))} | {statistics.mean(learned):.3f} | "
             f"{statistics.mean(gain):+.3f} | " + " | ".join(cells) + " | " + " | ".join(wins) + " |"
         )
+    spread = max(
+        (abs(a - b) for lab in labels for t in {t for by, _ in runs.values() for t in by.get(lab, {})}
+         for a in [by[lab][t] for by, _ in runs.values() if t in by.get(lab, {})]
+         for b in [by[lab][t] for by, _ in runs.values() if t in by.get(lab, {})]),
+        default=0.0,
+    )
+    same = "identical across them" if spread == 0 else f"across them they differ by at most {spread:.2g}"
+    tasks_all = sorted({t for by_label, _ in runs.values() for t in by_label.get(LEARNED, {})})
+    bases = {t: base[t] for _, base in runs.values() for t in base}
+    lines += [
+        "",
+        ("Composite per target task: the learned side from each source seed, the fixed schedules from the "
+         f"first seed's work dir (each work dir runs them again: {same})."),
+        "",
+        "| task seed | base | " + " | ".join(f"learned, seed {seed}" for seed in runs) + " | "
+        + " | ".join(labels) + " |",
+        "|---|---|" + "---|" * (len(runs) + len(labels)),
+    ]
+    for t in tasks_all:
+        mine = [runs[seed][0].get(LEARNED, {}).get(t) for seed in runs]
+        theirs = [next((by[lab][t] for by, _ in runs.values() if t in by.get(lab, {})), None) for lab in labels]
+        lines.append(
+            f"| {t} | {bases[t]:.3f} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in mine + theirs) + " |"
+        )
     lines += [
         "",
         f"Over the {len(runs)} source seeds (mean ± std of the per-seed means):",
