@@ -294,7 +294,8 @@ def main() -> None:
         (
             f"- One source controller (seed {source_cfg.get('seed', 0)}). The proxy-tiny figures over five "
             "controller seeds are in "
-            "docs/controller.md; transfer from the other seeds was not measured here."
+            "docs/controller.md; this file covers one source seed (`scripts/transfer_seeds.py` puts the same "
+            "case from several seeds side by side)."
         ),
         *dict.fromkeys(note for name in args.cases for note in CASES[name].get("notes", [])),
         (
