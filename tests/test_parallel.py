@@ -28,7 +28,13 @@ def _launch(*args: str) -> subprocess.CompletedProcess:
 
 
 def _spreads(naive: bool) -> dict[str, float]:
-    res = _launch(str(Path(__file__).with_name("ddp_switch_check.py")), *(["--naive"] if naive else []))
+    args = (str(Path(__file__).with_name("ddp_switch_check.py")), *(["--naive"] if naive else []))
+    res = _launch(*args)
+    if res.returncode != 0 and "SIGABRT" in res.stderr:
+        # gloo's teardown aborts a rank now and then under a loaded machine (seen twice in full
+        # parallel test runs, never alone; metactl/parallel.py's barrier before end_training made it
+        # rare, not gone). One rerun tells that flake from a real failure, which repeats.
+        res = _launch(*args)
     assert res.returncode == 0, res.stderr[-4000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
