@@ -114,6 +114,7 @@ class PPOPolicy(Policy):
     env_id = PHASE_ENV_ID
     uses_ppo = True
     help = "SB3 PPO on the phase-level env (closed loop: each phase sees observe-split scores, norms, interference)"
+    _average: WeightAverage | None = None  # ppo.weight_average's running mean, from setup() on
 
     def steps_per_episode(self) -> int:
         return self.config.env.phases
@@ -215,7 +216,7 @@ class PPOPolicy(Policy):
                 self._average.add(self.model.policy.state_dict())
 
     def finish(self) -> None:
-        average, self._average = getattr(self, "_average", None), None
+        average, self._average = self._average, None
         if average is not None and average.count:
             policy = self.model.policy
             policy.load_state_dict(average.mean(policy.state_dict()))
@@ -225,7 +226,7 @@ class PPOPolicy(Policy):
 
     def save(self, path: Path) -> None:
         self.model.save(Path(path) / CONTROLLER_FILE)
-        if getattr(self, "_average", None) is not None and self._average.count:
+        if self._average is not None and self._average.count:
             self._average.save(Path(path) / WEIGHT_AVERAGE_FILE)
 
     def load(self, path: Path, venv=None) -> None:
@@ -236,7 +237,7 @@ class PPOPolicy(Policy):
             policy_class=self._policy_class(),
         )
         saved = Path(path) / WEIGHT_AVERAGE_FILE
-        if getattr(self, "_average", None) is not None and saved.is_file():  # a checkpoint's running mean
+        if self._average is not None and saved.is_file():  # a checkpoint's running mean
             self._average = WeightAverage.load(saved)
         self._set_logger()
 

@@ -1,17 +1,18 @@
 """The controller saved as the mean of its last updates' weights (``ppo.weight_average``).
 
 With 8 episodes per update, each PPO update moves the policy along a noisy estimate of the gradient,
-and the last update's weights are one draw from where training wanders at the end. On the held-out
-families that draw matters: a controller's greedy schedules on `style-clash` can differ more between
-its last two checkpoints than between controller seeds. Averaging the weights of the last few
-updates (stochastic weight averaging, Izmailov et al. 2018, arXiv 1803.05407; for deep RL, Nikishin
-et al. 2018, "Improving Stability in Deep Reinforcement Learning with Weight Averaging") keeps what
-the updates agree on and cancels what they do not.
+and the last update's weights are one draw from where training wanders at the end. Averaging the
+weights of the last few updates (stochastic weight averaging, Izmailov et al. 2018, arXiv 1803.05407;
+for deep RL, Nikishin et al. 2018, "Improving Stability in Deep Reinforcement Learning with Weight
+Averaging") keeps what the updates agree on and cancels what they do not. Measured on the default
+(docs/lever_swa.md), it moved nothing beyond seed noise: the seeds that collapse on `style-clash`
+collapse with the averaged weights too, so it is an option, off by default.
 
 Training itself is untouched: the running mean is kept beside the policy and only loaded into it
 once, after the last update, before the controller is saved and acts (evaluation, the averaged
 schedule, the envelope, transfer). Checkpoints carry the running sum (``weight_average.pt``, plain
-tensors loaded with ``weights_only=True``), so a resumed run ends with the same controller.
+tensors loaded with ``weights_only=True``), so a resumed run keeps the snapshots taken before it
+was interrupted.
 """
 
 from __future__ import annotations

@@ -95,20 +95,22 @@ def main() -> None:
                 cells.append("-")
                 wins.append("-")
                 continue
-            seed_means[lab].append(statistics.mean(o for _, o in pairs))
+            theirs_mean = statistics.mean(o for _, o in pairs)
+            seed_means[lab].append(theirs_mean)
             diffs[lab] += [m - o for m, o in pairs]
-            cells.append(f"{statistics.mean(o for _, o in pairs):.3f}")
+            cells.append(f"{theirs_mean:.3f}")
             wins.append(f"{sum(m > o for m, o in pairs)}/{len(pairs)}")
         lines.append(
             f"| {seed} | {', '.join(map(str, tasks))} | {statistics.mean(learned):.3f} | "
             f"{statistics.mean(gain):+.3f} | " + " | ".join(cells) + " | " + " | ".join(wins) + " |"
         )
-    spread = max(
-        (abs(a - b) for lab in labels for t in {t for by, _ in runs.values() for t in by.get(lab, {})}
-         for a in [by[lab][t] for by, _ in runs.values() if t in by.get(lab, {})]
-         for b in [by[lab][t] for by, _ in runs.values() if t in by.get(lab, {})]),
-        default=0.0,
-    )
+    # Each work dir reruns the fixed schedules: every (schedule, task) value across the seeds' dirs.
+    fixed: dict[tuple[str, int], list[float]] = {}
+    for by_label, _ in runs.values():
+        for lab in labels:
+            for t, value in by_label.get(lab, {}).items():
+                fixed.setdefault((lab, t), []).append(value)
+    spread = max((max(v) - min(v) for v in fixed.values()), default=0.0)
     same = "identical across them" if spread == 0 else f"across them they differ by at most {spread:.2g}"
     tasks_all = sorted({t for by_label, _ in runs.values() for t in by_label.get(LEARNED, {})})
     bases = {t: base[t] for _, base in runs.values() for t in base}
@@ -123,7 +125,7 @@ def main() -> None:
     ]
     for t in tasks_all:
         mine = [runs[seed][0].get(LEARNED, {}).get(t) for seed in runs]
-        theirs = [next((by[lab][t] for by, _ in runs.values() if t in by.get(lab, {})), None) for lab in labels]
+        theirs = [fixed[lab, t][0] if (lab, t) in fixed else None for lab in labels]
         lines.append(
             f"| {t} | {bases[t]:.3f} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in mine + theirs) + " |"
         )
