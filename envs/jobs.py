@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from metactl.errors import DivergedRun
 from metactl.rundir import atomic_write_dir
 from metactl.schedule import Schedule
@@ -83,12 +85,28 @@ class EngineEnvMixin(ABC):
 
     worker_index: int = 0
     _resumed_rng: Any = None
+    task_weights: np.ndarray | None = None  # ppo.curriculum's draw over env.train_task_seeds; None: uniform
     actions: list[list[float]] | None = None  # the phase env records a greedy rollout's actions; the bandit none
 
     def resume_rng(self, rng: Any) -> None:
         """Continue a checkpointed run from ``rng``: the next reset keeps it, whatever seed it is given
         (the learner's setup seeds the envs again before the first reset of a resumed run)."""
         self._resumed_rng = rng
+
+    def set_task_weights(self, weights: list[float] | None) -> None:
+        """Draw later training tasks with these probabilities, one per seed of ``env.train_task_seeds``
+        in order (a curriculum, ``ppo.curriculum``); None: uniformly."""
+        if weights is None:
+            self.task_weights = None
+            return
+        lo, hi = self.env_config.train_task_seeds
+        w = np.asarray(weights, dtype=float)
+        if w.shape != (hi - lo,) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(
+                f"task weights: expected {hi - lo} non-negative finite numbers (one per task seed in [{lo}, {hi})) "
+                f"with a positive sum; got {weights!r}"
+            )
+        self.task_weights = w / w.sum()
 
     def begin_task(self, options: dict[str, Any] | None) -> None:
         """Pin or draw (from ``self.np_random``) the task and episode seeds; load the task (of
@@ -97,7 +115,12 @@ class EngineEnvMixin(ABC):
             self.np_random, self._resumed_rng = self._resumed_rng, None
         options = options or {}
         lo, hi = self.env_config.train_task_seeds
-        self.task_seed = int(options["task_seed"]) if "task_seed" in options else int(self.np_random.integers(lo, hi))
+        if "task_seed" in options:
+            self.task_seed = int(options["task_seed"])
+        elif self.task_weights is None:
+            self.task_seed = int(self.np_random.integers(lo, hi))
+        else:
+            self.task_seed = lo + int(self.np_random.choice(hi - lo, p=self.task_weights))
         self.episode_seed = (
             int(options["episode_seed"]) if "episode_seed" in options else int(self.np_random.integers(2**31 - 1))
         )

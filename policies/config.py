@@ -18,6 +18,7 @@ from metactl.schedule import Schedule
 AVERAGED = "averaged"  # in ``compare``: the learned policy's phase controls averaged into one fixed schedule
 ENVELOPED = "enveloped"  # in ``compare``: the learned policy closed loop, clipped into its training envelope
 MADE_FROM_POLICY = (AVERAGED, ENVELOPED)  # compare entries made from the trained policy, not schedule names
+CURRICULA = ("none", "family", "task")  # ppo.curriculum: how training tasks are drawn (policies/curriculum.py)
 
 
 @dataclass
@@ -102,6 +103,27 @@ class PPOConfig:
         },
     )
 
+    curriculum: str = field(
+        default="none",
+        metadata={
+            "help": "which training tasks are drawn more often (prioritized level replay, arXiv 2010.03934; "
+            "policies/curriculum.py): 'family' draws a family of the training suite in proportion to its rank by "
+            "the mean absolute advantage of its episodes in the last rollout (a single-family suite: its task "
+            "seeds), 'task' ranks the task seeds themselves. 'none': every task seed equally often"
+        },
+    )
+    curriculum_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "PLR's temperature: the level ranked r gets weight r^(-1/temperature) before the uniform mix; "
+            "small values draw the top level almost always, large ones nearly uniformly"
+        },
+    )
+    curriculum_uniform: float = field(
+        default=0.25,
+        metadata={"help": "share of the draw that stays uniform over the levels, so no level is starved"},
+    )
+
     def __post_init__(self) -> None:
         self.learning_rate = check_number("ppo.learning_rate", self.learning_rate, low=0.0, high=1.0, low_open=True)
         self.episodes_per_update = int(
@@ -128,6 +150,11 @@ class PPOConfig:
         ]
         self.obs_noise = check_number("ppo.obs_noise", self.obs_noise, low=0.0, high=10.0)
         self.weight_average = check_number("ppo.weight_average", self.weight_average, low=0.0, high=1.0)
+        self.curriculum = check_choice("ppo.curriculum", self.curriculum, CURRICULA)
+        self.curriculum_temperature = check_number(
+            "ppo.curriculum_temperature", self.curriculum_temperature, low=0.0, high=100.0, low_open=True
+        )
+        self.curriculum_uniform = check_number("ppo.curriculum_uniform", self.curriculum_uniform, low=0.0, high=1.0)
         self.group_size = int(check_number("ppo.group_size", self.group_size, low=0, high=4096, integer=True))
         if not isinstance(self.use_sde, bool):
             raise ConfigError(f"ppo.use_sde: expected true or false, got {self.use_sde!r}.")

@@ -20,10 +20,28 @@ of the run; its episodes then keep PPO's advantage, as does any episode alone wi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+
+
+def whole_episodes(
+    episode_starts: np.ndarray, dones: np.ndarray, keys: list[list[Hashable | None]]
+) -> Iterator[tuple[int, int, int, Hashable | None]]:
+    """``(env, first row, last row, key)`` of every whole episode in an SB3-shaped ``(steps, envs)``
+    rollout: one whose first step starts it and whose last is done. An episode cut by the
+    rollout's edge is skipped (its first row is not an episode start, or it never ends here)."""
+    steps, envs = dones.shape
+    for i in range(envs):
+        t0 = 0
+        for t in range(steps):
+            if t > t0 and episode_starts[t, i]:
+                t0 = t  # a new episode began without the last one's done row (rollout edge): not whole
+            if dones[t, i]:
+                if episode_starts[t0, i]:
+                    yield i, t0, t, keys[t0][i]
+                t0 = t + 1
 
 
 def leave_one_out_advantages(
@@ -41,19 +59,11 @@ def leave_one_out_advantages(
     step of an episode and ``dones[t, i]`` its last. An episode cut by the rollout's edge, or alone
     with its key (its twin diverged and drifted to another rollout), keeps PPO's advantage.
     """
-    steps, envs = rewards.shape
     groups: dict[Hashable, list[tuple[int, int, int, float]]] = defaultdict(list)
-    for i in range(envs):
-        t0 = 0
-        for t in range(steps):
-            if t > t0 and episode_starts[t, i]:
-                t0 = t  # a new episode began without the last one's done row (rollout edge): not whole
-            if dones[t, i]:
-                key = keys[t0][i]
-                if episode_starts[t0, i] and key is not None:
-                    ret = float(sum(rewards[k, i] * gamma ** (k - t0) for k in range(t0, t + 1)))
-                    groups[key].append((i, t0, t, ret))
-                t0 = t + 1
+    for i, t0, t, key in whole_episodes(episode_starts, dones, keys):
+        if key is not None:
+            ret = float(sum(rewards[k, i] * gamma ** (k - t0) for k in range(t0, t + 1)))
+            groups[key].append((i, t0, t, ret))
     changed = 0
     for members in groups.values():
         n = len(members)

@@ -15,6 +15,7 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 from metactl.envs import BANDIT_ENV_ID, PHASE_ENV_ID
 from metactl.policies.antithetic import MirroredNoisePolicy
 from metactl.policies.base import EpisodeSink, Policy
+from metactl.policies.curriculum import TaskCurriculum, level_of
 from metactl.policies.group_relative import GroupRelativeAdvantage
 from metactl.policies.obs_noise import NoisyReadings
 from metactl.policies.weight_average import WEIGHT_AVERAGE_FILE, WeightAverage, averaged_updates
@@ -115,6 +116,7 @@ class PPOPolicy(Policy):
     uses_ppo = True
     help = "SB3 PPO on the phase-level env (closed loop: each phase sees observe-split scores, norms, interference)"
     _average: WeightAverage | None = None  # ppo.weight_average's running mean, from setup() on
+    _curriculum: TaskCurriculum | None = None  # ppo.curriculum's level scores, from setup() on
 
     def steps_per_episode(self) -> int:
         return self.config.env.phases
@@ -155,6 +157,12 @@ class PPOPolicy(Policy):
             self._seed_in_groups(venv, size)
         self._tb_dir = tb_dir
         self._average = WeightAverage() if c.weight_average > 0 else None
+        self._curriculum = None
+        if c.curriculum != "none":
+            self._curriculum = TaskCurriculum(
+                tuple(self.config.env.train_task_seeds), level_of(self.config.run.suite, c.curriculum),
+                c.curriculum_temperature, c.curriculum_uniform,
+            )
         self._set_logger()
 
     def _wrap(self, venv) -> VecEnvWrapper:
@@ -204,6 +212,8 @@ class PPOPolicy(Policy):
         callback = _Sink(sink)
         if self.config.resolved_group_size() > 1:
             callback = CallbackList([callback, GroupRelativeAdvantage()])
+        if self._curriculum is not None:  # last: it scores the advantages PPO trains on, grouped ones included
+            callback = CallbackList([callback, self._curriculum])
         self.model.learn(
             total_timesteps=self.model.n_steps * venv.num_envs,
             reset_num_timesteps=False,
@@ -228,6 +238,8 @@ class PPOPolicy(Policy):
         self.model.save(Path(path) / CONTROLLER_FILE)
         if self._average is not None and self._average.count:
             self._average.save(Path(path) / WEIGHT_AVERAGE_FILE)
+        if self._curriculum is not None:
+            self._curriculum.save(Path(path))
 
     def load(self, path: Path, venv=None) -> None:
         c = self.config.ppo
@@ -239,6 +251,10 @@ class PPOPolicy(Policy):
         saved = Path(path) / WEIGHT_AVERAGE_FILE
         if self._average is not None and saved.is_file():  # a checkpoint's running mean
             self._average = WeightAverage.load(saved)
+        if self._curriculum is not None and venv is not None:  # a checkpoint: draw as the run was drawing
+            self._curriculum.load(Path(path))
+            if self._curriculum.scores:
+                self._curriculum.apply(venv)
         self._set_logger()
 
 
