@@ -16,7 +16,7 @@ import yaml
 from metactl.errors import ConfigError, check_number, did_you_mean
 from metactl.rundir import read_yaml
 from metactl.scoring import RewardConfig
-from metactl.tools import TOOLS, DPOConfig, RetainConfig, SFTConfig, ToolConfig
+from metactl.tools import DEFAULT_TOOLS, TOOLS, ToolConfig
 
 
 @dataclass
@@ -80,7 +80,7 @@ class TrainingConfig:
 
 
 def _default_tools() -> dict[str, ToolConfig]:
-    return {"sft": SFTConfig(), "dpo": DPOConfig(), "retain": RetainConfig()}
+    return {name: TOOLS[name].Config() for name in DEFAULT_TOOLS}
 
 
 class YamlConfig:
@@ -112,7 +112,11 @@ class RunConfig(YamlConfig):
     task_seed: int = field(default=0, metadata={"help": "seed the built-in suite generates its data from"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "episode size, adapters, seeds"})
     tools: dict[str, ToolConfig] = field(
-        default_factory=_default_tools, metadata={"help": "per-tool settings (metactl tools)"}
+        default_factory=_default_tools,
+        metadata={
+            "help": "per-tool settings (metactl tools); a run trains the tools named here that its suite has "
+            "data for: sft, dpo and retain unless more are added (grpo: --set tools.grpo={})"
+        },
     )
     reward: RewardConfig = field(
         default_factory=RewardConfig, metadata={"help": "how the score parts combine into the composite"}

@@ -131,13 +131,13 @@ class SharedPrefixProbes:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
         self.n_prompts = len(p_ids)
-        self.prompt_ids, self.prompt_mask = _pad(p_ids, pad, left=True)
+        self.prompt_ids, self.prompt_mask = pad_rows(p_ids, pad, left=True)
         flat = [c for cs in completions for c in cs]
         self.item = torch.tensor([i for i, cs in enumerate(completions) for _ in cs], dtype=torch.long)
         c_ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
         if any(len(c) == 0 for c in c_ids):
             raise ValueError("every probe completion must have at least one token")
-        self.comp_ids, self.comp_mask = _pad(c_ids, pad, left=False)
+        self.comp_ids, self.comp_mask = pad_rows(c_ids, pad, left=False)
 
     def __len__(self) -> int:
         return len(self.item)
@@ -249,7 +249,8 @@ def cache_keyword(model) -> str:
     return "cache" if _forward_takes_cache(type(base)) else "past_key_values"
 
 
-def _pad(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded to one width on the ``left`` or the right, and their attention mask."""
     width = max((len(r) for r in rows), default=1)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

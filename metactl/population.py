@@ -181,7 +181,7 @@ class Population:
         picked = {}
         for k in slots:
             t = self.slots[k].task.tools[tool]
-            picked[k] = t, *t.batch(t.sample(self.slots[k].gen))
+            picked[k] = t, *self._rows(k, t, t.sample(self.slots[k].gen), self.slots[k].active)
         values: dict[int, float] = {}
         def rows_of(k: int) -> int:
             return len(picked[k][1])
@@ -237,6 +237,15 @@ class Population:
             out.update(zip(same, results))
         return out
 
+    def _rows(self, k: int, tool, index: torch.Tensor, active) -> tuple:
+        """What ``tool`` runs rows ``index`` of slot ``k`` through the model as: its batch, or for a tool
+        that samples its own completions (grpo), the completions drawn from slot ``k``'s adapters
+        (those of ``active`` tools on), as :class:`Engine` draws them from its one model."""
+        if not hasattr(tool, "rollout"):
+            return tool.batch(index)
+        with self.adapters.routing([k], sorted(active)):
+            return tool.rollout(self.model, index)
+
     def gradient_cosines(self, slots: list[int], rows: int = 8) -> dict[int, dict[str, list[float]]]:
         """:func:`metactl.interference.gradient_cosines` of each slot, all slots in one pass per tool.
 
@@ -258,7 +267,7 @@ class Population:
                 picked = []
                 for k in slots:
                     tool = self.slots[k].task.tools[name]
-                    picked.append((tool, *tool.batch(torch.arange(min(rows, len(tool))))))
+                    picked.append((tool, *self._rows(k, tool, torch.arange(min(rows, len(tool))), self.tool_names)))
                 n_rows = {len(b) for _, b, _ in picked}
                 if len(n_rows) > 1:  # tasks with too few rows for `rows`: one slot at a time
                     per = [self.gradient_cosines([k], rows)[k] for k in slots]

@@ -102,7 +102,7 @@ def build_task(
     ``model`` is anything with an adapter-off switch (``disable_adapter()``): the engine's
     ``PeftModel`` or the population's stacked model; the references are the base's either way.
     """
-    tools = {t: TOOLS[t](config.tools[t], suite.data[t], tokenizer) for t in tool_names}
+    tools = {t: TOOLS[t].from_suite(config.tools[t], suite, tokenizer) for t in tool_names}
     if parallel is not None:
         from metactl.parallel import check_batches_cover
 
@@ -245,8 +245,8 @@ def check_names(config: RunConfig) -> tuple[str, int]:
 
 
 def suite_tools(config: RunConfig, suite: TaskSuite, tools: list[str] | None = None) -> list[str]:
-    """The requested tools (default: all) that ``suite`` has data for."""
-    names = list(tools or TOOLS)
+    """The requested tools (default: the config's ``tools``) that ``suite`` has data for."""
+    names = list(tools or config.tools)
     for t in names:
         if t not in TOOLS:
             raise ConfigError(f"tools: unknown tool {t!r}; allowed: {', '.join(TOOLS)}.{did_you_mean(t, TOOLS)}")
@@ -279,6 +279,11 @@ def check_schedule(
     if tools is None:
         tools = suite_tools(config, load_suite(*check_names(config)))
     missing = [t for t in schedule.tool_names if t not in tools]
+    if missing and missing[0] in TOOLS and missing[0] not in config.tools:
+        raise ConfigError(
+            f"{what} uses tool {missing[0]!r}, which this run does not train (its tools: {', '.join(config.tools)}); "
+            f"add it with --set tools.{missing[0]}={{}} (its options: metactl tools)."
+        )
     if missing:
         raise ConfigError(
             f"{what} uses tool {missing[0]!r} but suite {config.suite!r} has no data for it "

@@ -86,6 +86,31 @@ def _steps(engine, tool: str, train_groups: list[float], n: int, recompute_ref: 
     return (time.perf_counter() - start) / n
 
 
+def tool_steps(out, reps: int) -> None:
+    """ms per optimiser step of every registered tool on one engine, each tool's batch as its config
+    sets it (grpo's cost is the same whatever its samples earn: it samples, scores and backpropagates
+    every step)."""
+    from metactl.tools import TOOLS
+
+    engine = _engine([f"tools.{t}={{}}" for t in TOOLS])
+    cfg = engine.config
+    peak = matmul_flops()
+    out(f"fp32 matmul 1024^3, 1 thread: {peak / 1e9:.1f} GFLOP/s")
+    out("")
+    out("| tool | rows per step | ms/step | steps/s | GFLOP/step | fraction of matmul |")
+    out("|---|---|---|---|---|---|")
+    for tool in engine.tool_names:
+        c = cfg.tools[tool]
+        group = getattr(c, "group_size", None)
+        rows = f"{c.batch_size} prompts x {group} samples" if group else str(c.batch_size)
+        sec = _steps(engine, tool, [1.0] * 4, reps)
+        fl = _step_flops(engine, tool)
+        out(f"| {tool} | {rows} | {sec * 1e3:.1f} | {1 / sec:.1f} | {fl / 1e9:.3f} | {fl / sec / peak:.2f} |")
+    out("")
+    out("grpo's step includes sampling its completions token by token (no KV cache: proxy completions are a few "
+        "characters) and the base's log-probs of them for the KL term.")
+
+
 def _step_flops(engine, tool: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -344,6 +369,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20, help="timed optimiser steps per measurement")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="only the controller-episode comparison (K=8 on 2 processes)")
+    ap.add_argument("--tools", action="store_true", help="only the train step of every registered tool, grpo's "
+                    "sampling included (grpo is opt-in in a run, so the full report leaves it out)")
     ap.add_argument("--device", default="cpu", help="cuda: the population engine on the GPU at K = --gpu-k, against "
                     "subprocesses on the same machine's CPU cores (writes its own report)")
     ap.add_argument("--gpu-k", default="1,8,32,64,128,256", help="K values of the --device cuda sweep")
@@ -366,6 +393,13 @@ def main() -> None:
         controller_comparison(say, peak, [(8, 2, 1)], rounds=1, sub_rounds=2)
         if args.out:
             atomic_write_text(args.out, "\n".join(quick) + "\n")
+        return
+    if args.tools:
+        lines = [f"# Train step per tool, every registered tool (proxy-tiny, torch {torch.__version__}, 1 thread)", "",
+                 "Made by `python scripts/bench_runner.py --tools`.", ""]
+        tool_steps(_printer(lines), args.reps)
+        if args.out:
+            atomic_write_text(args.out, "\n".join(lines) + "\n")
         return
     overrides = [f"training.total_steps={args.steps}"] if args.steps else []
     engine = _engine(overrides)

@@ -26,12 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from metactl.policies.config import MADE_FROM_POLICY
 from metactl.rundir import atomic_write_text
-from metactl.tables import mean_std, render_table
+from metactl.tables import mean_std, render_table, t_interval
 
 PER_SEED = "Mean gain over base of each controller seed"
-# Two-sided 97.5% quantiles of Student's t by degrees of freedom (no scipy dependency for 30 numbers).
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 SCORES = "Held-out scores"
 
 
@@ -76,11 +73,10 @@ def read_report(path: Path, policy: str) -> dict[str, dict]:
 def paired_interval(diffs: list[float]) -> str:
     """The mean paired difference with its 95% t interval, in words."""
     n = len(diffs)
-    m = statistics.mean(diffs)
+    m, half = t_interval(diffs)
     if n < 2:
         return f"one seed: {m:+.3f}, no interval"
     sd = statistics.stdev(diffs)
-    half = T975[min(n - 1, len(T975)) - 1] * sd / n ** 0.5
     verdict = "excludes 0: an effect beyond seed noise" if abs(m) > half else "includes 0: no effect beyond seed noise"
     return (f"paired difference {m:+.3f}, 95% interval [{m - half:+.3f}, {m + half:+.3f}] (t, {n - 1} df, "
             f"sample std {sd:.3f}); it {verdict}")

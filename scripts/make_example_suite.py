@@ -3,7 +3,8 @@ and ``suite.yaml``), the format README's "Your own data" describes.
 
     python scripts/make_example_suite.py --task-seed 7 --out examples/sums-suite
 
-It is small on purpose (a test runs it end to end): 64 rows per tool, 12 target and 12 held-out
+It is small on purpose (a test runs it end to end): 64 rows per tool (grpo's included, with its
+reward in ``suite.yaml``), 12 target and 12 held-out
 probes per behaviour, 16 retain texts. It gives no ``observe`` split, so metactl holds back the
 last quarter of the target probes and of the retain texts for the controller.
 """
@@ -28,6 +29,9 @@ data:                      # TRL formats
   sft: sft.jsonl           # {{"prompt", "completion"}}
   dpo: dpo.jsonl           # {{"prompt", "chosen", "rejected"}}
   retain: retain.jsonl     # {{"text"}}
+  grpo: grpo.jsonl         # {{"prompt", "answer"}}: online RL prompts (trained when a run adds grpo)
+rewards:                   # what a sampled completion earns (metactl/rewards.py)
+  grpo: {{name: first-number, field: answer}}   # the first number of the answer is the right sum
 evals:                     # {{"prompt", "chosen": str or [str], "rejected": str or [str]}}
   target: {{style: eval/style_target.jsonl, truth: eval/truth_target.jsonl}}
   heldout: {{style: eval/style_heldout.jsonl, truth: eval/truth_heldout.jsonl}}
@@ -50,7 +54,7 @@ def main() -> None:
     suite = load_suite("style-vs-truth", args.task_seed)
     out = args.out
     atomic_write_text(out / "suite.yaml", SUITE_YAML.format(seed=args.task_seed))
-    for tool in ("sft", "dpo", "retain"):
+    for tool in ("sft", "dpo", "retain", "grpo"):
         atomic_write_text(out / f"{tool}.jsonl", _jsonl(suite.data[tool][: args.rows]))
     for split in ("target", "heldout"):
         for b, items in suite.evals[split].items():

@@ -68,7 +68,8 @@ def test_tool_rows_in_trl_formats(name, suites):
     assert set(s.data) == set(TOOL_FORMATS)
     for tool, rows in s.data.items():
         assert len(rows) == 256
-        assert all(set(r) == set(TOOL_FORMATS[tool]) for r in rows)
+        reward = s.rewards.get(tool)  # a sampling tool's rows also carry the column its reward reads
+        assert all(set(r) == set(TOOL_FORMATS[tool]) | ({reward.field} if reward else set()) for r in rows)
         assert all(isinstance(v, str) and v for r in rows for v in r.values())
     assert all(r["chosen"] != r["rejected"] for r in s.data["dpo"])
 

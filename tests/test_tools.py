@@ -16,9 +16,23 @@ def _lora_state(engine):
     return {n: p.detach().clone() for n, p in engine.model.named_parameters() if "lora_" in n}
 
 
+@pytest.fixture(scope="module")
+def every_tool():
+    """An engine with every registered tool (grpo is opt-in: a run names it in ``tools``)."""
+    from metactl.config import load_config
+    from metactl.runner import Engine
+
+    sets = ["training.total_steps=24", "training.score_every_phase=false", *(f"tools.{t}={{}}" for t in TOOLS)]
+    return Engine(load_config(None, sets), progress=False)
+
+
 @pytest.mark.parametrize("tool", sorted(TOOLS))
-def test_tool_trains_only_its_own_adapter(engine, tool):
+def test_tool_trains_only_its_own_adapter(every_tool, tool):
+    engine = every_tool
+    assert engine.tool_names == list(TOOLS)
     ep = engine.episode(0)
+    # SFT first: at the base every sampled sum is right, so grpo's advantages (and gradient) are all zero.
+    ep.run_phase(_only("sft").phases[0], steps=3, score=False)
     before = _lora_state(engine)
     res = ep.run_phase(_only(tool).phases[0], steps=3, score=False)
     after = _lora_state(engine)

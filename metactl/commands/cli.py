@@ -57,10 +57,17 @@ def models() -> None:
 @app.command()
 def tools() -> None:
     """List the registered tools and their options."""
-    from metactl.tools import TOOLS
+    from metactl.rewards import REWARDS
+    from metactl.tasks.suite import SAMPLING_TOOLS
+    from metactl.tools import DEFAULT_TOOLS, TOOLS
 
     for name, cls in TOOLS.items():
-        typer.echo(f"{name}: {cls.__module__.split('.')[-1]} rows need {', '.join(cls.fields)}")
+        line = f"{name}: {cls.__module__.split('.')[-1]} rows need {', '.join(cls.fields)}"
+        if name in SAMPLING_TOOLS:
+            line += f" and the columns of the suite's reward (suite.yaml rewards.{name}: {', '.join(REWARDS)})"
+        if name not in DEFAULT_TOOLS:
+            line += f"; opt-in: --set tools.{name}={{}}"
+        typer.echo(line)
         for field, help_text in cls.Config.help().items():
             typer.echo(f"    tools.{name}.{field}: {help_text}")
 

@@ -102,7 +102,9 @@ def load_suite(name: str, task_seed: int = 0) -> TaskSuite:
         member, seed = mixture.member_task(parts, task_seed)
         return dataclasses.replace(load_suite(member, seed), task_seed=task_seed)
     if name in SUITES:
-        return SUITES[name](task_seed=task_seed)
+        from metactl.tasks.rl_prompts import with_rl_prompts
+
+        return with_rl_prompts(SUITES[name](task_seed=task_seed), FAMILIES.get(name, PROXY))
     from metactl.tasks.user import load_user_suite
 
     return load_user_suite(name, task_seed)

@@ -6,13 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from metactl.errors import ConfigError, DataError
+from metactl.rewards import RewardSpec
 
 # Fields each tool's rows must carry (TRL's dataset formats).
 TOOL_FORMATS: dict[str, tuple[str, ...]] = {
     "sft": ("prompt", "completion"),
     "dpo": ("prompt", "chosen", "rejected"),
     "retain": ("text",),
+    "grpo": ("prompt",),  # TRL's prompt-only format, plus the columns the suite's reward reads
 }
+SAMPLING_TOOLS = ("grpo",)  # tools that sample their own completions and need the suite's reward
 EVAL_FIELDS = ("prompt", "chosen", "rejected")
 SPLITS = ("target", "heldout")  # the probe splits reported scores are computed on
 OBSERVE = "observe"  # the controller's split: training-distribution probes no reported score uses
@@ -64,6 +67,7 @@ class TaskSuite:
     observe_retain: list[str] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    rewards: dict[str, RewardSpec] = field(default_factory=dict)  # per sampling tool (grpo): what a sample earns
 
     def __post_init__(self) -> None:
         for tool, rows in self.data.items():
@@ -77,6 +81,14 @@ class TaskSuite:
                         f"suite {self.name!r}: {tool} row {i} is missing field {missing[0]!r} "
                         f"(needs {', '.join(need)})."
                     )
+        for tool, rows in self.data.items():
+            if tool in SAMPLING_TOOLS and rows:
+                if tool not in self.rewards:
+                    raise ConfigError(
+                        f"suite {self.name!r}: {tool} data needs a reward (suite.yaml: rewards: {{{tool}: {{name: "
+                        f"contains, field: answer}}}}; metactl.rewards lists them)."
+                    )
+                self.rewards[tool].check_rows(rows, f"suite {self.name!r} {tool} row")
         for b in self.behaviours:
             for split in SPLITS:
                 if not self.evals.get(split, {}).get(b.name):

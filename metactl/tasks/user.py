@@ -10,6 +10,9 @@
       sft: sft.jsonl            # {"prompt", "completion"}
       dpo: dpo.jsonl            # {"prompt", "chosen", "rejected"}
       retain: retain.jsonl      # {"text"} (optional)
+      grpo: grpo.jsonl          # {"prompt", ...} (optional; online RL, needs rewards.grpo)
+    rewards:                    # what a sampled completion earns (metactl.rewards), per sampling tool
+      grpo: {name: contains, field: answer}   # or {name: regex, value: "ok[.]$"}
     evals:                      # {"prompt", "chosen": str|[str], "rejected": str|[str]}
       target: {style: eval/style_target.jsonl, truth: eval/truth_target.jsonl}
       heldout: {style: eval/style_heldout.jsonl, truth: eval/truth_heldout.jsonl}
@@ -30,11 +33,13 @@ import math
 from pathlib import Path
 
 from metactl.errors import ConfigError, DataError, did_you_mean
+from metactl.rewards import RewardSpec
 from metactl.rundir import read_jsonl, read_yaml
 from metactl.tasks.suite import (
     EVAL_FIELDS,
     OBSERVE,
     OBSERVE_SHARE,
+    SAMPLING_TOOLS,
     SPLITS,
     TOOL_FORMATS,
     Behaviour,
@@ -42,7 +47,7 @@ from metactl.tasks.suite import (
     TaskSuite,
 )
 
-_KEYS = ("name", "description", "behaviours", "data", "evals", "retain", "observe_retain")
+_KEYS = ("name", "description", "behaviours", "data", "evals", "retain", "observe_retain", "rewards")
 _EVAL_SPLITS = (*SPLITS, OBSERVE)
 
 
@@ -106,6 +111,19 @@ def read_spec(folder: str | Path) -> tuple[Path, dict]:
 def load_user_suite(folder: str | Path, task_seed: int = 0) -> TaskSuite:
     spec_path, spec = read_spec(folder)
     base = spec_path.parent
+    rewards = {}
+    raw_rewards = spec.get("rewards") or {}
+    if not isinstance(raw_rewards, dict):
+        raise ConfigError(
+            f"{spec_path}: rewards: expected a mapping such as {{grpo: {{name: contains, field: answer}}}}."
+        )
+    for tool, raw in raw_rewards.items():
+        if tool not in SAMPLING_TOOLS:
+            raise ConfigError(
+                f"{spec_path}: rewards.{tool}: only tools that sample their own completions take a reward "
+                f"({', '.join(SAMPLING_TOOLS)}).{did_you_mean(str(tool), SAMPLING_TOOLS)}"
+            )
+        rewards[tool] = RewardSpec.parse(raw, f"{spec_path}: rewards.{tool}")
     data = {}
     for tool, rel in (spec.get("data") or {}).items():
         if tool not in TOOL_FORMATS:
@@ -114,6 +132,8 @@ def load_user_suite(folder: str | Path, task_seed: int = 0) -> TaskSuite:
                 f"allowed: {', '.join(TOOL_FORMATS)}.{did_you_mean(tool, TOOL_FORMATS)}"
             )
         data[tool] = _rows(base, rel, TOOL_FORMATS[tool], f"{tool} row")
+        if tool in rewards:
+            rewards[tool].check_rows(data[tool], str(base / str(rel)))
     behaviours = []
     for i, b in enumerate(spec.get("behaviours") or []):
         if not isinstance(b, dict) or "name" not in b or "tool" not in b:
@@ -165,4 +185,5 @@ def load_user_suite(folder: str | Path, task_seed: int = 0) -> TaskSuite:
         observe=observe,
         observe_retain=observe_retain,
         description=spec.get("description", ""),
+        rewards=rewards,
     )

@@ -12,6 +12,7 @@ from metactl.errors import check_number
 
 if TYPE_CHECKING:
     from metactl.forward import EncodedPairs
+    from metactl.tasks.suite import TaskSuite
 
 
 @dataclass
@@ -59,6 +60,12 @@ class Tool(ABC):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @classmethod
+    def from_suite(cls, config: ToolConfig, suite: TaskSuite, tokenizer) -> Tool:
+        """The tool on ``suite``'s rows for it (a tool that needs more of the suite, e.g. its reward,
+        takes it here)."""
+        return cls(config, suite.data[cls.name], tokenizer)
 
     def prepare(self, peft_model) -> None:
         """Cache what depends only on the base model (called once per model and suite)."""
