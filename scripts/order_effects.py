@@ -1,0 +1,159 @@
+"""Does the order of the tools matter? The same tools at equal total steps, in different orders.
+
+    python scripts/order_effects.py --model proxy-tiny --task-seeds 0 1 2 --seeds 0 1 2 --out docs/order.md
+
+Every order runs through the same runner as everything else (``Engine.run``), on every (task seed,
+episode seed) pair, with ``grpo`` added to the run's tools. Reported per order: every score part
+(mean ± std over the pairs), the interference reading after the last phase (the gradient cosine
+between two tools' base-weight gradients, mean over layer groups), and where each behaviour sits
+inside the model (the per-layer readout of ``metactl inspect``: the share of the output's gain
+over the base already readable one layer below the output; 1 is a behaviour formed inside the
+model, 0 one that appears at the output alone). Then each order's composite against ``SFT -> DPO``,
+paired on the same (task, episode seed) pairs, with the 95% t interval: an interval that excludes 0
+is an order effect beyond seed noise.
+
+Not here yet: ``SFT -> merge -> DPO`` (merging is not a schedule action yet) and the learned
+controller with the new tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from metactl.commands.inspect.readout import layer_readout
+from metactl.config import load_config
+from metactl.interference import is_cosine
+from metactl.rundir import atomic_write_text
+from metactl.runner import Engine
+from metactl.schedule import Schedule, parse_schedule
+from metactl.tables import mean_std, render_table, t_interval
+
+ORDERS = {
+    "SFT -> DPO": [{"sft": 1}, {"dpo": 1}],
+    "DPO -> SFT": [{"dpo": 1}, {"sft": 1}],
+    "SFT -> GRPO": [{"sft": 1}, {"grpo": 1}],
+    "GRPO -> SFT": [{"grpo": 1}, {"sft": 1}],
+    "SFT -> DPO -> GRPO": [{"sft": 1}, {"dpo": 1}, {"grpo": 1}],
+    "interleaved (SFT, DPO, GRPO 1:1:1)": [{"sft": 1, "dpo": 1, "grpo": 1}],
+}
+REFERENCE = "SFT -> DPO"
+PARTS = ("target/style", "target/truth", "heldout/style", "heldout/truth", "stability", "cka", "composite")
+
+
+def order_schedule(name: str, phases: list[dict[str, float]], groups: int) -> Schedule:
+    return parse_schedule({
+        "schema_version": 1, "name": name, "layer_groups": groups,
+        "phases": [{"fraction": 1 / len(phases), "tools": {t: {"share": s} for t, s in p.items()}} for p in phases],
+    })
+
+
+def below_output(readout: dict[str, list[float]], base: dict[str, list[float]], key: str) -> float | None:
+    """Share of the output's gain over the base already readable one layer down (None: no gain)."""
+    gain = readout[key][-1] - base[key][-1]
+    if gain <= 0.1:
+        return None
+    return (readout[key][-2] - base[key][-2]) / gain
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="proxy-tiny")
+    ap.add_argument("--suite", default="style-vs-truth")
+    ap.add_argument("--task-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="episode seeds per task")
+    ap.add_argument("--steps", type=int, default=None, help="steps per run (default: the run config's)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    cfg = load_config(None, [f"model={args.model}", f"suite={args.suite}", "tools.grpo={}",
+                             "training.score_every_phase=false",
+                             *([f"training.total_steps={args.steps}"] if args.steps else [])])
+    engine = Engine(cfg, progress=False)
+    groups = cfg.training.layer_groups
+    schedules = {name: order_schedule(name, phases, groups) for name, phases in ORDERS.items()}
+    schedules["maxright (SFT, DPO)"] = Schedule.named("maxright", groups)
+    rows: dict[str, list[dict]] = {name: [] for name in schedules}
+    start = time.perf_counter()
+    with tqdm(total=len(schedules) * len(args.task_seeds) * len(args.seeds), desc="orders", unit="run") as bar:
+        for task in args.task_seeds:
+            engine.load_task(task)
+            with engine.model.disable_adapter():
+                base_read = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
+            base = engine.task.base_scores
+            for seed in args.seeds:
+                for name, sched in schedules.items():
+                    final = engine.run(sched, seed=seed)[-1].scores
+                    # The model as it ends: every adapter a phase trained stays on (untrained ones are zero).
+                    reading = engine.gradient_cosines(rows=8)
+                    engine.adapters.activate(engine.tool_names)
+                    read = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
+                    rows[name].append({
+                        "task": task, "seed": seed, "scores": final, "base": base,
+                        "cos": {k: statistics.mean(v) for k, v in reading.items() if is_cosine(k)},
+                        "below": {k: below_output(read, base_read, k) for k in ("heldout/style", "heldout/truth")},
+                    })
+                    bar.update()
+    wall = time.perf_counter() - start
+    n_pairs = len(args.task_seeds) * len(args.seeds)
+    lines = [
+        f"# Order effects ({args.model}, {args.suite})", "",
+        (f"<!-- Written by `python scripts/order_effects.py --model {args.model} --suite {args.suite} --task-seeds "
+        f"{' '.join(map(str, args.task_seeds))} --seeds {' '.join(map(str, args.seeds))}"
+        f"{f' --steps {args.steps}' if args.steps else ''}"
+        f"{' --out ' + str(args.out) if args.out else ''}`; do not edit by hand. -->"), "",
+        (f"Every order at the run's {cfg.training.total_steps} steps, equal phase fractions, every tool at the "
+        f"prior's strength; task seeds {args.task_seeds} x episode seeds {args.seeds} ({n_pairs} runs per "
+        f"order, {wall / 60:.1f} min in all). `grpo` rewards the right sum (`first-number`). Not here yet: "
+        "`SFT -> merge -> DPO` (no merge action yet) and the learned controller with the new tools."), "",
+        "## Score parts (mean ± std over the runs)", "",
+    ]
+    table = [["order", *PARTS, "gain over base"]]
+    for name, rs in rows.items():
+        table.append([name, *(mean_std([r["scores"][p] for r in rs]) for p in PARTS),
+                      mean_std([r["scores"]["composite"] - r["base"]["composite"] for r in rs], signed=True)])
+    lines += [render_table(table, fmt="markdown"), ""]
+    lines += [f"## Composite against `{REFERENCE}`, paired by (task, episode seed)", "",
+              "95% t interval over the pairs; `beyond noise` when it excludes 0.", ""]
+    ref = {(r["task"], r["seed"]): r["scores"]["composite"] for r in rows[REFERENCE]}
+    table = [["order", "mean difference", "95% interval", "higher on", "verdict"]]
+    for name, rs in rows.items():
+        if name == REFERENCE:
+            continue
+        diffs = [r["scores"]["composite"] - ref[r["task"], r["seed"]] for r in rs]
+        m, half = t_interval(diffs)
+        verdict = "beyond noise" if abs(m) > half else "within noise"
+        table.append([name, f"{m:+.3f}", f"[{m - half:+.3f}, {m + half:+.3f}]",
+                      f"{sum(d > 0 for d in diffs)}/{len(diffs)}", verdict])
+    lines += [render_table(table, fmt="markdown"), ""]
+    pairs = sorted({k for rs in rows.values() for r in rs for k in r["cos"]})
+    lines += ["## Interference after the last phase", "",
+              ("Gradient cosine of two tools' base-weight gradients on 8 fixed rows (mean over layer groups, then "
+              "over runs): negative, the tools pull the shared weights apart."), ""]
+    table = [["order", *pairs]]
+    for name, rs in rows.items():
+        table.append([name, *(mean_std([r["cos"][k] for r in rs], signed=True) for k in pairs)])
+    lines += [render_table(table, fmt="markdown"), ""]
+    lines += ["## Where the held-out behaviours sit", "",
+              ("Share of the output's held-out gain over the base already readable one layer below the output "
+              "(logit lens, `metactl inspect`'s readout); mean over the runs that gained (n), `-` when none did."),
+              ""]
+    table = [["order", "heldout/style", "heldout/truth"]]
+    for name, rs in rows.items():
+        cells = []
+        for key in ("heldout/style", "heldout/truth"):
+            vals = [r["below"][key] for r in rs if r["below"][key] is not None]
+            cells.append(f"{statistics.mean(vals):.2f} (n={len(vals)})" if vals else "-")
+        table.append([name, *cells])
+    lines += [render_table(table, fmt="markdown"), ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
