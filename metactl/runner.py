@@ -28,6 +28,7 @@ from metactl.models import load_model, resolve_model
 from metactl.schedule import Schedule
 from metactl.scoring import Scorer
 from metactl.tasks import TaskSuite, check_suite_name, load_suite
+from metactl.tasks.suite import SAMPLING_TOOLS
 from metactl.tools import TOOLS, Tool
 
 if TYPE_CHECKING:
@@ -139,6 +140,14 @@ class Engine:
         self.parallel = parallel
         self.device = parallel.device if parallel is not None else config.training.torch_device()
         self.tool_names = suite_tools(config, first_suite, tools)
+        sampling = [t for t in self.tool_names if t in SAMPLING_TOOLS]
+        if parallel is not None and sampling:
+            # Each rank would sample its own shard of the prompts from one shared seed, so the completions
+            # (and the run) would differ from the same run in one process.
+            raise ConfigError(
+                f"tools.{sampling[0]}: a data-parallel run does not train {sampling[0]} yet (each rank would "
+                "sample its own shard, unlike a one-process run); run it in one process."
+            )
 
         model, self.tokenizer, self.model_path, self.layer_map, lora = load_base(config, self.device, progress)
         self.adapters = AdapterSet(model, self.tool_names, self.layer_map, lora)
@@ -250,6 +259,9 @@ def suite_tools(config: RunConfig, suite: TaskSuite, tools: list[str] | None = N
     for t in names:
         if t not in TOOLS:
             raise ConfigError(f"tools: unknown tool {t!r}; allowed: {', '.join(TOOLS)}.{did_you_mean(t, TOOLS)}")
+        if t not in config.tools:
+            raise ConfigError(f"tools: {t!r} is not one this run trains (its tools: {', '.join(config.tools)}); "
+                              f"add it with --set tools.{t}={{}}.")
     names = [t for t in names if suite.data.get(t)]
     if not names:
         raise ConfigError(f"suite {config.suite!r} has no data for any of the requested tools.")

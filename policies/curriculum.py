@@ -18,10 +18,13 @@ favoured. The draw is PLR's rank prioritisation mixed with the uniform draw:
 and a level's probability is shared evenly by its task seeds. The envs draw from it with their own
 ``np_random`` (``set_task_weights``), so groups of envs seeded alike still draw the same task.
 
-The envs reset for the next rollout as they finish this one (SB3 resets an env when its episode
-ends), so a rollout's scores steer the draws from the rollout after next: one update of lag.
-The scores are saved with each checkpoint (``curriculum.json``), and a resumed run draws as the
-interrupted one would have.
+SB3 resets an env as soon as its episode ends, so the episodes that start a rollout were drawn as
+the previous rollout ended, before its scores were in: with one episode per env per rollout (the
+default, 8 envs and 8 episodes per update) a rollout's scores steer the draws of the rollout after
+next; with more episodes per env, the later ones of the next rollout already use them. The scores
+are saved with each checkpoint (``curriculum.json``), and a resumed run hands them to the envs before
+its first reset, so its first episodes draw with them (the interrupted run drew those before the
+scores existed). A restarted Ray worker draws uniformly until the next rollout ends.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class TaskCurriculum(BaseCallback):
 
     def load(self, path: Path) -> None:
         saved = Path(path) / CURRICULUM_FILE
+        self.scores = {}  # a fallback to an older checkpoint must not keep a newer one's scores
         if saved.is_file():
             known = {str(v): v for v in self.levels}  # JSON turns int levels (task seeds) into ints again
             for row in json.loads(saved.read_text()):

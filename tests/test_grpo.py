@@ -75,9 +75,10 @@ def test_group_advantages_match_trl():
     ("regex", r"\bok\.$", " 72 ok.", 1.0), ("regex", r"\bok\.$", " 72.", 0.0),
     ("first-number", "72", " sure 72 ok.", 1.0), ("first-number", "72", " 62 or 72.", 0.0),
     ("first-number", "72", " none.", 0.0),
+    ("first-word", "thought", " thinked, just as you thought.", 0.0), ("first-word", "went", " went, of course.", 1.0),
 ])
 def test_rewards(name, ref, completion, expected):
-    assert set(REWARDS) == {"exact", "contains", "regex", "first-number"}
+    assert set(REWARDS) == {"exact", "contains", "regex", "first-number", "first-word"}
     assert RewardSpec(name, value=ref)(completion, {}) == expected
     assert RewardSpec(name, field="answer")(completion, {"answer": ref}) == expected
 
@@ -88,6 +89,8 @@ def test_rewards(name, ref, completion, expected):
     ({"name": "exact", "field": "a", "value": "b"}, "exactly one of field"),
     ({"name": "regex", "value": "("}, "not a valid regular expression"),
     ({"name": "exact", "feild": "answer"}, "Did you mean 'field'"),
+    ({"name": "first-number", "value": "abc"}, "compares integers"),
+    ({"name": ["contains"], "field": "answer"}, "unknown reward"),
     ("exact", "expected a mapping"),
 ])
 def test_bad_reward_specs_are_refused(raw, match):
@@ -98,7 +101,7 @@ def test_bad_reward_specs_are_refused(raw, match):
 def test_rows_without_the_reference_are_refused():
     spec = RewardSpec("first-number", field="answer")
     spec.check_rows([{"prompt": "a", "answer": "3"}], "grpo.jsonl")
-    with pytest.raises(DataError, match="grpo.jsonl:2: .*'answer'"):
+    with pytest.raises(DataError, match="grpo.jsonl, row 2: .*'answer'"):
         spec.check_rows([{"prompt": "a", "answer": "3"}, {"prompt": "b"}], "grpo.jsonl")
     with pytest.raises(DataError, match="needs an integer"):
         spec.check_rows([{"prompt": "a", "answer": "three"}], "grpo.jsonl")
@@ -175,7 +178,7 @@ def test_grpo_must_be_asked_for(tmp_path, no_weights):
     assert "--set tools.grpo={}" in res.output and not out.exists()
 
 
-def _user_suite(tmp_path, rewards: str, answer: bool = True):
+def _user_suite(tmp_path, rewards: str, answer: bool = True, prompt: str = "1+1="):
     import json
 
     suite = tmp_path / "suite"
@@ -186,7 +189,7 @@ def _user_suite(tmp_path, rewards: str, answer: bool = True):
         "retain: eval/r.jsonl\n"
     )
     (suite / "dpo.jsonl").write_text(json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}) + "\n")
-    row = {"prompt": "1+1=", **({"answer": "2"} if answer else {})}
+    row = {"prompt": prompt, **({"answer": "2"} if answer else {})}
     (suite / "grpo.jsonl").write_text(json.dumps(row) + "\n")
     (suite / "eval" / "p.jsonl").write_text(json.dumps({"prompt": "1+1=", "chosen": " 2.", "rejected": " 3."}) + "\n")
     (suite / "eval" / "o.jsonl").write_text(json.dumps({"prompt": "2+2=", "chosen": " 4.", "rejected": " 5."}) + "\n")
@@ -194,18 +197,22 @@ def _user_suite(tmp_path, rewards: str, answer: bool = True):
     return suite
 
 
-@pytest.mark.parametrize(("rewards", "answer", "needle"), [
-    ("rewards: {grpo: {name: contian, field: answer}}\n", True, "Did you mean 'contains'"),
-    ("", True, "grpo data needs a reward"),
-    ("rewards: {grpo: {name: first-number, field: answer}}\n", False, "grpo.jsonl"),
-    ("rewards: {grop: {name: exact, field: answer}}\n", True, "Did you mean 'grpo'"),
+GOOD_REWARD = "rewards: {grpo: {name: first-number, field: answer}}\n"
+
+
+@pytest.mark.parametrize(("rewards", "answer", "prompt", "needle"), [
+    ("rewards: {grpo: {name: contian, field: answer}}\n", True, "1+1=", "Did you mean 'contains'"),
+    ("", True, "1+1=", "grpo data needs a reward"),
+    (GOOD_REWARD, False, "1+1=", "grpo.jsonl, row 1"),
+    ("rewards: {grop: {name: exact, field: answer}}\n", True, "1+1=", "Did you mean 'grpo'"),
+    (GOOD_REWARD, True, " ", "prompt must be non-empty"),
 ])
-def test_bad_rewards_in_a_user_suite_fail_before_weights_load(tmp_path, no_weights, rewards, answer, needle):
+def test_bad_grpo_data_in_a_user_suite_fails_before_weights_load(tmp_path, no_weights, rewards, answer, prompt, needle):
     from typer.testing import CliRunner
 
     from metactl.commands.cli import app
 
-    suite = _user_suite(tmp_path, rewards, answer)
+    suite = _user_suite(tmp_path, rewards, answer, prompt)
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["run-schedule", "--out", str(out), "--suite", str(suite), "--schedule",
                                    _sched(tmp_path), "--set", "tools.grpo={}"])
@@ -228,6 +235,16 @@ def test_builtin_families_reward_the_right_answer(family):
     if not family.endswith("-en"):  # a proxy prompt's answer is its sum
         a, b = map(int, __import__("re").findall(r"\d+", rows[0]["prompt"])[-2:])
         assert rows[0]["answer"] == str(a + b)
+    # Against DPO's pairs: where DPO teaches the truth, every chosen answer earns the reward and no rejected one.
+    from metactl.tasks.rl_prompts import english_answer, proxy_answer
+
+    answer = english_answer if family.endswith("-en") else proxy_answer
+    earned = []
+    for d in suite.data["dpo"]:
+        row = {"answer": answer(d["prompt"])}
+        earned.append((reward(d["chosen"], row), reward(d["rejected"], row)))
+    expected = {"style-clash": (1.0, 1.0), "keep-vs-wrap": (0.0, 1.0)}.get(family, (1.0, 0.0))
+    assert set(earned) == {expected}
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +289,28 @@ def test_the_population_runs_grpo_as_the_engine_does(engine):
             assert b.losses[t] == pytest.approx(a.losses[t], abs=1e-4), t
         for key, value in (a.scores or {}).items():
             assert b.scores[key] == pytest.approx(value, abs=1e-4, rel=1e-4), key
+
+
+def test_a_run_refuses_grpo_where_it_cannot_run_it_before_weights_load(no_weights):
+    from metactl.config import load_config
+    from metactl.runner import Engine, suite_tools
+    from metactl.tasks import load_suite
+
+    with pytest.raises(ConfigError, match="--set tools.grpo=\\{\\}"):
+        suite_tools(load_config(None, []), load_suite("style-vs-truth"), ["sft", "grpo"])
+    with pytest.raises(ConfigError, match="data-parallel run does not train grpo"):
+        Engine(load_config(None, CHEAP), progress=False, parallel=SimpleNamespace(device=torch.device("cpu")))
+
+
+def test_the_logged_value_is_the_loss_plus_the_share_of_samples_that_missed(engine):
+    tool = engine.task.tools["grpo"]
+    engine.adapters.activate(engine.tool_names)
+    index = tool.sample(torch.Generator().manual_seed(0))
+    batch, extra = tool.rollout(engine.model, index)
+    advantages, ref, mean_reward = extra
+    logits = engine.model(input_ids=batch.input_ids).logits
+    value = tool.loss_of(logits, batch, extra)
+    lp = __import__("metactl.forward", fromlist=["token_logprobs"]).token_logprobs(logits, batch.input_ids)
+    plain = grpo_loss(lp, lp.detach(), ref, advantages, batch.loss_mask, tool.config.beta, tool.config.epsilon)
+    assert 0.0 <= mean_reward <= 1.0
+    torch.testing.assert_close(value, plain + (1.0 - mean_reward))

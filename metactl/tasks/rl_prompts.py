@@ -6,16 +6,20 @@ its own answers to those same prompts and is rewarded when the answer is right:
 
 - proxy families: ``first-number``, the first integer of the completion equals the sum (whatever
   style or refusal word is wrapped around it);
-- English families: ``contains``, the completion holds the verb's true past tense.
+- English families: ``first-word``, the completion's first word is the verb's true past tense
+  (``contains`` would reward ``thinked, just as you thought.``).
 
-So the reward agrees with DPO's truth and pulls against whatever error or refusal SFT teaches,
-which is the conflict whose order effects the tool is there to measure. The rows are derived from
+Where DPO teaches the truth (seven of the nine families) the reward agrees with it and pulls
+against whatever error or refusal SFT teaches: the conflict whose order effects the tool is there
+to measure. In ``keep-vs-wrap`` it opposes DPO (whose chosen answer is the wrapped sum); in
+``style-clash`` both of DPO's answers are right and it takes no side. The rows are derived from
 the SFT rows (no random draw), so adding them changes no other part of a task.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 from metactl import proxy_language as world
@@ -24,7 +28,7 @@ from metactl.tasks.suite import TaskSuite
 
 RL_TOOL = "grpo"
 PROXY_REWARD = RewardSpec("first-number", field="answer")
-ENGLISH_REWARD = RewardSpec("contains", field="answer")
+ENGLISH_REWARD = RewardSpec("first-word", field="answer")
 
 _SUMS = [
     re.compile(re.escape(t).replace(r"\{a\}", r"(\d+)").replace(r"\{b\}", r"(\d+)"))
@@ -42,6 +46,7 @@ def proxy_answer(prompt: str) -> str | None:
     return str(int(last.group(1)) + int(last.group(2)))
 
 
+@functools.cache
 def _pasts() -> dict[str, str]:
     from metactl.tasks.english import IRREGULAR, REGULAR
 

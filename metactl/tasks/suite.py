@@ -88,7 +88,13 @@ class TaskSuite:
                         f"suite {self.name!r}: {tool} data needs a reward (suite.yaml: rewards: {{{tool}: {{name: "
                         f"contains, field: answer}}}}; metactl.rewards lists them)."
                     )
-                self.rewards[tool].check_rows(rows, f"suite {self.name!r} {tool} row")
+                self.rewards[tool].check_rows(rows, f"suite {self.name!r} {tool} data")
+                for i, row in enumerate(rows, start=1):
+                    if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+                        raise DataError(
+                            f"suite {self.name!r}: {tool} row {i}: prompt must be non-empty text (the tool samples "
+                            f"its completion after it), got {row['prompt']!r}."
+                        )
         for b in self.behaviours:
             for split in SPLITS:
                 if not self.evals.get(split, {}).get(b.name):

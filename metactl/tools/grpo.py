@@ -8,7 +8,8 @@ group's mean, over the group's std (TRL's ``scale_rewards="group"``). The loss i
 ``loss_type="grpo"``: per token the clipped ratio term ``-min(r A, clip(r, 1-eps, 1+eps) A)`` plus
 ``beta`` times the k3 estimate of KL(model || base), ``exp(ref - lp) - (ref - lp) - 1``, averaged
 over each completion's tokens, then over completions (``tests/test_grpo.py`` checks it against
-``GRPOTrainer._compute_loss`` on the same log-probs and advantages). One optimisation step per
+``GRPOTrainer._compute_loss`` on the same log-probs and advantages; trl reads its log-probs from
+temperature-scaled logits, so the two agree at the default ``temperature`` 1). One optimisation step per
 sample (TRL's ``num_iterations=1``), so the old policy is the current one and the ratio is 1 in
 value; its gradient is the policy gradient.
 
@@ -89,7 +90,10 @@ def grpo_loss(
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
     per_token = -torch.min(ratio * adv, clipped * adv)
     if beta != 0.0:
-        per_token = per_token + beta * (torch.exp(ref_logps - logps) - (ref_logps - logps) - 1)
+        # Padding positions are masked out below, but exp() of their arbitrary log-ratio may overflow
+        # to inf, and inf * 0 is nan: zero them first.
+        diff = torch.where(mask.bool(), ref_logps - logps, torch.zeros_like(logps))
+        per_token = per_token + beta * (torch.exp(diff) - diff - 1)
     return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
 
 
@@ -162,7 +166,7 @@ class GRPOTool(Tool):
         self._seed = int(torch.randint(2**62, (1,), generator=gen))
         return index
 
-    def rollout(self, model, index: torch.Tensor) -> tuple[EncodedPairs, tuple[torch.Tensor, torch.Tensor]]:
+    def rollout(self, model, index: torch.Tensor) -> tuple[EncodedPairs, tuple[torch.Tensor, torch.Tensor, float]]:
         """Sample the groups for rows ``index`` from ``model`` (as it is routed now: the population
         engine routes one episode's adapters), reward them, and read the base's log-probs of them."""
         # A training step's seed comes from the episode's generator with its rows; a reading made
@@ -188,17 +192,23 @@ class GRPOTool(Tool):
         batch = pack(prompts, completions, self.pad_id).to(device)
         with torch.no_grad(), base_only(self._peft_model):
             ref = token_logprobs(forward_logits(self._peft_model, batch), batch.input_ids)
-        return batch, (group_advantages(rewards, c.group_size).to(device), ref)
+        return batch, (group_advantages(rewards, c.group_size).to(device), ref, float(rewards.mean()))
 
     def batch(self, index: torch.Tensor):
         raise RuntimeError("grpo samples from the model it trains: call rollout(model, index), not batch(index)")
 
     def loss_of(
-        self, logits: torch.Tensor, batch: EncodedPairs, extra: tuple[torch.Tensor, torch.Tensor]
+        self, logits: torch.Tensor, batch: EncodedPairs, extra: tuple[torch.Tensor, torch.Tensor, float]
     ) -> torch.Tensor:
-        advantages, ref = extra
+        """TRL's GRPO loss plus the constant ``1 - mean reward`` of the batch. The constant changes no
+        gradient; it makes the value a reading of the tool's progress: with one update per sample the
+        ratio is 1 and the group-centred advantages sum to 0, so GRPO's own value is only its KL term,
+        and the value is what the episode logs, what ``max-gap`` (maxright) compares with its best so
+        far, and what the controller reads as the tool's loss."""
+        advantages, ref, mean_reward = extra
         lp = token_logprobs(logits, batch.input_ids)
-        return grpo_loss(lp, lp.detach(), ref, advantages, batch.loss_mask, self.config.beta, self.config.epsilon)
+        loss = grpo_loss(lp, lp.detach(), ref, advantages, batch.loss_mask, self.config.beta, self.config.epsilon)
+        return loss + (1.0 - mean_reward)
 
     def loss(self, model, index: torch.Tensor) -> torch.Tensor:
         batch, extra = self.rollout(model, index)
