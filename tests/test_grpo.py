@@ -314,3 +314,24 @@ def test_the_logged_value_is_the_loss_plus_the_share_of_samples_that_missed(engi
     plain = grpo_loss(lp, lp.detach(), ref, advantages, batch.loss_mask, tool.config.beta, tool.config.epsilon)
     assert 0.0 <= mean_reward <= 1.0
     torch.testing.assert_close(value, plain + (1.0 - mean_reward))
+
+
+def test_train_controller_conducts_grpo_when_the_run_adds_it(tmp_path):
+    """The phase env's action space gains grpo's share; the controller's episodes set it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from metactl.commands.cli import app
+
+    out = tmp_path / "tc"
+    sets = ["n_envs=2", "run.training.total_steps=8", "env.phases=2", "env.train_task_seeds=[0,4]",
+            "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2", "run.training.score_probes=8",
+            "eval_suites=[]", "vec_env=batched", "batched_processes=1", "run.tools.grpo={}"]
+    res = CliRunner().invoke(app, ["train-controller", "--quiet", "--episodes", "4", "--out", str(out),
+                                   *[x for s in sets for x in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    shares = [r["controls"]["grpo"]["share"] for r in rows if "grpo" in (r.get("controls") or {})]
+    assert len(shares) == len(rows) and any(s > 0 for s in shares)
+    assert any(r["tool_steps"].get("grpo", 0) > 0 for r in rows)
