@@ -253,6 +253,10 @@ def check_names(config: RunConfig) -> tuple[str, int]:
     return config.suite, config.task_seed
 
 
+def _not_trained(config: RunConfig, tool: str) -> str:
+    return f"this run does not train (its tools: {', '.join(config.tools)}); add it with --set tools.{tool}={{}}"
+
+
 def suite_tools(config: RunConfig, suite: TaskSuite, tools: list[str] | None = None) -> list[str]:
     """The requested tools (default: the config's ``tools``) that ``suite`` has data for."""
     names = list(tools or config.tools)
@@ -260,8 +264,7 @@ def suite_tools(config: RunConfig, suite: TaskSuite, tools: list[str] | None = N
         if t not in TOOLS:
             raise ConfigError(f"tools: unknown tool {t!r}; allowed: {', '.join(TOOLS)}.{did_you_mean(t, TOOLS)}")
         if t not in config.tools:
-            raise ConfigError(f"tools: {t!r} is not one this run trains (its tools: {', '.join(config.tools)}); "
-                              f"add it with --set tools.{t}={{}}.")
+            raise ConfigError(f"tools: {t!r} {_not_trained(config, t)}.")
     names = [t for t in names if suite.data.get(t)]
     if not names:
         raise ConfigError(f"suite {config.suite!r} has no data for any of the requested tools.")
@@ -292,10 +295,8 @@ def check_schedule(
         tools = suite_tools(config, load_suite(*check_names(config)))
     missing = [t for t in schedule.tool_names if t not in tools]
     if missing and missing[0] in TOOLS and missing[0] not in config.tools:
-        raise ConfigError(
-            f"{what} uses tool {missing[0]!r}, which this run does not train (its tools: {', '.join(config.tools)}); "
-            f"add it with --set tools.{missing[0]}={{}} (its options: metactl tools)."
-        )
+        raise ConfigError(f"{what} uses tool {missing[0]!r}, which {_not_trained(config, missing[0])} (its options: "
+                          "metactl tools).")
     if missing:
         raise ConfigError(
             f"{what} uses tool {missing[0]!r} but suite {config.suite!r} has no data for it "

@@ -107,9 +107,10 @@ class PPOConfig:
         default="none",
         metadata={
             "help": "which training tasks are drawn more often (prioritized level replay, arXiv 2010.03934; "
-            "policies/curriculum.py): 'family' draws a family of the training suite in proportion to its rank by "
-            "the mean absolute advantage of its episodes in the last rollout (a single-family suite: its task "
-            "seeds), 'task' ranks the task seeds themselves. 'none': every task seed equally often"
+            "policies/curriculum.py): 'family' draws the families of the training suite more often the higher they "
+            "rank by the mean absolute advantage of their episodes in the last rollout that drew them (a "
+            "single-family suite: its task seeds), 'task' ranks the task seeds themselves. 'none': every task "
+            "seed equally often"
         },
     )
     curriculum_temperature: float = field(

@@ -30,7 +30,7 @@ scores existed). A restarted Ray worker draws uniformly until the next rollout e
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
@@ -77,7 +77,9 @@ class TaskCurriculum(BaseCallback):
         lo, hi = seeds
         self.seeds = list(range(lo, hi))
         self.level = level
-        self.levels = list(dict.fromkeys(level(s) for s in self.seeds))  # first-seen order
+        self._seed_levels = [level(s) for s in self.seeds]
+        self.levels = list(dict.fromkeys(self._seed_levels))  # first-seen order
+        self._per_level = Counter(self._seed_levels)  # task seeds per level
         self.temperature, self.uniform = temperature, uniform
         self.scores: dict[Hashable, float] = {}
 
@@ -85,10 +87,7 @@ class TaskCurriculum(BaseCallback):
         """Each training task seed's probability, in seed order."""
         p = rank_priorities([self.scores.get(v) for v in self.levels], self.temperature, self.uniform)
         per_level = dict(zip(self.levels, p))
-        count = defaultdict(int)
-        for s in self.seeds:
-            count[self.level(s)] += 1
-        w = np.array([per_level[self.level(s)] / count[self.level(s)] for s in self.seeds])
+        w = np.array([per_level[v] / self._per_level[v] for v in self._seed_levels])
         return (w / w.sum()).tolist()
 
     def apply(self, venv) -> None:
@@ -117,8 +116,7 @@ class TaskCurriculum(BaseCallback):
         for level, values in seen.items():
             self.scores[level] = float(np.mean(values))
         self.apply(self.training_env)
-        top = max(self.weights())
-        self.logger.record("curriculum/max_task_probability", top)
+        self.logger.record("curriculum/max_task_probability", max(self.weights()))
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -129,8 +127,6 @@ class TaskCurriculum(BaseCallback):
         saved = Path(path) / CURRICULUM_FILE
         self.scores = {}  # a fallback to an older checkpoint must not keep a newer one's scores
         if saved.is_file():
-            known = {str(v): v for v in self.levels}  # JSON turns int levels (task seeds) into ints again
             for row in json.loads(saved.read_text()):
-                level = known.get(str(row["level"]))
-                if level is not None:
-                    self.scores[level] = float(row["score"])
+                if row["level"] in self.levels:  # a family name or a task seed, as saved
+                    self.scores[row["level"]] = float(row["score"])

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from metactl.commands.inspect.readout import layer_readout
+from metactl.commands.inspect.readout import layer_readout, share_below_output
 from metactl.config import load_config
 from metactl.interference import is_cosine
 from metactl.rundir import atomic_write_text
@@ -42,6 +42,7 @@ ORDERS = {
     "interleaved (SFT, DPO, GRPO 1:1:1)": [{"sft": 1, "dpo": 1, "grpo": 1}],
 }
 REFERENCE = "SFT -> DPO"
+HELD_OUT = ("heldout/style", "heldout/truth")  # the behaviours whose place in the model is read out
 PARTS = ("target/style", "target/truth", "heldout/style", "heldout/truth", "stability", "cka", "composite")
 
 
@@ -50,14 +51,6 @@ def order_schedule(name: str, phases: list[dict[str, float]], groups: int) -> Sc
         "schema_version": 1, "name": name, "layer_groups": groups,
         "phases": [{"fraction": 1 / len(phases), "tools": {t: {"share": s} for t, s in p.items()}} for p in phases],
     })
-
-
-def below_output(readout: dict[str, list[float]], base: dict[str, list[float]], key: str) -> float | None:
-    """Share of the output's gain over the base already readable one layer down (None: no gain)."""
-    gain = readout[key][-1] - base[key][-1]
-    if gain <= 0.1:
-        return None
-    return (readout[key][-2] - base[key][-2]) / gain
 
 
 def main() -> None:
@@ -94,7 +87,7 @@ def main() -> None:
                     rows[name].append({
                         "task": task, "seed": seed, "scores": final, "base": base,
                         "cos": {k: statistics.mean(v) for k, v in reading.items() if is_cosine(k)},
-                        "below": {k: below_output(read, base_read, k) for k in ("heldout/style", "heldout/truth")},
+                        "below": {k: share_below_output(read[k], base_read[k]) for k in HELD_OUT},
                     })
                     bar.update()
     wall = time.perf_counter() - start
@@ -144,7 +137,7 @@ def main() -> None:
     table = [["order", "heldout/style", "heldout/truth"]]
     for name, rs in rows.items():
         cells = []
-        for key in ("heldout/style", "heldout/truth"):
+        for key in HELD_OUT:
             vals = [r["below"][key] for r in rs if r["below"][key] is not None]
             cells.append(f"{statistics.mean(vals):.2f} (n={len(vals)})" if vals else "-")
         table.append([name, *cells])

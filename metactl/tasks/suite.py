@@ -81,20 +81,8 @@ class TaskSuite:
                         f"suite {self.name!r}: {tool} row {i} is missing field {missing[0]!r} "
                         f"(needs {', '.join(need)})."
                     )
-        for tool, rows in self.data.items():
             if tool in SAMPLING_TOOLS and rows:
-                if tool not in self.rewards:
-                    raise ConfigError(
-                        f"suite {self.name!r}: {tool} data needs a reward (suite.yaml: rewards: {{{tool}: {{name: "
-                        f"contains, field: answer}}}}; metactl.rewards lists them)."
-                    )
-                self.rewards[tool].check_rows(rows, f"suite {self.name!r} {tool} data")
-                for i, row in enumerate(rows, start=1):
-                    if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-                        raise DataError(
-                            f"suite {self.name!r}: {tool} row {i}: prompt must be non-empty text (the tool samples "
-                            f"its completion after it), got {row['prompt']!r}."
-                        )
+                self._check_sampling_rows(tool, rows)
         for b in self.behaviours:
             for split in SPLITS:
                 if not self.evals.get(split, {}).get(b.name):
@@ -120,6 +108,21 @@ class TaskSuite:
             raise DataError(
                 f"suite {self.name!r}: {OBSERVE} retain text {min(shared)!r} is also a reported retain text."
             )
+
+    def _check_sampling_rows(self, tool: str, rows: list[dict]) -> None:
+        """A sampling tool's rows: a reward to score its samples, its columns, and a prompt to sample after."""
+        if tool not in self.rewards:
+            raise ConfigError(
+                f"suite {self.name!r}: {tool} data needs a reward (suite.yaml: rewards: {{{tool}: {{name: "
+                f"contains, field: answer}}}}; metactl.rewards lists them)."
+            )
+        self.rewards[tool].check_rows(rows, f"suite {self.name!r} {tool} data")
+        for i, row in enumerate(rows, start=1):
+            if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+                raise DataError(
+                    f"suite {self.name!r}: {tool} row {i}: prompt must be non-empty text (the tool samples "
+                    f"its completion after it), got {row['prompt']!r}."
+                )
 
     def reported_prompts(self) -> set[str]:
         """Every prompt a reported score reads (target and heldout probes of every behaviour)."""

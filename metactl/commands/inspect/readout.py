@@ -34,6 +34,19 @@ def final_norm(model: nn.Module) -> nn.Module:
     return norms[-1]
 
 
+MIN_GAIN = 0.1  # below this gain over the base at the output, a behaviour counts as not gained
+
+
+def share_below_output(accs: list[float], base: list[float]) -> float | None:
+    """Share of a behaviour's gain over the base at the output (``accs[-1] - base[-1]``) already
+    readable one layer down: 1 formed inside the model, 0 only at the output; None when the output
+    gained at most :data:`MIN_GAIN` (0.0 for a one-layer model)."""
+    gain = accs[-1] - base[-1]
+    if gain <= MIN_GAIN:
+        return None
+    return (accs[-2] - base[-2]) / gain if len(accs) > 1 else 0.0
+
+
 @torch.no_grad()
 def layer_readout(model: nn.Module, tokenizer, suite: TaskSuite, chunk: int = 128) -> dict[str, list[float]]:
     """``{"target/style": [accuracy at layer 1, ..., layer L], ...}`` for every split and behaviour."""

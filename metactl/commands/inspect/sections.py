@@ -9,7 +9,7 @@ import numpy as np
 
 from metactl.commands.inspect.ablate import ModelAblation, kept_scores, merged, swapped, tool_steps, without_phase
 from metactl.commands.inspect.jobs import JobPool
-from metactl.commands.inspect.readout import layer_readout
+from metactl.commands.inspect.readout import layer_readout, share_below_output
 from metactl.commands.inspect.rollout import Trace, flat_phase
 from metactl.commands.inspect.saliency import explain, perturbation_saliency
 from metactl.commands.inspect.shapley import leave_one_out, shapley
@@ -214,7 +214,10 @@ def implantation_summary(report: dict) -> dict:
             continue
         for key, accs in by_key.items():
             gain = accs[-1] - base[key][-1]
-            if gain <= 0.1:
+            # The verdict is a threshold; the share of the gain already readable one layer down is the
+            # continuous reading behind it (0: output only, 1: fully formed below the output).
+            below = share_below_output(accs, base[key])
+            if below is None:
                 out.setdefault(label, {})[key] = {
                     "gain": gain,
                     "first_layer": None,
@@ -229,9 +232,6 @@ def implantation_summary(report: dict) -> dict:
                 if first < layers - 1
                 else "only at the output (last layer)"
             )
-            # The verdict is a threshold; the share of the gain already readable one layer down is the
-            # continuous reading behind it (0: output only, 1: fully formed below the output).
-            below = (accs[-2] - base[key][-2]) / gain if layers > 1 else 0.0
             out.setdefault(label, {})[key] = {
                 "gain": gain,
                 "first_layer": first,
