@@ -73,11 +73,12 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
         self.space = ScheduleSpace(
             tuple(self.engine.tool_names), groups, self.env_config.phases,
             train_range=self.env_config.train_range, shares_only=self.env_config.controls == "share", held=prior,
+            merge=self.env_config.merge_tools(self.engine.tool_names),
         )
         self.observer = Observer(self.engine, self.env_config.phases, with_progress=False, hide=self.env_config.hide)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.space.dim,), dtype=np.float32)
         self.observation_space = self.observer.space
-        self.prior = self.space.encode(prior) if prior else np.zeros(self.space.dim)
+        self.prior = self.space.encode(prior) if prior else self.space.neutral()
         self._ready = False
 
     def decode(self, action: np.ndarray, name: str = "") -> Schedule:

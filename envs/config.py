@@ -71,6 +71,15 @@ class EnvConfig:
         },
     )
 
+    merge: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "tools whose merge the controller decides after every phase (one action component each): "
+            "fold the adapter into the base weights, then restart it from zero (schedule 'merge'). Runs on an "
+            "Engine per env (vec_env subproc or dummy): the population engine does not merge"
+        },
+    )
+
     def __post_init__(self) -> None:
         self.phases = int(check_number("env.phases", self.phases, low=1, high=64, integer=True))
         seeds = self.train_task_seeds
@@ -105,6 +114,21 @@ class EnvConfig:
         if not isinstance(self.hide, (list, tuple)):
             raise ConfigError(f"env.hide: expected a list of observation blocks, e.g. [gnorm0]; got {self.hide!r}.")
         self.hide = [check_choice("env.hide", str(block), OBS_BLOCKS) for block in self.hide]
+        if not isinstance(self.merge, (list, tuple)):
+            raise ConfigError(f"env.merge: expected a list of tools, e.g. [sft]; got {self.merge!r}.")
+        from metactl.tools import TOOLS
+
+        self.merge = [check_choice("env.merge", str(t), TOOLS) for t in self.merge]
+
+    def merge_tools(self, tools: list[str]) -> tuple[str, ...]:
+        """``env.merge`` in the run's tool order, each one a tool the run trains."""
+        missing = [t for t in self.merge if t not in tools]
+        if missing:
+            raise ConfigError(
+                f"env.merge: {missing[0]!r} is not a tool this run trains (its tools: {', '.join(tools)}); "
+                f"drop it from env.merge or train it (--set run.tools.{missing[0]}={{}})."
+            )
+        return tuple(t for t in tools if t in self.merge)
 
     def prior_schedule(self, groups: int) -> Schedule | None:
         if self.prior == "neutral":
@@ -118,7 +142,7 @@ class EnvConfig:
         from metactl.envs.spaces import PhaseControlSpace
 
         return PhaseControlSpace(tuple(tools), groups, tied=self.controls == "tool", train_range=self.train_range,
-                                 shares_only=self.controls == "share")
+                                 shares_only=self.controls == "share", merge=self.merge_tools(list(tools)))
 
     def is_training_seed(self, task_seed: int) -> bool:
         return self.train_task_seeds[0] <= task_seed < self.train_task_seeds[1]

@@ -33,7 +33,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     order: ``share``, then ``train`` for (attn, mlp) x groups, then ``output`` likewise
     (``env.controls: tool``: ``Box(-1, 1, (3T,))``, one ``train`` and one ``output`` per tool;
     ``env.controls: share``: ``Box(-1, 1, (T,))``, the shares alone, learning rates and output
-    scales held at the prior phase's). The
+    scales held at the prior phase's), plus one component per tool of ``env.merge`` (last): fold that
+    adapter into the base at the phase's end when its decoded value is above 0 (a prior's "no merge"
+    is coded -0.5, so a residual above 0.25 merges). The
     action is a residual around the prior schedule's phase (``env.prior``): the controls are
     decoded from ``clip(prior + 2 * action, -1, 1)`` as in :mod:`metactl.envs.spaces`:
     share = (a+1)/2 in [0, 1] (relative share of the phase's steps; 0 sits the tool out),
@@ -97,7 +99,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         n = self.env_config.phases
         self.prior_phases = [prior.phase_at((p + 0.5) / n) if prior else None for p in range(n)]
         self.prior = [
-            self.controls.encode(phase) if phase is not None else np.zeros(self.controls.dim)
+            self.controls.encode(phase) if phase is not None else self.controls.neutral()
             for phase in self.prior_phases
         ]
         self._episode = None
@@ -241,4 +243,7 @@ def _stable_row(result) -> dict:
 
 
 def _controls_row(phase) -> dict:
-    return {t: {"share": round(c.share, 4), "train": c.train, "output": c.output} for t, c in phase.tools.items()}
+    row = {t: {"share": round(c.share, 4), "train": c.train, "output": c.output} for t, c in phase.tools.items()}
+    if phase.merge is not None:
+        row["merge"] = phase.merge.to_dict()
+    return row

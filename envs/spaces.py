@@ -12,6 +12,11 @@ Ranges (``a`` is one action component, clipped to [-1, 1]):
 - ``train``  = R ** a, in [1/R, R]: learning-rate multiplier per (module kind, layer group),
   R = ``env.train_range`` (4 unless set).
 - ``output`` = 1 + a, in [0, 2]: adapter output scale per (module kind, layer group).
+- ``merge``  = a > 0, per tool in ``env.merge`` and phase: fold that tool's adapter into the base at
+  the phase's end (:class:`metactl.schedule.Merge`, coefficient 1). A schedule's "no merge" is coded
+  -0.5 (and "merge" +0.5), not -1: a residual above +0.25 merges, so exploration around a prior that
+  never merges still tries merges (a merge at coefficient 1 leaves the model's function as it is; what
+  it changes is what follows: the references and the restarted adapter).
 
 Policies act *residually* around a prior schedule (``env.prior``, by default the ``default``
 schedule a practitioner would run anyway): the environment decodes ``clip(prior + 2 * a)``,
@@ -29,7 +34,7 @@ from functools import partial
 import numpy as np
 
 from metactl.layer_grid import MODULE_KINDS
-from metactl.schedule import Phase, Schedule, ToolControls
+from metactl.schedule import Merge, Phase, Schedule, ToolControls
 
 TRAIN_BASE = 4.0
 
@@ -101,6 +106,20 @@ def apply_residual(prior: np.ndarray, action: np.ndarray) -> np.ndarray:
     return np.clip(prior + RESIDUAL_SCALE * np.asarray(action, dtype=np.float64), -1.0, 1.0)
 
 
+def merge_of(values: np.ndarray, tools: tuple[str, ...]) -> Merge | None:
+    """The merge a phase's merge components (one per tool of ``tools``, clipped) decode to."""
+    chosen = [t for t, a in zip(tools, values) if a > 0]
+    return Merge(chosen) if chosen else None
+
+
+MERGE_CODE = 0.5  # a schedule's merge is +0.5, its "no merge" -0.5 (see the module docstring)
+
+
+def merge_code(phase: Phase, tools: tuple[str, ...]) -> list[float]:
+    merged = set(phase.merge.tools) if phase.merge is not None else set()
+    return [MERGE_CODE if t in merged else -MERGE_CODE for t in tools]
+
+
 def _code_grid(grid: list[list[float]], fn) -> list[float]:
     return [fn(v) for row in grid for v in row]
 
@@ -132,6 +151,7 @@ class PhaseControlSpace:
     tied: bool = False
     train_range: float = TRAIN_BASE
     shares_only: bool = False
+    merge: tuple[str, ...] = ()  # tools whose merge at the phase's end is decided (one component each, last)
 
     @property
     def cells(self) -> int:
@@ -143,7 +163,11 @@ class PhaseControlSpace:
 
     @property
     def dim(self) -> int:
-        return len(self.tools) * self.per_tool
+        return len(self.tools) * self.per_tool + len(self.merge)
+
+    def neutral(self) -> np.ndarray:
+        """The prior of ``env.prior: neutral``: the middle of every range, and no merge."""
+        return np.array([0.0] * (self.dim - len(self.merge)) + [-MERGE_CODE] * len(self.merge))
 
     def _grid(self, values: np.ndarray, fn) -> list[list[float]]:
         if self.tied:
@@ -153,7 +177,9 @@ class PhaseControlSpace:
     def phase(self, action: np.ndarray, fraction: float, held: Phase | None = None) -> Phase:
         """The phase ``action`` (already clipped to [-1, 1]) decodes to; ``held``: the phase whose
         learning rates and output scales a shares-only space keeps (ignored otherwise)."""
-        action = np.asarray(action, dtype=np.float64).reshape(len(self.tools), self.per_tool)
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        merge = merge_of(action[len(action) - len(self.merge):], self.merge) if self.merge else None
+        action = action[: len(self.tools) * self.per_tool].reshape(len(self.tools), self.per_tool)
         cells = self.cells
         tools = {}
         for t, row in zip(self.tools, action):
@@ -167,7 +193,7 @@ class PhaseControlSpace:
                 train=self._grid(row[1 : 1 + cells], partial(train_of, base=self.train_range)),
                 output=self._grid(row[1 + cells :], output_of),
             )
-        return Phase(fraction=fraction, tools=tools)
+        return Phase(fraction=fraction, tools=tools, merge=merge)
 
     def _copy_or_ones(self, grid: list[list[float]] | None) -> list[list[float]]:
         return [list(r) for r in grid] if grid is not None else [[1.0] * self.groups for _ in MODULE_KINDS]
@@ -189,7 +215,7 @@ class PhaseControlSpace:
             if self.tied:
                 train, output = [float(np.mean(train))], [float(np.mean(output))]
             vec += [share_code(c.share, top)] + train + output
-        return np.array(vec, dtype=np.float64)
+        return np.array(vec + merge_code(phase, self.merge), dtype=np.float64)
 
     def labels(self) -> list[str]:
         out = []
@@ -202,7 +228,7 @@ class PhaseControlSpace:
                     out.append(f"{t}.{what}")
                 else:
                     out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
-        return out
+        return out + [f"{t}.merge" for t in self.merge]
 
 
 @dataclass(frozen=True)
@@ -225,6 +251,7 @@ class ScheduleSpace:
     train_range: float = TRAIN_BASE
     shares_only: bool = False
     held: Schedule | None = field(default=None, compare=False)
+    merge: tuple[str, ...] = ()  # tools whose merge after each phase is decided (phases x tools, last)
 
     @property
     def cells(self) -> int:
@@ -232,10 +259,26 @@ class ScheduleSpace:
 
     @property
     def dim(self) -> int:
-        return self.phases * len(self.tools) + (0 if self.shares_only else len(self.tools) * 2 * self.cells)
+        return (self.phases * len(self.tools) + (0 if self.shares_only else len(self.tools) * 2 * self.cells)
+                + self.phases * len(self.merge))
 
     def schedule(self, action: np.ndarray, name: str = "") -> Schedule:
         action = np.asarray(action, dtype=np.float64).reshape(-1)
+        n_merge = self.phases * len(self.merge)
+        merges = action[len(action) - n_merge:].reshape(self.phases, len(self.merge)) if n_merge else None
+        action = action[: len(action) - n_merge]
+        schedule = self._schedule(action, name)
+        if merges is not None:
+            for phase, row in zip(schedule.phases, merges):
+                phase.merge = merge_of(row, self.merge)
+        return schedule
+
+    def neutral(self) -> np.ndarray:
+        """The prior of ``env.prior: neutral``: the middle of every range, and no merge."""
+        n_merge = self.phases * len(self.merge)
+        return np.array([0.0] * (self.dim - n_merge) + [-MERGE_CODE] * n_merge)
+
+    def _schedule(self, action: np.ndarray, name: str) -> Schedule:
         n_t = len(self.tools)
         if self.shares_only:
             one = PhaseControlSpace(self.tools, self.groups, train_range=self.train_range, shares_only=True)
@@ -261,13 +304,14 @@ class ScheduleSpace:
     def encode(self, schedule: Schedule) -> np.ndarray:
         """The action that decodes closest to ``schedule``: its shares at each phase's midpoint,
         and per tool the mean train/output over the phases where the tool takes part."""
-        shares = []
+        shares, merges = [], []
         for p in range(self.phases):
             ph = schedule.phase_at((p + 0.5) / self.phases)
             top = max((c.share for c in ph.tools.values()), default=0.0)
             shares += [share_code(ph.tools[t].share, top) if t in ph.tools else -1.0 for t in self.tools]
+            merges += merge_code(ph, self.merge)
         if self.shares_only:
-            return np.array(shares, dtype=np.float64)
+            return np.array(shares + merges, dtype=np.float64)
         rest: list[float] = []
         for t in self.tools:
             used = [ph.tools[t] for ph in schedule.phases if t in ph.tools and ph.tools[t].share > 0]
@@ -277,16 +321,15 @@ class ScheduleSpace:
                     continue
                 codes = np.array([_code_grid(getattr(c, what), fn) for c in used])
                 rest += list(codes.mean(axis=0))
-        return np.array(shares + rest, dtype=np.float64)
+        return np.array(shares + rest + merges, dtype=np.float64)
 
     def labels(self) -> list[str]:
         out = [f"phase{p}.{t}.share" for p in range(self.phases) for t in self.tools]
-        if self.shares_only:
-            return out
-        for t in self.tools:
-            for what in ("train", "output"):
-                out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
-        return out
+        if not self.shares_only:
+            for t in self.tools:
+                for what in ("train", "output"):
+                    out += [f"{t}.{what}.{k}{g}" for k in MODULE_KINDS for g in range(self.groups)]
+        return out + [f"phase{p}.{t}.merge" for p in range(self.phases) for t in self.merge]
 
     def _held_at(self, p: int) -> Phase | None:
         return self.held.phase_at((p + 0.5) / self.phases) if self.held is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +62,11 @@ class LoraSettings:
 class AdapterSet:
     """The tools' adapters on one ``PeftModel``: create, reset, scale, and group parameters."""
 
-    def __init__(self, base_model: nn.Module, tools: list[str], layer_map: LayerMap, lora: LoraSettings):
+    def __init__(self, base_model: nn.Module, tools: list[str], layer_map: LayerMap, lora: LoraSettings,
+                 model_path: str | None = None):
         from peft import get_peft_model
 
+        self.model_path = model_path  # where the base was loaded from: what a merged base is saved from
         self.tools = list(tools)
         self.layer_map = layer_map
         self.lora = lora
@@ -87,6 +89,10 @@ class AdapterSet:
         for target, mod in self.layers:
             for t in self.tools:
                 self.params[(t, target.group, target.kind)] += [mod.lora_A[t].weight, mod.lora_B[t].weight]
+        # The adapted base weights as loaded, kept while a merge has changed them (restore()), and each
+        # merged tool's share of the change (module by module), so attributions can switch it off.
+        self._initial: list[torch.Tensor] | None = None
+        self._parts: dict[str, list[torch.Tensor]] = {}
         self.freeze()
 
     # -- state ------------------------------------------------------------------------------------
@@ -100,6 +106,124 @@ class AdapterSet:
             for t in self.tools:
                 nn.init.zeros_(mod.lora_B[t].weight)
         self.set_output({t: [[1.0] * self.layer_map.groups for _ in MODULE_KINDS] for t in self.tools})
+
+    # -- merges --------------------------------------------------------------------------------------
+    @property
+    def merged(self) -> bool:
+        """Has a merge changed the base weights since the last :meth:`restore`?"""
+        return self._initial is not None
+
+    @torch.no_grad()
+    def merge(self, tools: list[str], coefficient: float, toward_init: float, seed: int) -> None:
+        """Fold ``tools``' adapters into the base weights, then restart those adapters.
+
+        Each adapted weight becomes ``W + coefficient * sum_t s_t B_t A_t`` (peft's own
+        ``get_delta_weight``, output scale included), then ``W - toward_init * (W - W_initial)``
+        (WARP's interpolation towards the initialisation). The merged tools' adapters restart as
+        peft initialises them (kaiming ``A`` from ``seed``, zero ``B``), so the model's function is
+        unchanged by a merge at coefficient 1 and toward_init 0.
+        """
+        if self._initial is None:
+            self._initial = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
+        for t in tools:
+            self._parts.setdefault(t, [torch.zeros_like(w0) for w0 in self._initial])
+        for i, ((_, mod), w0) in enumerate(zip(self.layers, self._initial)):
+            w = mod.base_layer.weight
+            for t in tools:
+                delta = mod.get_delta_weight(t).to(w.dtype)
+                w.add_(delta, alpha=coefficient)
+                self._parts[t][i].add_(delta, alpha=coefficient)
+            if toward_init:
+                w.sub_(w - w0, alpha=toward_init)
+                for parts in self._parts.values():  # W - W0 is the sum of the parts: each shrinks alike
+                    parts[i].mul_(1.0 - toward_init)
+        weights = [mod.lora_A[t].weight for _, mod in self.layers for t in tools]
+        for w, init in zip(weights, lora_a_init([(w.shape, w.dtype) for w in weights], seed)):
+            w.copy_(init)
+        for _, mod in self.layers:
+            for t in tools:
+                nn.init.zeros_(mod.lora_B[t].weight)
+
+    @torch.no_grad()
+    def restore(self) -> bool:
+        """Put the initial base weights back (an episode starts from the model as loaded); whether a
+        merge had changed them."""
+        if self._initial is None:
+            return False
+        for (_, mod), w0 in zip(self.layers, self._initial):
+            mod.base_layer.weight.copy_(w0)
+        self._initial = None
+        self._parts = {}
+        return True
+
+    @contextlib.contextmanager
+    def initial_weights(self) -> Iterator[None]:
+        """The initial base weights in place for the duration (what the reported scores compare
+        with), the merged ones back after."""
+        if self._initial is None:
+            yield
+            return
+        merged = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
+        try:
+            with torch.no_grad():
+                for (_, mod), w0 in zip(self.layers, self._initial):
+                    mod.base_layer.weight.copy_(w0)
+            yield
+        finally:
+            with torch.no_grad():
+                for (_, mod), w in zip(self.layers, merged):
+                    mod.base_layer.weight.copy_(w)
+
+    @contextlib.contextmanager
+    def merged_only(self, keep: Callable[[str, int], bool]) -> Iterator[None]:
+        """For the duration, the base holds only the merged parts ``keep(tool, layer_group)`` accepts
+        (the initial weights plus those tools' folded-in deltas, in those groups): how an attribution
+        switches a tool off when part of it was merged into the base."""
+        if self._initial is None:
+            yield
+            return
+        merged = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
+        try:
+            with torch.no_grad():
+                for i, ((target, mod), w0) in enumerate(zip(self.layers, self._initial)):
+                    w = mod.base_layer.weight
+                    w.copy_(w0)
+                    for t, parts in self._parts.items():
+                        if keep(t, target.group):
+                            w.add_(parts[i])
+            yield
+        finally:
+            with torch.no_grad():
+                for (_, mod), w in zip(self.layers, merged):
+                    mod.base_layer.weight.copy_(w)
+
+    def merge_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What a checkpoint keeps of the merges: the base weights now, and each tool's merged part."""
+        names = [target.name for target, _ in self.layers]
+        return {
+            "base": self.base_weights(),
+            **{f"part/{t}": {n: p.clone() for n, p in zip(names, parts)} for t, parts in self._parts.items()},
+        }
+
+    @torch.no_grad()
+    def load_merge_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """:meth:`merge_state` back in place, the initial weights kept aside."""
+        names = [target.name for target, _ in self.layers]
+        self.load_base_weights(state["base"])
+        self._parts = {key[len("part/"):]: [parts[n].clone() for n in names]
+                       for key, parts in state.items() if key.startswith("part/")}
+
+    def base_weights(self) -> dict[str, torch.Tensor]:
+        """The adapted modules' base weights as they are now, by module name (merged ones included)."""
+        return {target.name: mod.base_layer.weight.detach().clone() for target, mod in self.layers}
+
+    @torch.no_grad()
+    def load_base_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Merged base weights from a checkpoint (:meth:`base_weights`), the initial ones kept aside."""
+        if self._initial is None:
+            self._initial = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
+        for target, mod in self.layers:
+            mod.base_layer.weight.copy_(weights[target.name])
 
     def set_output(self, output: dict[str, Grid]) -> None:
         base = self.lora.alpha / self.lora.r
@@ -158,13 +282,39 @@ class AdapterSet:
     def save(self, out_dir: Path) -> dict[str, Path]:
         """Save each tool's adapter in peft format, the final output scales baked into ``alpha_pattern``.
 
-        ``PeftModel.from_pretrained(base, out_dir / tool)`` then reproduces this model exactly.
+        ``PeftModel.from_pretrained(base, out_dir / tool)`` then reproduces this model exactly, where
+        ``base`` is the model as loaded or, after a merge, the merged base the same call writes to
+        ``out_dir / MERGED_BASE`` (:func:`save_merged_base`).
         """
         from peft import get_peft_model_state_dict
 
         states = {t: get_peft_model_state_dict(self.model, adapter_name=t) for t in self.tools}
         base_name = getattr(self.model.base_model.model.config, "_name_or_path", None)
-        return save_peft_adapters(self.layer_map, self.lora, self.output_scales(), states, base_name, out_dir)
+        paths = save_peft_adapters(self.layer_map, self.lora, self.output_scales(), states, base_name, out_dir)
+        if self.merged:
+            if self.model_path is None:
+                raise RuntimeError("a merged AdapterSet needs model_path to save its base")
+            save_merged_base(self, self.model_path, Path(out_dir) / MERGED_BASE)
+        return paths
+
+
+MERGED_BASE = "merged_base"  # beside the tools' adapters, when a schedule merged: the base they sit on
+
+
+def save_merged_base(adapters: AdapterSet, model_path: str, out_dir: Path) -> Path:
+    """The base model with the merges folded in, as a plain transformers folder (``save_pretrained``
+    and the tokenizer): ``AutoModelForCausalLM.from_pretrained(out_dir)`` plus the saved adapters is
+    the trained model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    first = adapters.layers[0][1].base_layer.weight
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=first.dtype)
+    with torch.no_grad():
+        for name, weight in adapters.base_weights().items():
+            model.get_submodule(name).weight.copy_(weight.to("cpu"))
+    model.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(str(out_dir))
+    return Path(out_dir)
 
 
 def lora_config(layer_map: LayerMap, lora: LoraSettings):

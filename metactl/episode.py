@@ -129,6 +129,12 @@ def order_seed(seed: int, phase_index: int) -> int:
     return (seed * 1_000_003 + phase_index * 7_919 + 17) % (2**63)
 
 
+def merge_seed(seed: int, phase_index: int) -> int:
+    """The seed of the fresh ``A`` of adapters merged after phase ``phase_index``: like the episode's
+    first init, it depends on the episode seed (and the phase) alone."""
+    return (seed * 1_000_033 + phase_index * 104_729 + 29) % (2**63)
+
+
 class Episode:
     """Fresh adapters and optimiser state; phases run in order and keep their effects."""
 
@@ -138,6 +144,7 @@ class Episode:
         self.phase_index = 0
         self.trained: set[str] = set()  # tools whose adapters have moved from their zero init
         self.losses = LossMemory()
+        engine.restore_base()  # every episode starts from the model as loaded, whatever the last one merged
         engine.adapters.reset(seed)
         self.gen = torch.Generator().manual_seed(seed)
         cfg = engine.config
@@ -163,6 +170,8 @@ class Episode:
             "losses": self.losses.to_dict(),
             "results": [r.to_row() for r in results],
         }
+        if self.engine.adapters.merged:  # the merged base weights: the adapters mean nothing without them
+            state["merges"] = self.engine.adapters.merge_state()
         atomic_write_with(path, lambda tmp: torch.save(state, tmp))
 
     def load(self, path: Path, fingerprint: str) -> list[PhaseResult]:
@@ -183,12 +192,24 @@ class Episode:
         with torch.no_grad():
             for name, value in state["lora"].items():
                 params[name].copy_(value)
+        if "merges" in state:
+            self.engine.rebase(state["merges"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
         self.phase_index = state["phase_index"]
         self.trained = set(state["trained"])
         self.losses = LossMemory(**state.get("losses", {}))
         return [PhaseResult(**row) for row in state["results"]]
+
+    def merge(self, tools: list[str], coefficient: float = 1.0, toward_init: float = 0.0) -> None:
+        """Fold ``tools``' adapters into the base (:meth:`AdapterSet.merge`); those adapters restart,
+        with fresh optimiser moments, and the tools' references become the merged model."""
+        eng = self.engine
+        eng.adapters.merge(tools, coefficient, toward_init, merge_seed(self.seed, self.phase_index))
+        for p in (p for t in tools for p in eng.adapters.params_of(t)):
+            self.optimizer.state.pop(p, None)
+        self.trained -= set(tools)
+        eng.rebase()
 
     def _apply_train(self, phase: Phase) -> None:
         for group in self.optimizer.param_groups:
@@ -254,6 +275,8 @@ class Episode:
                 on_step(len(step_tools))
         eng.model.eval()
         eng.adapters.freeze()  # nothing keeps a gradient between phases
+        if phase.merge is not None:
+            self.merge(phase.merge.tools, phase.merge.coefficient, phase.merge.toward_init)
         scores = (scorer or eng.task.scorer).score(eng.model) if score else None
         result = PhaseResult(
             phase=self.phase_index,

@@ -21,6 +21,7 @@ import torch
 
 from metactl.config import RunConfig
 from metactl.episode import DivergedError, LossMemory, PhasePlan, PhaseResult, order_seed, plan_phase
+from metactl.errors import ConfigError
 from metactl.forward import concat_pairs, forward_logits
 from metactl.layer_grid import MODULE_KINDS
 from metactl.runner import TaskState, build_task, check_layout, check_names, check_schedule, load_base, suite_tools
@@ -30,6 +31,15 @@ from metactl.stacked_lora import StackedAdapters
 from metactl.tasks import load_suite
 
 CONV1D_MODEL_TYPES = ("gpt2", "openai-gpt")  # transformers models built on Conv1D, not nn.Linear
+
+
+def check_no_merge(merges: bool) -> None:
+    """The population shares one base between its slots, so no slot can fold its adapters into it."""
+    if merges:
+        raise ConfigError(
+            "the population engine (vec_env: batched) does not merge adapters: its episodes share one base "
+            "model. Run merging schedules through an Engine (run-schedule, vec_env: subproc or dummy)."
+        )
 
 
 def runs_model(model: str) -> bool:
@@ -108,6 +118,8 @@ class Population:
         others go on. Returns one result (or error) per slot.
         """
         t0 = time.perf_counter()
+        for phase, _ in phases.values():
+            check_no_merge(phase.merge is not None)
         scorers = scorers or {}
         groups = self.layer_map.groups
         plans: dict[int, PhasePlan] = {}
@@ -331,6 +343,7 @@ class Population:
         plans = {}
         for k, sched, seed, task_seed, suite in zip(slots, schedules, seeds, task_seeds, suites):
             check_schedule(self.config, sched, self.tool_names)
+            check_no_merge(sched.merges)
             self.begin(k, task_seed, seed, suite)
             plans[k] = list(zip(sched.phases, sched.phase_steps(self.config.training.total_steps)))
         results: dict[int, list[PhaseResult] | DivergedError] = {k: [] for k in slots}

@@ -12,6 +12,7 @@ reference log-probs, retain log-probs and hidden states) and the base's own scor
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ class TaskState:
     tools: dict[str, Tool]
     scorer: Scorer
     model: torch.nn.Module  # the engine's PeftModel, scored with its adapters off for the base
+    # Puts the initial base weights in place for the duration (after a merge, the base a score compares
+    # with is still the model as loaded); no-op for engines that do not merge.
+    initial: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     _base: dict[str, float] | None = None
     _observe: dict[int, Scorer] = field(default_factory=dict)
     _observe_base: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -61,7 +65,7 @@ class TaskState:
     def base_scores(self) -> dict[str, float]:
         """The base model's reported scores (computed on first use, then cached)."""
         if self._base is None:
-            with base_only(self.model):
+            with self.initial(), base_only(self.model):
                 self._base = self.scorer.score(self.model)
         return self._base
 
@@ -70,7 +74,8 @@ class TaskState:
         (0: all). For readings in the middle of an episode (a controller's observation)."""
         if probes not in self._observe:
             scorer = Scorer(self.suite, self.scorer.tokenizer, self.scorer.reward, observe=probes)
-            scorer.prepare(self.model)
+            with self.initial():
+                scorer.prepare(self.model)
             self._observe[probes] = scorer
         return self._observe[probes]
 
@@ -84,7 +89,7 @@ class TaskState:
     def observe_base(self, probes: int = 0) -> dict[str, float]:
         """The base model's scores on the observe split (what a controller sees before training)."""
         if probes not in self._observe_base:
-            with base_only(self.model):
+            with self.initial(), base_only(self.model):
                 self._observe_base[probes] = self.observe_scorer(probes).score(self.model)
         return self._observe_base[probes]
 
@@ -150,26 +155,47 @@ class Engine:
             )
 
         model, self.tokenizer, self.model_path, self.layer_map, lora = load_base(config, self.device, progress)
-        self.adapters = AdapterSet(model, self.tool_names, self.layer_map, lora)
+        self.adapters = AdapterSet(model, self.tool_names, self.layer_map, lora, model_path=self.model_path)
         self.model = self.adapters.model
         # What the tools' training forward runs through: DDP around the model in a data-parallel
         # run (references and scores always use the unwrapped model).
         self.train_model = parallel.wrap(self.adapters) if parallel is not None else self.model
         self._tasks: dict[tuple[str, int], TaskState] = {}
+        self._rebased: TaskState | None = None  # the task whose tool references a merge moved
         self.task = self.load_task(config.task_seed, first_suite)
 
     def load_task(self, task_seed: int, suite: TaskSuite | None = None, suite_name: str | None = None) -> TaskState:
         """Switch to task ``task_seed`` of ``suite_name`` (default: the config's suite), built and
         cached on first use: data, references, scorers."""
         name = suite_name or self.config.suite
+        # A task's references are the base's as loaded: switching task ends the merges of an episode.
+        self.restore_base()
         if (name, task_seed) not in self._tasks:
             suite = suite or load_suite(name, task_seed)
             check_layout(self.config, suite, self.tool_names)
             self._tasks[name, task_seed] = build_task(
                 self.config, suite, self.tokenizer, self.model, self.tool_names, self.device, self.parallel
             )
+            self._tasks[name, task_seed].initial = self.adapters.initial_weights
         self.task = self._tasks[name, task_seed]
         return self.task
+
+    def rebase(self, merges: dict | None = None) -> None:
+        """After a merge (or with ``merges``, a checkpoint's :meth:`AdapterSet.merge_state`): the current
+        task's tools take the merged model as their reference (DPO's reference log-probs, the retain
+        KL's, GRPO's KL), as a trainer started on the merged checkpoint would."""
+        if merges is not None:
+            self.adapters.load_merge_state(merges)
+        for tool in self.task.tools.values():
+            tool.prepare(self.model)
+        self._rebased = self.task
+
+    def restore_base(self) -> None:
+        """The base weights as loaded, and the references of the task a merge had moved."""
+        if self.adapters.restore() and self._rebased is not None:
+            for tool in self._rebased.tools.values():
+                tool.prepare(self.model)
+        self._rebased = None
 
     def episode(self, seed: int | None = None) -> Episode:
         return Episode(self, self.config.training.seed if seed is None else seed)
@@ -228,6 +254,10 @@ class Engine:
 
     def check_schedule(self, schedule: Schedule) -> None:
         check_schedule(self.config, schedule, self.tool_names)
+        if schedule.merges and self.parallel is not None:
+            raise ConfigError(
+                "schedule merges adapters, which a data-parallel run does not do yet; run it in one process."
+            )
 
     def gradient_cosines(self, rows: int = 8) -> dict[str, list[float]]:
         """The interference reading of the current adapters (:mod:`metactl.interference`)."""

@@ -5,9 +5,9 @@ A schedule never names a layer index or a step count. Depth is a relative *layer
 phase's length is a fraction of the run's step budget, so the same YAML means the same thing on a
 4-layer proxy and a 30-layer model.
 
-YAML form (schema_version 1)::
+YAML form (schema_version 2; a file without ``merge`` may say 1, and is written as 1)::
 
-    schema_version: 1
+    schema_version: 2
     layer_groups: 4
     phases:
       - fraction: 0.5            # share of the total step budget
@@ -18,10 +18,21 @@ YAML form (schema_version 1)::
             output: 0.7          # adapter output scale (peft's per-module scaling)
           dpo: {share: 1.0, train: [0, 0, 1, 1], output: {attn: 1.0, mlp: [1, 1, 0.5, 0.5]}}
         order: interleave        # how the phase's steps go to its tools (ORDERS; optional)
+        merge: [sft]             # at the phase's end, fold these adapters into the base (optional; schema 2)
 
 ``train`` and ``output`` take a scalar, a list with one value per layer group, or a mapping
 ``{attn: ..., mlp: ...}`` of either. A tool omitted from a phase gets no steps there and keeps
 its previous output scale (1.0 before it is first named).
+
+``merge`` (schema 2) takes a list of tools or ``{tools: [...], coefficient: 1.0, toward_init: 0.0}``:
+after the phase's last step each named tool's adapter, at its current output scales times
+``coefficient``, is added into the base weights, and the adapter restarts from its zero init (a new
+kaiming ``A``, ``B = 0``, fresh optimiser moments). ``toward_init`` then moves the merged base weights
+that fraction of the way back to the initial model's (WARP's interpolation towards the initialisation,
+arXiv 2406.16768, with its eta = 1 - toward_init). After a merge the tools' training references (DPO's
+reference, the retain and GRPO KL terms) are the merged model, as a trainer started on the merged
+checkpoint would have it; the reported scores stay measured against the initial model
+(docs/merge.md).
 """
 
 from __future__ import annotations
@@ -37,8 +48,9 @@ from metactl.layer_grid import MODULE_KINDS, Grid, full_grid
 from metactl.paths import resolve_schedule_path
 from metactl.tools import TOOLS
 
-SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+SCHEMA_VERSION = 2  # the newest; a schedule without merges is still written as version 1
+SUPPORTED_VERSIONS = (1, 2)
+MERGE_KEYS = ("tools", "coefficient", "toward_init")
 MAX_TRAIN = 10.0
 MAX_OUTPUT = 2.0
 _FRACTION_TOL = 1e-6
@@ -71,10 +83,26 @@ class ToolControls:
 
 
 @dataclass
+class Merge:
+    """Fold tools' adapters into the base weights at the end of a phase (schema_version 2)."""
+
+    tools: list[str]
+    coefficient: float = 1.0  # multiplies each adapter's delta (at its output scales) as it is folded in
+    toward_init: float = 0.0  # then move the base this fraction of the way back to the initial weights
+
+    def to_dict(self) -> list[str] | dict:
+        if self.coefficient == 1.0 and self.toward_init == 0.0:
+            return list(self.tools)
+        return {"tools": list(self.tools), "coefficient": round(self.coefficient, 6),
+                "toward_init": round(self.toward_init, 6)}
+
+
+@dataclass
 class Phase:
     fraction: float
     tools: dict[str, ToolControls]
     order: str = "interleave"  # one of ORDERS
+    merge: Merge | None = None  # folded in after the phase's last step
 
 
 @dataclass
@@ -88,6 +116,10 @@ class Schedule:
     @property
     def tool_names(self) -> list[str]:
         return list(self.phases[0].tools) if self.phases else []
+
+    @property
+    def merges(self) -> bool:
+        return any(p.merge is not None for p in self.phases)
 
     def phase_steps(self, total_steps: int) -> list[int]:
         """Split ``total_steps`` by phase fraction (largest remainder, so the sum is exact)."""
@@ -126,6 +158,7 @@ class Schedule:
                 p.fraction,
                 {t: ToolControls(c.share, grid(c.train), grid(c.output)) for t, c in p.tools.items()},
                 p.order,
+                p.merge,
             )
             for p in self.phases
         ]
@@ -134,7 +167,7 @@ class Schedule:
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": SCHEMA_VERSION if self.merges else 1,
             **({"name": self.name} if self.name else {}),
             "layer_groups": self.layer_groups,
             "phases": [
@@ -145,6 +178,7 @@ class Schedule:
                         for t, c in p.tools.items()
                     },
                     **({"order": p.order} if p.order != "interleave" else {}),
+                    **({"merge": p.merge.to_dict()} if p.merge is not None else {}),
                 }
                 for p in self.phases
             ],
@@ -233,7 +267,7 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
     if version not in SUPPORTED_VERSIONS:
         raise ConfigError(
             f"{source}: schema_version {version!r} is not supported; supported: {list(SUPPORTED_VERSIONS)}. "
-            "Set 'schema_version: 1' or upgrade metactl."
+            f"Set 'schema_version: {SCHEMA_VERSION}' or upgrade metactl."
         )
     groups = int(check_number(f"{source}: layer_groups", data.get("layer_groups", 4), low=1, high=64, integer=True))
     raw_phases = data.get("phases")
@@ -254,12 +288,18 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
     last_output = {t: full_grid(1.0, groups) for t in names}
     for i, ph in enumerate(raw_phases):
         where = f"{source}: phases[{i}]"
-        bad = [k for k in ph if k not in ("fraction", "tools", "order")]
+        keys = ("fraction", "tools", "order", "merge")
+        bad = [k for k in ph if k not in keys]
         if bad:
             raise ConfigError(
-                f"{where}: unknown key {bad[0]!r}; "
-                f"allowed: fraction, tools, order.{did_you_mean(bad[0], ['fraction', 'tools', 'order'])}"
+                f"{where}: unknown key {bad[0]!r}; allowed: {', '.join(keys)}.{did_you_mean(bad[0], keys)}"
             )
+        if "merge" in ph and version < 2:
+            raise ConfigError(
+                f"{where}.merge: 'merge' is a schema_version 2 field, but this schedule says schema_version "
+                f"{version}; set 'schema_version: 2' at its top (version-1 readers cannot merge)."
+            )
+        merge = _parse_merge(f"{where}.merge", ph["merge"], names) if ph.get("merge") is not None else None
         order = ph.get("order", "interleave")
         check_choice(f"{where}.order", order, ORDERS)
         fraction = check_number(f"{where}.fraction", ph.get("fraction"), low=0.0, high=1.0, low_open=True)
@@ -291,7 +331,7 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
             last_output[t] = output
         # A phase where every share is 0 trains nothing and only sets output scales; controllers
         # produce such phases on purpose (e.g. scale an adapter down before the final phase).
-        phases.append(Phase(fraction, controls, order))
+        phases.append(Phase(fraction, controls, order, merge))
 
     total = sum(p.fraction for p in phases)
     if abs(total - 1.0) > _FRACTION_TOL:
@@ -300,6 +340,36 @@ def parse_schedule(data: object, source: str = "schedule", known_tools: list[str
             f"(got {[p.fraction for p in phases]}); rescale them."
         )
     return Schedule(phases=phases, layer_groups=groups, name=str(data.get("name", "")))
+
+
+def _parse_merge(where: str, value: object, names: list[str]) -> Merge | None:
+    """``[tool, ...]`` or ``{tools: [...], coefficient: c, toward_init: w}``; every tool one the
+    schedule trains (a merge of an adapter no phase trains would fold in nothing)."""
+    spec = {"tools": value} if isinstance(value, (list, tuple, str)) else value
+    if not isinstance(spec, dict):
+        raise ConfigError(
+            f"{where}: expected a list of tools (e.g. [sft]) or a mapping with {', '.join(MERGE_KEYS)}; got {value!r}."
+        )
+    bad = [k for k in spec if k not in MERGE_KEYS]
+    if bad:
+        raise ConfigError(
+            f"{where}: unknown key {bad[0]!r}; allowed: {', '.join(MERGE_KEYS)}.{did_you_mean(bad[0], MERGE_KEYS)}"
+        )
+    tools = spec.get("tools")
+    tools = [tools] if isinstance(tools, str) else tools
+    if not isinstance(tools, (list, tuple)):
+        raise ConfigError(f"{where}.tools: expected a list of tools to merge, e.g. [sft]; got {tools!r}.")
+    for t in tools:
+        if t not in names:
+            raise ConfigError(
+                f"{where}.tools: unknown merge target {t!r}; the schedule's tools are {', '.join(names) or 'none'} "
+                f"(a merge folds in an adapter one of its phases trains).{did_you_mean(str(t), names)}"
+            )
+    if not tools:
+        return None  # an empty list merges nothing
+    coefficient = check_number(f"{where}.coefficient", spec.get("coefficient", 1.0), low=0.0, high=MAX_OUTPUT)
+    toward_init = check_number(f"{where}.toward_init", spec.get("toward_init", 0.0), low=0.0, high=1.0)
+    return Merge(sorted(set(tools), key=names.index), coefficient, toward_init)
 
 
 def interleave(shares: dict[str, float], steps: int) -> list[str]:

@@ -333,10 +333,17 @@ class ControllerConfig(YamlConfig):
             )
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
+        merging = [f"env.merge={self.env.merge}"] if self.env.merge else []
         for name in self.compare:
             if name in MADE_FROM_POLICY:  # made by train-controller from the trained closed loop
                 continue
-            Schedule.named(name)  # read and checked now, not after the training budget
+            if Schedule.named(name).merges:  # read and checked now, not after the training budget
+                merging.append(f"compare schedule {name!r}")
+        if merging and self.resolved_vec_env() == "batched":
+            raise ConfigError(
+                f"vec_env: batched (the population engine) does not merge adapters, but {merging[0]} does; set "
+                "vec_env=subproc (vec_env: auto picks it when env.merge is set)."
+            )
         if ENVELOPED in self.compare:
             # Checked now: the envelope is taken after the training budget is spent.
             if self.policy != "ppo":
@@ -360,7 +367,8 @@ class ControllerConfig(YamlConfig):
         from metactl.policies import policy_class
         from metactl.population import runs_model
 
-        if (env_id or policy_class(self.policy).env_id) == PHASE_ENV_ID and runs_model(self.run.model):
+        if (env_id or policy_class(self.policy).env_id) == PHASE_ENV_ID and runs_model(self.run.model) \
+                and not self.env.merge:  # the population engine's episodes share one base: no merges
             return "batched"
         return "subproc" if (self.n_envs or 2) > 1 else "dummy"
 

@@ -109,6 +109,23 @@ def tool_steps(out, reps: int) -> None:
     out("")
     out("grpo's step includes sampling its completions token by token (no KV cache: proxy completions are a few "
         "characters) and the base's log-probs of them for the KL term.")
+    sec = _merge_seconds(engine, reps)
+    sft = _steps(engine, "sft", [1.0] * 4, reps)
+    out("")
+    out(f"A schedule `merge` of sft (fold its adapter into the base, restart it, recompute the references the tools "
+        f"cache: DPO's reference log-probs and the retain KL's): {sec * 1e3:.1f} ms, the time of "
+        f"{sec / sft:.1f} sft steps.")
+
+
+def _merge_seconds(engine, reps: int) -> float:
+    """Seconds per merge of the sft adapter (the references recomputed with it); the base restored after."""
+    ep = engine.episode(0)
+    start = time.perf_counter()
+    for _ in range(reps):
+        ep.merge(["sft"])
+    sec = (time.perf_counter() - start) / reps
+    engine.restore_base()
+    return sec
 
 
 def _step_flops(engine, tool: str) -> float:

@@ -1,9 +1,15 @@
 """Does the order of the tools matter? The same tools at equal total steps, in different orders.
 
-    python scripts/order_effects.py --model proxy-tiny --task-seeds 0 1 2 --seeds 0 1 2 --out docs/order.md
+    python scripts/order_effects.py --model proxy-tiny --task-seeds 1000 1001 1002 --seeds 0 1 2 \
+        --controller runs/newtools/tc-s0 runs/newtools/tc-s3 runs/newtools/tc-s4 --out docs/order.md
 
 Every order runs through the same runner as everything else (``Engine.run``), on every (task seed,
-episode seed) pair, with ``grpo`` added to the run's tools. Reported per order: every score part
+episode seed) pair, with ``grpo`` added to the run's tools. ``-> merge ->`` folds the first tool's
+adapter into the base at its phase's end (schedule ``merge``), so the second tool trains a fresh
+adapter against the merged model as its reference. With ``--controller RUN_DIR ...`` (``train-controller``
+runs whose tools include ``grpo``), each controller also acts closed loop on every pair, deciding shares
+and merges phase by phase (one row per run dir); task seeds from 1000 are outside every training range.
+Reported per order: every score part
 (mean ± std over the pairs), the interference reading after the last phase (the gradient cosine
 between two tools' base-weight gradients, mean over layer groups), and where each behaviour sits
 inside the model (the per-layer readout of ``metactl inspect``: the share of the output's gain
@@ -11,9 +17,6 @@ over the base already readable one layer below the output; 1 is a behaviour form
 model, 0 one that appears at the output alone). Then each order's composite against ``SFT -> DPO``,
 paired on the same (task, episode seed) pairs, with the 95% t interval: an interval that excludes 0
 is an order effect beyond seed noise.
-
-Not here yet: ``SFT -> merge -> DPO`` (merging is not a schedule action yet) and the learned
-controller with the new tools.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from metactl.tables import mean_std, render_table, t_interval
 
 ORDERS = {
     "SFT -> DPO": [{"sft": 1}, {"dpo": 1}],
+    "SFT -> merge -> DPO": [{"sft": 1, "merge": ["sft"]}, {"dpo": 1}],
     "DPO -> SFT": [{"dpo": 1}, {"sft": 1}],
     "SFT -> GRPO": [{"sft": 1}, {"grpo": 1}],
+    "SFT -> merge -> GRPO": [{"sft": 1, "merge": ["sft"]}, {"grpo": 1}],
     "GRPO -> SFT": [{"grpo": 1}, {"sft": 1}],
     "SFT -> DPO -> GRPO": [{"sft": 1}, {"dpo": 1}, {"grpo": 1}],
     "interleaved (SFT, DPO, GRPO 1:1:1)": [{"sft": 1, "dpo": 1, "grpo": 1}],
@@ -46,11 +51,14 @@ HELD_OUT = ("heldout/style", "heldout/truth")  # the behaviours whose place in t
 PARTS = ("target/style", "target/truth", "heldout/style", "heldout/truth", "stability", "cka", "composite")
 
 
-def order_schedule(name: str, phases: list[dict[str, float]], groups: int) -> Schedule:
-    return parse_schedule({
-        "schema_version": 1, "name": name, "layer_groups": groups,
-        "phases": [{"fraction": 1 / len(phases), "tools": {t: {"share": s} for t, s in p.items()}} for p in phases],
-    })
+def order_schedule(name: str, phases: list[dict], groups: int) -> Schedule:
+    """Equal phases, each tool at ``share``; a phase's ``merge`` (a list of tools) folds those in at its end."""
+    def phase(p: dict) -> dict:
+        tools = {t: {"share": s} for t, s in p.items() if t != "merge"}
+        return {"fraction": 1 / len(phases), "tools": tools, **({"merge": p["merge"]} if "merge" in p else {})}
+
+    return parse_schedule({"schema_version": 2, "name": name, "layer_groups": groups,
+                           "phases": [phase(p) for p in phases]})
 
 
 def main() -> None:
@@ -60,16 +68,29 @@ def main() -> None:
     ap.add_argument("--task-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="episode seeds per task")
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default: the run config's)")
+    ap.add_argument("--controller", type=Path, nargs="*", default=[],
+                    help="train-controller run dirs (grpo among their tools): each policy acts closed loop")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    cfg = load_config(None, [f"model={args.model}", f"suite={args.suite}", "tools.grpo={}",
+    from metactl.commands.inspect.source import load_run_dir
+
+    learned = {f"learned, {d.name} (closed loop)": load_run_dir(d) for d in args.controller}
+    # The controllers' layer groups when they act (the fixed orders train every group alike either way).
+    groups = {rd.config.run.training.layer_groups for rd in learned.values()}
+    if len(groups) > 1:
+        raise SystemExit(f"--controller: the run dirs control different layer groups ({sorted(groups)}); give one kind")
+    groups_of = [f"training.layer_groups={groups.pop()}"] if groups else []
+    cfg = load_config(None, [f"model={args.model}", f"suite={args.suite}", "tools.grpo={}", *groups_of,
                              "training.score_every_phase=false",
                              *([f"training.total_steps={args.steps}"] if args.steps else [])])
     engine = Engine(cfg, progress=False)
     groups = cfg.training.layer_groups
     schedules = {name: order_schedule(name, phases, groups) for name, phases in ORDERS.items()}
     schedules["maxright (SFT, DPO)"] = Schedule.named("maxright", groups)
+    for label in learned:
+        schedules[label] = None  # acts closed loop: its schedule is what it decides on each pair
     rows: dict[str, list[dict]] = {name: [] for name in schedules}
+    merges: list[int] = []  # merges the learned controllers made per run
     start = time.perf_counter()
     with tqdm(total=len(schedules) * len(args.task_seeds) * len(args.seeds), desc="orders", unit="run") as bar:
         for task in args.task_seeds:
@@ -79,7 +100,14 @@ def main() -> None:
             base = engine.task.base_scores
             for seed in args.seeds:
                 for name, sched in schedules.items():
-                    final = engine.run(sched, seed=seed)[-1].scores
+                    if sched is None:
+                        from metactl.commands.inspect.rollout import run_policy
+
+                        trace = run_policy(engine, learned[name], task, seed, name)
+                        final = trace.final
+                        merges.append(sum(len(p.merge.tools) for p in trace.env.schedule().phases if p.merge))
+                    else:
+                        final = engine.run(sched, seed=seed)[-1].scores
                     # The model as it ends: every adapter a phase trained stays on (untrained ones are zero).
                     reading = engine.gradient_cosines(rows=8)
                     engine.adapters.activate(engine.tool_names)
@@ -97,11 +125,17 @@ def main() -> None:
         (f"<!-- Written by `python scripts/order_effects.py --model {args.model} --suite {args.suite} --task-seeds "
         f"{' '.join(map(str, args.task_seeds))} --seeds {' '.join(map(str, args.seeds))}"
         f"{f' --steps {args.steps}' if args.steps else ''}"
+        f"{' --controller ' + ' '.join(map(str, args.controller)) if args.controller else ''}"
         f"{' --out ' + str(args.out) if args.out else ''}`; do not edit by hand. -->"), "",
         (f"Every order at the run's {cfg.training.total_steps} steps, equal phase fractions, every tool at the "
         f"prior's strength; task seeds {args.task_seeds} x episode seeds {args.seeds} ({n_pairs} runs per "
-        f"order, {wall / 60:.1f} min in all). `grpo` rewards the right sum (`first-number`). Not here yet: "
-        "`SFT -> merge -> DPO` (no merge action yet) and the learned controller with the new tools."), "",
+        f"order, {wall / 60:.1f} min in all). `grpo` rewards the right sum (`first-number`). `-> merge ->`: the "
+        "first tool's adapter is folded into the base at its phase's end, and the second tool's reference (DPO's "
+        "reference, GRPO's KL) is the merged model (docs/merge.md)."
+        + (f" Each learned controller (`{'`, `'.join(map(str, args.controller))}`, trained on proxy-tiny with grpo "
+           f"and merges in its action space) acts closed loop, choosing shares and merges phase by phase; together "
+           f"they merged {sum(merges)} adapters in {len(merges)} runs ({sum(m > 0 for m in merges)} runs with a "
+           "merge)." if learned else "")), "",
         "## Score parts (mean ± std over the runs)", "",
     ]
     table = [["order", *PARTS, "gain over base"]]

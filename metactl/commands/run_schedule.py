@@ -5,7 +5,9 @@ Run directory (written atomically, when the run has finished)::
     config.yaml     the resolved run config
     schedule.yaml   the schedule that ran
     scores.jsonl    the base's scores (phase -1), then one row per phase
-    adapters/       every tool's adapter, peft format
+    adapters/       every tool's adapter, peft format, on the model of base_model.txt; after a schedule
+                    merged, on adapters/merged_base/ (that model with the merges folded in, a plain
+                    transformers folder)
     base_model.txt  the model path the adapters belong to
     tb/             TensorBoard: scores and losses per phase
 

@@ -68,7 +68,8 @@ class Tool(ABC):
         return cls(config, suite.data[cls.name], tokenizer)
 
     def prepare(self, peft_model) -> None:
-        """Cache what depends only on the base model (called once per model and suite)."""
+        """Cache what depends only on the base model (called once per model and suite, and again when a
+        merge has changed the base: the references are then the merged model's)."""
 
     def to(self, device: torch.device | str) -> None:
         """Move the encoded rows to the model's device (called before :meth:`prepare`)."""

@@ -31,7 +31,12 @@ def kept_scores(scores: dict[str, float]) -> dict[str, float]:
 
 
 class ModelAblation:
-    """Re-scores the engine's current (trained) adapters with parts switched off; restores them after."""
+    """Re-scores the engine's current (trained) adapters with parts switched off; restores them after.
+
+    A tool whose adapter a schedule merged into the base is switched off in the base too: the base
+    then holds the initial weights plus the merged parts of the kept tools (and groups) only
+    (:meth:`AdapterSet.merged_only`), so an attribution covers what each tool did, merged or not.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -47,15 +52,16 @@ class ModelAblation:
             t: [[v if (t in keep_tools and g in groups) else 0.0 for g, v in enumerate(row)] for row in grid]
             for t, grid in self.scales.items()
         }
-        return self._score(scales, sorted(keep_tools))
+        return self._score(scales, sorted(keep_tools), lambda t, g: t in keep_tools and g in groups)
 
-    def _score(self, scales: dict, active: list[str]) -> dict[str, float]:
+    def _score(self, scales: dict, active: list[str], keep_merged=None) -> dict[str, float]:
         eng = self.engine
         eng.adapters.set_output(scales)
         eng.adapters.activate(active)
         try:
             self.evaluations += 1
-            return kept_scores(eng.task.scorer.score(eng.model))
+            with eng.adapters.merged_only(keep_merged or (lambda t, g: True)):
+                return kept_scores(eng.task.scorer.score(eng.model))
         finally:
             self.restore()
 
@@ -78,7 +84,7 @@ class ModelAblation:
                 scales = copy.deepcopy(self.scales)
                 for row in scales[t]:
                     row[g] = 0.0
-                s = self._score(scales, list(self.engine.tool_names))
+                s = self._score(scales, list(self.engine.tool_names), lambda t2, g2, t=t, g=g: (t2, g2) != (t, g))
                 out[(t, g)] = {k: full[k] - s[k] for k in full}
         return out
 
@@ -139,8 +145,10 @@ def merged(schedule: Schedule, tool: str, total_steps: int) -> Schedule | None:
             phases.append(Phase(n_tool / total_steps, solo))
         rest = n - st.get(tool, 0)  # the phase's other steps, idle ones (every share 0) included
         if rest == 0 and i != last:
+            if phase.merge is not None:  # the phase's merge still follows its training
+                phases[-1].merge = copy.deepcopy(phase.merge)
             continue  # the tool was all this phase trained; the last phase stays, its output scales are final
         tools = copy.deepcopy(phase.tools)
         tools[tool].share = 0.0
-        phases.append(Phase(rest / total_steps, tools))
+        phases.append(Phase(rest / total_steps, tools, phase.order, phase.merge))
     return Schedule(phases=phases, layer_groups=schedule.layer_groups, name=f"{tool} merged into one phase")

@@ -50,8 +50,10 @@ class Trace:
     actor: Any = None
 
 
-def flat_phase(phase: Phase, prefix: str = "") -> dict[str, float]:
-    """A phase's controls as ``{"dpo output attn g1": 0.42, ...}`` (names a reader can follow)."""
+def flat_phase(phase: Phase, prefix: str = "", merge_tools: tuple[str, ...] = ()) -> dict[str, float]:
+    """A phase's controls as ``{"dpo output attn g1": 0.42, ...}`` (names a reader can follow), with
+    ``"sft merge": 1.0`` (or 0.0) for every tool of ``merge_tools`` (the merges an env's actions
+    decide) and every tool the phase merges."""
     out = {}
     for t, c in phase.tools.items():
         out[f"{prefix}{t} share"] = c.share
@@ -60,13 +62,16 @@ def flat_phase(phase: Phase, prefix: str = "") -> dict[str, float]:
             for k, kind in enumerate(MODULE_KINDS):
                 for g, v in enumerate(grid[k]):
                     out[f"{prefix}{t} {what} {kind} g{g}"] = v
+    merged = phase.merge.tools if phase.merge is not None else []
+    for t in dict.fromkeys([*merge_tools, *merged]):
+        out[f"{prefix}{t} merge"] = float(t in merged)
     return out
 
 
-def flat_controls(schedule: Schedule) -> dict[str, float]:
+def flat_controls(schedule: Schedule, merge_tools: tuple[str, ...] = ()) -> dict[str, float]:
     out = {}
     for i, p in enumerate(schedule.phases):
-        out.update(flat_phase(p, prefix=f"phase {i}: "))
+        out.update(flat_phase(p, prefix=f"phase {i}: ", merge_tools=merge_tools))
     return out
 
 
@@ -126,7 +131,7 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
         action, _ = actor.predict(obs, deterministic=True)
         schedule = env.decode(action, name=label)
         trace = run_schedule(engine, schedule, episode_seed, label, quick, rows)
-        trace.decisions.append(Decision(0, obs, np.asarray(action), flat_controls(schedule)))
+        trace.decisions.append(Decision(0, obs, np.asarray(action), flat_controls(schedule, env.space.merge)))
         trace.env, trace.actor = env, actor
         return trace
     obs, _ = env.reset(options=options)
@@ -143,7 +148,8 @@ def run_policy(engine: Engine, run_dir, task_seed: int, episode_seed: int, label
         if "diverged" in info:
             raise DivergedRun(label, task_seed, episode_seed, info["diverged"])
         phase = env.schedule().phases[-1]
-        trace.decisions.append(Decision(step, obs_before, np.asarray(action), flat_phase(phase)))
+        controls = flat_phase(phase, merge_tools=env.controls.merge)
+        trace.decisions.append(Decision(step, obs_before, np.asarray(action), controls))
         trace.phase_scores.append(observed(engine, None if done else info["result"]["scores"], quick))
         trace.norms.append(info["result"]["norms"])
         # The env skips the reading after the last phase (nothing acts on it); inspect wants it.

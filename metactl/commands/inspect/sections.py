@@ -35,8 +35,12 @@ def decisions(trace: Trace, total_steps: int) -> dict:
         phases.append({
             "phase": i, "fraction": p.fraction, "tool_steps": st,
             "tools": {t: {"share": c.share, "train": c.train, "output": c.output} for t, c in p.tools.items()},
+            "merge": (vars(p.merge) | {"tools": list(p.merge.tools)}) if p.merge is not None else None,
         })
+    space = getattr(trace.env, "controls", None) or getattr(trace.env, "space", None)  # the env's actions, if any
+    decided = bool(getattr(space, "merge", ()))
     return {
+        "merge_decided": decided,  # the policy's actions include merges (env.merge)
         "schedule": sched.to_dict(),
         "phases": phases,
         "final": kept_scores(trace.final),
@@ -163,13 +167,13 @@ def why(rd: RunDir, trace: Trace) -> dict:
         if bandit:
 
             def decode(a, env=env):
-                return flat_controls(env.decode(a))
+                return flat_controls(env.decode(a), env.space.merge)
 
-            prior = flat_controls(env.decode(np.zeros(env.action_space.shape)))
+            prior = decode(np.zeros(env.action_space.shape))
         else:
 
             def decode(a, env=env, p=d.step):
-                return flat_phase(env.decode(p, a))
+                return flat_phase(env.decode(p, a), merge_tools=env.controls.merge)
 
             prior = decode(np.zeros(env.action_space.shape))
         names, effect = perturbation_saliency(

@@ -19,13 +19,18 @@ def decision_table(report: dict, label: str) -> Table:
     groups = report["layer_groups"]
     headers = ["phase", "tool", "steps", "share"] + [f"train {k} g{g}" for k in MODULE_KINDS for g in range(groups)] + \
         [f"output {k} g{g}" for k in MODULE_KINDS for g in range(groups)]
+    # A column for merges only where the schedule merges (or the policy could have): most never do.
+    merges = any(p.get("merge") for p in d["phases"]) or d.get("merge_decided", False)
+    headers += ["merged after"] if merges else []
     rows = []
     for p in d["phases"]:
+        merged = (p.get("merge") or {}).get("tools", [])
         for t, c in p["tools"].items():
             rows.append(
                 [str(p["phase"]), t, str(p["tool_steps"].get(t, 0)), f"{c['share']:.2f}"]
                 + [f"{v:.2f}" for row in c["train"] for v in row]
                 + [f"{v:.2f}" for row in c["output"] for v in row]
+                + (["yes" if t in merged else "-"] if merges else [])
             )
     return (
         f"Decisions: {label} on task {report['task_seed']} (train = x base learning rate, output = x adapter scale)",

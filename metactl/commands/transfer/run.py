@@ -18,7 +18,8 @@ Output directory::
     config.yaml     the resolved transfer config (source, mode, tasks, the target's run config)
     results.jsonl   one row per (method, task seed), appended as each finishes; a rerun resumes
     schedule.yaml   what the learned side ran on the first task (policy mode: what it chose)
-    adapters/<tool> the learned side's adapters on the first task, peft format
+    adapters/<tool> the learned side's adapters on the first task, peft format (on adapters/merged_base/ when its
+                    schedule merged)
     merged/         with ``merge``: the base with those adapters merged (``save_pretrained``)
     comparison.txt  the side-by-side table the command prints
 """
@@ -203,6 +204,11 @@ def merge_adapters(model_path: str, adapters: Path, tools: list[str], out: Path)
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from metactl.adapters import MERGED_BASE
+
+    if (adapters / MERGED_BASE).is_dir():  # the schedule merged: its adapters sit on the merged base
+        model_path = str(adapters / MERGED_BASE)
 
     def fill(tmp: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
