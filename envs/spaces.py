@@ -48,6 +48,12 @@ def check_prior(schedule: Schedule, train_range: float, field: str = "env.prior"
     lo, hi = 1.0 / train_range, train_range
     for i, phase in enumerate(schedule.phases):
         where = f"{field}: schedule {schedule.name or '?'!r}, phase {i + 1}"
+        if phase.merge is not None:
+            raise ConfigError(
+                f"{where}: merges {phase.merge.tools}; a prior may not merge (the env phases need not end where the "
+                "prior's do, and a run without env.merge could not express it). Use a prior without merges and let "
+                "env.merge decide them, or run the schedule itself (--set compare=[...])."
+            )
         if phase.order != "interleave":
             raise ConfigError(
                 f"{where}: order {phase.order!r}; the envs' actions set each tool's share and interleave the "

@@ -53,6 +53,18 @@ def lora_a_init(shapes: list[tuple[torch.Size, torch.dtype]], seed: int) -> list
     ]
 
 
+def init_order(tools: list[str], modules: int) -> list[tuple[int, int]]:
+    """(module index, tool index) in the order the ``A`` inits are drawn: the default tools module by
+    module first, then any opt-in tool (``grpo``) the same way. Adding an opt-in tool to a run thus
+    leaves every other tool's init as it was, so a schedule that does not use it trains exactly as
+    in a run without it (and a run with only default tools draws as it always has)."""
+    from metactl.tools import DEFAULT_TOOLS
+
+    first = [i for i, t in enumerate(tools) if t in DEFAULT_TOOLS]
+    rest = [i for i, t in enumerate(tools) if t not in DEFAULT_TOOLS]
+    return [(m, i) for block in (first, rest) for m in range(modules) for i in block]
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     r: int = 8
@@ -99,12 +111,7 @@ class AdapterSet:
     @torch.no_grad()
     def reset(self, seed: int) -> None:
         """Re-initialise every adapter as peft does (kaiming A, zero B) from ``seed``."""
-        weights = [mod.lora_A[t].weight for _, mod in self.layers for t in self.tools]
-        for w, init in zip(weights, lora_a_init([(w.shape, w.dtype) for w in weights], seed)):
-            w.copy_(init)
-        for _, mod in self.layers:
-            for t in self.tools:
-                nn.init.zeros_(mod.lora_B[t].weight)
+        self._init(self.tools, seed)
         self.set_output({t: [[1.0] * self.layer_map.groups for _ in MODULE_KINDS] for t in self.tools})
 
     # -- merges --------------------------------------------------------------------------------------
@@ -137,7 +144,12 @@ class AdapterSet:
                 w.sub_(w - w0, alpha=toward_init)
                 for parts in self._parts.values():  # W - W0 is the sum of the parts: each shrinks alike
                     parts[i].mul_(1.0 - toward_init)
-        weights = [mod.lora_A[t].weight for _, mod in self.layers for t in tools]
+        self._init(list(tools), seed)
+
+    @torch.no_grad()
+    def _init(self, tools: list[str], seed: int) -> None:
+        """peft's init of ``tools``' adapters from ``seed``: kaiming ``A`` (drawn in :func:`init_order`), zero ``B``."""
+        weights = [self.layers[m][1].lora_A[tools[i]].weight for m, i in init_order(tools, len(self.layers))]
         for w, init in zip(weights, lora_a_init([(w.shape, w.dtype) for w in weights], seed)):
             w.copy_(init)
         for _, mod in self.layers:
@@ -210,7 +222,8 @@ class AdapterSet:
         """:meth:`merge_state` back in place, the initial weights kept aside."""
         names = [target.name for target, _ in self.layers]
         self.load_base_weights(state["base"])
-        self._parts = {key[len("part/"):]: [parts[n].clone() for n in names]
+        device = self.layers[0][1].base_layer.weight.device  # a checkpoint is read onto the CPU
+        self._parts = {key[len("part/"):]: [parts[n].to(device).clone() for n in names]
                        for key, parts in state.items() if key.startswith("part/")}
 
     def base_weights(self) -> dict[str, torch.Tensor]:
@@ -290,6 +303,8 @@ class AdapterSet:
 
         states = {t: get_peft_model_state_dict(self.model, adapter_name=t) for t in self.tools}
         base_name = getattr(self.model.base_model.model.config, "_name_or_path", None)
+        if self.merged:  # not the model as loaded: a loader that trusted it would silently get the wrong base
+            base_name = f"{MERGED_BASE} (the folder beside this adapter's: load it as the base, docs/merge.md)"
         paths = save_peft_adapters(self.layer_map, self.lora, self.output_scales(), states, base_name, out_dir)
         if self.merged:
             if self.model_path is None:

@@ -205,11 +205,16 @@ class Episode:
         """Fold ``tools``' adapters into the base (:meth:`AdapterSet.merge`); those adapters restart,
         with fresh optimiser moments, and the tools' references become the merged model."""
         eng = self.engine
+        if eng.parallel is not None:  # every path that merges comes through here, a policy's phases too
+            raise ConfigError("a merge in a data-parallel run is not supported yet; run it in one process.")
         eng.adapters.merge(tools, coefficient, toward_init, merge_seed(self.seed, self.phase_index))
         for p in (p for t in tools for p in eng.adapters.params_of(t)):
             self.optimizer.state.pop(p, None)
         self.trained -= set(tools)
         eng.rebase()
+        # Restarted adapters and moved references (DPO's loss is back near log 2) make the losses so far
+        # no yardstick: max-gap (MAXRIGHT) starts its memory afresh.
+        self.losses = LossMemory()
 
     def _apply_train(self, phase: Phase) -> None:
         for group in self.optimizer.param_groups:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from metactl.adapters import LoraSettings, lora_a_init, save_peft_adapters
+from metactl.adapters import LoraSettings, init_order, lora_a_init, save_peft_adapters
 from metactl.layer_grid import MODULE_KINDS, Grid
 from metactl.layer_map import LayerMap, TargetModule
 
@@ -207,11 +207,12 @@ class StackedAdapters:
     def reset(self, slot: int, seed: int) -> None:
         """Episode ``slot`` starts afresh: peft's init from ``seed`` (as :meth:`AdapterSet.reset`), zero
         optimiser state, every output scale 1."""
-        shapes = [(mod.A[t].shape[1:], mod.A[t].dtype) for _, mod in self.layers for t in range(len(self.tools))]
-        inits = iter(lora_a_init(shapes, seed))
+        order = init_order(self.tools, len(self.layers))
+        shapes = [(self.layers[m][1].A[t].shape[1:], self.layers[m][1].A[t].dtype) for m, t in order]
+        for (m, t), init in zip(order, lora_a_init(shapes, seed)):
+            self.layers[m][1].A[t][slot].copy_(init)
         for _, mod in self.layers:
             for t in range(len(self.tools)):
-                mod.A[t][slot].copy_(next(inits))
                 mod.B[t][slot].zero_()
         for state in (self.exp_avg, self.exp_avg_sq, self.steps):
             for s in state:

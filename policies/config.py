@@ -333,12 +333,10 @@ class ControllerConfig(YamlConfig):
             )
         if not isinstance(self.compare, list):
             raise ConfigError(f"compare: expected a list of schedule names, got {self.compare!r}.")
-        merging = [f"env.merge={self.env.merge}"] if self.env.merge else []
         for name in self.compare:
-            if name in MADE_FROM_POLICY:  # made by train-controller from the trained closed loop
-                continue
-            if Schedule.named(name).merges:  # read and checked now, not after the training budget
-                merging.append(f"compare schedule {name!r}")
+            if name not in MADE_FROM_POLICY:  # made by train-controller from the trained closed loop
+                Schedule.named(name)  # read and checked now, not after the training budget
+        merging = self.merges()
         if merging and self.resolved_vec_env() == "batched":
             raise ConfigError(
                 f"vec_env: batched (the population engine) does not merge adapters, but {merging[0]} does; set "
@@ -368,9 +366,17 @@ class ControllerConfig(YamlConfig):
         from metactl.population import runs_model
 
         if (env_id or policy_class(self.policy).env_id) == PHASE_ENV_ID and runs_model(self.run.model) \
-                and not self.env.merge:  # the population engine's episodes share one base: no merges
+                and not self.merges():  # the population engine's episodes share one base: no merges
             return "batched"
         return "subproc" if (self.n_envs or 2) > 1 else "dummy"
+
+    def merges(self) -> list[str]:
+        """What in this run merges adapters: ``env.merge``'s decisions, compare schedules that merge."""
+        from metactl.schedule import Schedule
+
+        found = [f"env.merge={self.env.merge}"] if self.env.merge else []
+        return found + [f"compare schedule {name!r}" for name in self.compare
+                        if name not in MADE_FROM_POLICY and Schedule.named(name).merges]
 
     def resolved_n_envs(self, vec_env: str | None = None) -> int:
         """``n_envs`` with 0 resolved for ``vec_env`` (default: the resolved one): 8 episodes under

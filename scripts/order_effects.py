@@ -105,7 +105,7 @@ def main() -> None:
 
                         trace = run_policy(engine, learned[name], task, seed, name)
                         final = trace.final
-                        merges.append(sum(len(p.merge.tools) for p in trace.env.schedule().phases if p.merge))
+                        merges.append(sum(len(p.merge.tools) for p in trace.schedule.phases if p.merge))
                     else:
                         final = engine.run(sched, seed=seed)[-1].scores
                     # The model as it ends: every adapter a phase trained stays on (untrained ones are zero).

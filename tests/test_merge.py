@@ -72,7 +72,9 @@ def test_a_merge_keeps_the_function_restarts_the_adapter_and_rebases_the_referen
     base_scores = dict(engine.task.base_scores)
     with torch.no_grad():
         before = engine.model(input_ids=ids).logits
+    assert ep.losses.last  # the sft steps were recorded ...
     ep.merge(["sft"])
+    assert not ep.losses.last and not ep.losses.best  # ... and max-gap's memory starts afresh after a merge
     assert engine.adapters.merged and "sft" not in ep.trained
     assert max(engine.adapters.norms()["sft"]) == 0.0  # the adapter restarted from B = 0
     engine.adapters.activate(engine.tool_names)
@@ -167,6 +169,10 @@ def test_merged_run_dir_reloads_with_plain_transformers_and_peft(engine, tmp_pat
     # A run that did not merge writes no merged base.
     plain = write_run_dir(tmp_path / "plain", engine.config, _sched(), engine, engine.run(_sched(), seed=1), seed=1)
     assert not (plain / "adapters" / MERGED_BASE).exists()
+    import json
+
+    named = json.loads((out / "adapters" / "sft" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert named.startswith(MERGED_BASE)  # not the model as loaded, which a loader would silently take
 
 
 def test_merge_on_conv1d_modules_keeps_the_function(tmp_path):
@@ -216,6 +222,9 @@ def test_controller_config_picks_an_engine_per_env_for_merges(tmp_path):
     _sched(["sft"]).save(path)
     with pytest.raises(ConfigError, match="compare schedule"):
         load_controller_config(None, [f"compare=[{path}]", "vec_env=batched"])
+    assert load_controller_config(None, [f"compare=[{path}]"]).resolved_vec_env() in ("subproc", "dummy")
+    with pytest.raises(ConfigError, match="a prior may not merge"):
+        load_controller_config(None, [f"env.prior={path}"])
 
 
 # -- action spaces ------------------------------------------------------------------------------------------
@@ -293,7 +302,7 @@ def test_inspect_shows_merge_decisions():
     sched = _sched({"tools": ["sft"], "coefficient": 0.5}).regroup(2)
     report = {"decisions": {"learned": decisions(Trace("learned", sched, {}, {}), 24)}, "layer_groups": 2,
               "task_seed": 0}
-    title, headers, rows = decision_table(report, "learned")
+    _, headers, rows = decision_table(report, "learned")
     assert headers[-1] == "merged after"
     assert [r[-1] for r in rows if r[0] == "0"] == ["yes", "-", "-"] and {r[-1] for r in rows if r[0] == "1"} == {"-"}
     assert report["decisions"]["learned"]["phases"][0]["merge"] == {"tools": ["sft"], "coefficient": 0.5,

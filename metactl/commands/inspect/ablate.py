@@ -15,7 +15,7 @@ from collections.abc import Hashable
 from metactl.commands.inspect.shapley import coalition_values
 from metactl.layer_grid import MODULE_KINDS
 from metactl.runner import Engine
-from metactl.schedule import Phase, Schedule, interleave
+from metactl.schedule import Merge, Phase, Schedule, interleave
 from metactl.score_parts import HEADLINE_PARTS
 
 KEPT = frozenset({*HEADLINE_PARTS, "kl"})
@@ -146,7 +146,10 @@ def merged(schedule: Schedule, tool: str, total_steps: int) -> Schedule | None:
         rest = n - st.get(tool, 0)  # the phase's other steps, idle ones (every share 0) included
         if rest == 0 and i != last:
             if phase.merge is not None:  # the phase's merge still follows its training
-                phases[-1].merge = copy.deepcopy(phase.merge)
+                kept = phases[-1].merge
+                phases[-1].merge = copy.deepcopy(phase.merge) if kept is None else Merge(
+                    list(dict.fromkeys([*kept.tools, *phase.merge.tools])), phase.merge.coefficient,
+                    phase.merge.toward_init)
             continue  # the tool was all this phase trained; the last phase stays, its output scales are final
         tools = copy.deepcopy(phase.tools)
         tools[tool].share = 0.0

@@ -99,6 +99,7 @@ def run_schedule(
     engine: Engine, schedule: Schedule, episode_seed: int, label: str, observe_probes: int = 0, rows: int = 8
 ) -> Trace:
     """An open-loop schedule on the engine's current task, traced phase by phase."""
+    engine.restore_base()  # the first reading is of fresh adapters on the model as loaded, whatever ran before
     engine.adapters.reset(episode_seed)
     trace = Trace(label, schedule, final={}, base=dict(engine.task.base_scores))
     trace.cosines.append(gradient_cosines(engine, rows))

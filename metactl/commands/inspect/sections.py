@@ -204,7 +204,8 @@ def why(rd: RunDir, trace: Trace) -> dict:
 
 # -- implantation --------------------------------------------------------------------------------------
 def base_readout(engine) -> dict[str, list[float]]:
-    with engine.model.disable_adapter():
+    # The model as loaded, even right after a rollout that merged adapters into the base.
+    with engine.adapters.initial_weights(), engine.model.disable_adapter():
         return layer_readout(engine.model, engine.tokenizer, engine.task.suite)
 
 

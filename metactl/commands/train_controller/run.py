@@ -194,7 +194,9 @@ def training_summaries(cfg: ControllerConfig, venv: VecEnv, actor: object) -> tu
     rows = finished(run_jobs(venv, jobs), "the averaged schedule")
     schedules: list[Schedule] = [row["schedule"] for row in rows]
     tools = tuple(schedules[0].tool_names)
-    space = PhaseControlSpace(tools, schedules[0].layer_groups, train_range=cfg.env.train_range)
+    # Merge decisions average too: the codes +-0.5 make the mean a majority vote over the tasks.
+    space = PhaseControlSpace(tools, schedules[0].layer_groups, train_range=cfg.env.train_range,
+                              merge=cfg.env.merge_tools(list(tools)))
     phases = []
     for i, first in enumerate(schedules[0].phases):
         mean = np.mean([space.encode(s.phases[i]) for s in schedules], axis=0)
