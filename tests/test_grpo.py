@@ -335,3 +335,16 @@ def test_train_controller_conducts_grpo_when_the_run_adds_it(tmp_path):
     shares = [r["controls"]["grpo"]["share"] for r in rows if "grpo" in (r.get("controls") or {})]
     assert len(shares) == len(rows) and any(s > 0 for s in shares)
     assert any(r["tool_steps"].get("grpo", 0) > 0 for r in rows)
+
+
+def test_adding_grpo_leaves_every_other_tools_run_as_it_was(engine):
+    """adapters.init_order draws the opt-in tool's init after the default tools', so a schedule that does not
+    use grpo trains exactly as in a run without it (and reports can share the fixed schedules' rows)."""
+    from metactl.config import load_config
+    from metactl.runner import Engine
+    from metactl.schedule import Schedule
+
+    plain = Engine(load_config(None, CHEAP[:-1]), progress=False)
+    assert "grpo" in engine.tool_names and "grpo" not in plain.tool_names
+    expert = Schedule.named("expert")
+    assert engine.run(expert, seed=3)[-1].scores == plain.run(expert, seed=3)[-1].scores
