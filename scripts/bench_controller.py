@@ -25,6 +25,11 @@ per seed, per family) and one more: per task, ppo's mean gain minus each method'
 controller seed and episode seed of that task, and on how many tasks ppo is ahead. Then each
 learner's wall time per run.
 
+``--variant LABEL=RUNS_DIR`` adds the same ppo trained with other settings (e.g. more tools in its
+action space), read from ``RUNS_DIR/tc-s<seed>`` (made by ``controller_report.py --runs RUNS_DIR``;
+nothing is trained here): per suite, each seed's mean gain of the variant minus the default ppo's on
+the same pairs, with the 95% t interval over seeds, the pairs it wins, and its wall time.
+
 With ``--tune`` the learners x seeds grid runs as ``metactl sweep`` trials (Ray Tune, as many at
 once as the machine or cluster fits; each trial is the same ``train_controller`` run). Sweeps score
 trials on the training families only (``eval_suites=[]``: a sweep must not tune on held-out
@@ -49,7 +54,7 @@ from metactl.commands.train_controller.run import MADE_FROM_POLICY, evaluate_mis
 from metactl.evaluation import row_gain
 from metactl.paths import resolve_config_path
 from metactl.rundir import EVAL, atomic_write_text, read_jsonl
-from metactl.tables import render_table
+from metactl.tables import mean_std, render_table, t_interval
 
 LEARNERS = ["ppo", "bandit", "random", "optuna", "tuned-lr"]
 
@@ -79,6 +84,52 @@ def per_task_wins(by_seed: dict[int, list[dict]], policy: str) -> str:
             ahead, counted = ahead + (d > 1e-9), counted + 1  # a float tie is not a win
         table.append([label, *cells, f"{ahead}/{counted}"])
     return render_table(table, "markdown")
+
+
+def variant_section(label: str, runs: Path, by_suite: dict[str | None, dict[int, list[dict]]], wanted: set) -> str:
+    """The default ppo against ``label`` (ppo trained into ``runs/tc-s<seed>``), paired by controller seed
+    and by (task, episode seed) within it, per evaluated suite; only seeds both have."""
+    walls = {}
+    rows_by_seed: dict[int, list[dict]] = {}
+    for seed in sorted({s for by_seed in by_suite.values() for s in by_seed}):
+        run = runs / f"tc-s{seed}"
+        if (run / EVAL).is_file() and (run / "wall_seconds.txt").is_file():
+            rows_by_seed[seed] = [r for r in read_jsonl(run / EVAL, appended=True)
+                                  if r["label"] == "ppo" and pair_key(r) in wanted]
+            walls[seed] = float((run / "wall_seconds.txt").read_text())
+    if not rows_by_seed:
+        raise SystemExit(f"--variant {label}={runs}: no finished run dir tc-s<seed> there for seeds {sorted(walls)}")
+    lines = [f"## Variant `{label}` against the default ppo", "",
+             (f"ppo trained with other settings, run dirs `{runs}/tc-s<seed>` (settings in each run's `config.yaml`), "
+              f"controller seeds {sorted(rows_by_seed)}: each seed's mean gain over base on a suite's pairs, the "
+              "variant minus the default ppo of the same seed on the same (task, episode seed) pairs; 95% t "
+              "interval over seeds."), ""]
+    table = [["suite", "default ppo", label, f"{label} - ppo", "95% interval", "pairs won"]]
+    for suite, by_seed in by_suite.items():
+        base_gain, var_gain, diffs, won, pairs = [], [], [], 0, 0
+        for seed, var_rows in rows_by_seed.items():
+            mine = {pair_key(r): row_gain(r) for r in by_seed.get(seed, []) if r["label"] == "ppo"}
+            theirs = {pair_key(r): row_gain(r) for r in var_rows if r.get("suite") == suite}
+            shared = sorted(set(mine) & set(theirs))
+            if not shared:
+                continue
+            b = statistics.mean(mine[k] for k in shared)
+            v = statistics.mean(theirs[k] for k in shared)
+            base_gain.append(b)
+            var_gain.append(v)
+            diffs.append(v - b)
+            won += sum(theirs[k] > mine[k] + 1e-9 for k in shared)
+            pairs += len(shared)
+        if not diffs:
+            continue
+        m, half = t_interval(diffs)
+        table.append([str(suite), mean_std(base_gain, signed=True), mean_std(var_gain, signed=True),
+                      mean_std(diffs, signed=True), f"[{m - half:+.3f}, {m + half:+.3f}]", f"{won}/{pairs}"])
+    wall = statistics.mean(walls.values())
+    lines += [render_table(table, "markdown"), "",
+              (f"Wall time of `{label}` per run (training + evaluation), mean over seeds: {wall:.0f} s "
+               f"({wall / 60:.1f} min)."), ""]
+    return "\n".join(lines)
 
 
 def tuned_runs(args, cfg) -> dict[tuple[str, int], Path]:
@@ -118,6 +169,8 @@ def main() -> None:
                     help="run dirs (a controller_report.py runs dir works)")
     ap.add_argument("--baselines", type=Path, default=None, help="the fixed schedules' rows (default RUNS/baselines)")
     ap.add_argument("--out", type=Path, default=Path("docs/bench_controller.md"))
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=RUNS_DIR",
+                    help="ppo trained with other settings, read from RUNS_DIR/tc-s<seed>, paired with the default ppo")
     ap.add_argument("--tune", action="store_true",
                     help="run the grid as Ray Tune trials (metactl sweep; needs metactl[tune])")
     ap.add_argument("--ray-address", default=None, help="with --tune: 'auto' or HOST:PORT (default: a local instance)")
@@ -155,7 +208,7 @@ def main() -> None:
         + (f" --learners {' '.join(args.learners)}" if args.learners != LEARNERS else "")
         + (f" --set {' '.join(args.overrides)}" if args.overrides else "")
         + f" --runs {args.runs}" + (f" --baselines {args.baselines}" if args.baselines else "")
-        + (" --tune" if args.tune else "") + f" --out {args.out}"
+        + (" --tune" if args.tune else "") + "".join(f" --variant {v}" for v in args.variant) + f" --out {args.out}"
     )
     sections = []
     for suite, by_seed in by_suite.items():
@@ -173,6 +226,8 @@ def main() -> None:
         f"fixed schedules {', '.join(n for n in cfg.compare)}. No learner observes or trains on the held-out "
         "task seeds or the held-out families.\n\n"
         + "\n".join(sections)
+        + "".join("\n" + variant_section(*v.split("=", 1)[:1], Path(v.split("=", 1)[1]), by_suite, wanted)
+                  for v in args.variant)
         + "\nWall time on this machine (2 CPU cores):\n\n" + render_table(wall_table, "markdown") + "\n"
     )
     atomic_write_text(args.out, text)
