@@ -312,3 +312,23 @@ def test_inspect_shows_merge_decisions():
     assert "merged after" not in plain_headers  # no column where nothing merges
     assert flat_phase(sched.phases[0], merge_tools=("sft", "dpo"))["dpo merge"] == 0.0
     assert flat_phase(sched.phases[0])["sft merge"] == 1.0
+
+
+def test_run_schedule_with_grpo_and_merges_on_the_cli(tmp_path):
+    from metactl.commands.cli import app
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "schema_version: 2\nphases:\n"
+        "  - {fraction: 0.5, tools: {sft: {share: 1}}, merge: [sft]}\n"
+        "  - {fraction: 0.25, tools: {grpo: {share: 1}}, merge: {tools: [grpo], toward_init: 0.5}}\n"
+        "  - {fraction: 0.25, tools: {dpo: {share: 1}}}\n"
+    )
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run-schedule", "--schedule", str(path), "--set", "tools.grpo={}", "--set",
+                                   "training.total_steps=8", "--set", "training.score_probes=8", "--out", str(out),
+                                   "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (out / "adapters" / "merged_base" / "config.json").is_file() and (out / "adapters" / "grpo").is_dir()
+    assert Schedule.load(out / "schedule.yaml").phases[1].merge == Merge(["grpo"], 1.0, 0.5)
+    assert "merge (a schedule action" in CliRunner().invoke(app, ["tools"]).output

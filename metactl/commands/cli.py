@@ -70,6 +70,11 @@ def tools() -> None:
         typer.echo(line)
         for field, help_text in cls.Config.help().items():
             typer.echo(f"    tools.{name}.{field}: {help_text}")
+    typer.echo(
+        "merge (a schedule action, schema_version 2, not a tool): a phase's 'merge: [tool, ...]' folds those adapters "
+        "into the base at its end (coefficient, toward_init as options) and restarts them; env.merge lets a "
+        "controller decide it (docs/merge.md)"
+    )
 
 
 @app.command()
