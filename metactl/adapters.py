@@ -168,23 +168,10 @@ class AdapterSet:
         self._parts = {}
         return True
 
-    @contextlib.contextmanager
-    def initial_weights(self) -> Iterator[None]:
+    def initial_weights(self) -> contextlib.AbstractContextManager:
         """The initial base weights in place for the duration (what the reported scores compare
-        with), the merged ones back after."""
-        if self._initial is None:
-            yield
-            return
-        merged = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
-        try:
-            with torch.no_grad():
-                for (_, mod), w0 in zip(self.layers, self._initial):
-                    mod.base_layer.weight.copy_(w0)
-            yield
-        finally:
-            with torch.no_grad():
-                for (_, mod), w in zip(self.layers, merged):
-                    mod.base_layer.weight.copy_(w)
+        with), the merged ones back after: no merged part kept."""
+        return self.merged_only(lambda tool, group: False)
 
     @contextlib.contextmanager
     def merged_only(self, keep: Callable[[str, int], bool]) -> Iterator[None]:
