@@ -126,6 +126,11 @@ def merge_code(phase: Phase, tools: tuple[str, ...]) -> list[float]:
     return [MERGE_CODE if t in merged else -MERGE_CODE for t in tools]
 
 
+def neutral_action(dim: int, merges: int) -> np.ndarray:
+    """The prior of ``env.prior: neutral``: the middle of every range, and no merge (the last ``merges``)."""
+    return np.array([0.0] * (dim - merges) + [-MERGE_CODE] * merges)
+
+
 def _code_grid(grid: list[list[float]], fn) -> list[float]:
     return [fn(v) for row in grid for v in row]
 
@@ -172,8 +177,7 @@ class PhaseControlSpace:
         return len(self.tools) * self.per_tool + len(self.merge)
 
     def neutral(self) -> np.ndarray:
-        """The prior of ``env.prior: neutral``: the middle of every range, and no merge."""
-        return np.array([0.0] * (self.dim - len(self.merge)) + [-MERGE_CODE] * len(self.merge))
+        return neutral_action(self.dim, len(self.merge))
 
     def _grid(self, values: np.ndarray, fn) -> list[list[float]]:
         if self.tied:
@@ -280,9 +284,7 @@ class ScheduleSpace:
         return schedule
 
     def neutral(self) -> np.ndarray:
-        """The prior of ``env.prior: neutral``: the middle of every range, and no merge."""
-        n_merge = self.phases * len(self.merge)
-        return np.array([0.0] * (self.dim - n_merge) + [-MERGE_CODE] * n_merge)
+        return neutral_action(self.dim, self.phases * len(self.merge))
 
     def _schedule(self, action: np.ndarray, name: str) -> Schedule:
         n_t = len(self.tools)

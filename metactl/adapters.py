@@ -131,7 +131,7 @@ class AdapterSet:
         unchanged by a merge at coefficient 1 and toward_init 0.
         """
         if self._initial is None:
-            self._initial = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
+            self._initial = self._base_copy()
         for t in tools:
             self._parts.setdefault(t, [torch.zeros_like(w0) for w0 in self._initial])
         for i, ((_, mod), w0) in enumerate(zip(self.layers, self._initial)):
@@ -162,8 +162,7 @@ class AdapterSet:
         merge had changed them."""
         if self._initial is None:
             return False
-        for (_, mod), w0 in zip(self.layers, self._initial):
-            mod.base_layer.weight.copy_(w0)
+        self._put_base(self._initial)
         self._initial = None
         self._parts = {}
         return True
@@ -181,7 +180,7 @@ class AdapterSet:
         if self._initial is None:
             yield
             return
-        merged = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
+        merged = self._base_copy()
         try:
             with torch.no_grad():
                 for i, ((target, mod), w0) in enumerate(zip(self.layers, self._initial)):
@@ -192,9 +191,15 @@ class AdapterSet:
                             w.add_(parts[i])
             yield
         finally:
-            with torch.no_grad():
-                for (_, mod), w in zip(self.layers, merged):
-                    mod.base_layer.weight.copy_(w)
+            self._put_base(merged)
+
+    def _base_copy(self) -> list[torch.Tensor]:
+        return [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
+
+    @torch.no_grad()
+    def _put_base(self, weights: list[torch.Tensor]) -> None:
+        for (_, mod), w in zip(self.layers, weights):
+            mod.base_layer.weight.copy_(w)
 
     def merge_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """What a checkpoint keeps of the merges: the base weights now, and each tool's merged part."""
@@ -208,7 +213,9 @@ class AdapterSet:
     def load_merge_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
         """:meth:`merge_state` back in place, the initial weights kept aside."""
         names = [target.name for target, _ in self.layers]
-        self.load_base_weights(state["base"])
+        if self._initial is None:
+            self._initial = self._base_copy()
+        self._put_base([state["base"][n] for n in names])
         device = self.layers[0][1].base_layer.weight.device  # a checkpoint is read onto the CPU
         self._parts = {key[len("part/"):]: [parts[n].to(device).clone() for n in names]
                        for key, parts in state.items() if key.startswith("part/")}
@@ -217,13 +224,6 @@ class AdapterSet:
         """The adapted modules' base weights as they are now, by module name (merged ones included)."""
         return {target.name: mod.base_layer.weight.detach().clone() for target, mod in self.layers}
 
-    @torch.no_grad()
-    def load_base_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        """Merged base weights from a checkpoint (:meth:`base_weights`), the initial ones kept aside."""
-        if self._initial is None:
-            self._initial = [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
-        for target, mod in self.layers:
-            mod.base_layer.weight.copy_(weights[target.name])
 
     def set_output(self, output: dict[str, Grid]) -> None:
         base = self.lora.alpha / self.lora.r

@@ -186,16 +186,19 @@ class Engine:
         KL's, GRPO's KL), as a trainer started on the merged checkpoint would."""
         if merges is not None:
             self.adapters.load_merge_state(merges)
-        for tool in self.task.tools.values():
-            tool.prepare(self.model)
+        self._prepare(self.task)
         self._rebased = self.task
 
     def restore_base(self) -> None:
         """The base weights as loaded, and the references of the task a merge had moved."""
         if self.adapters.restore() and self._rebased is not None:
-            for tool in self._rebased.tools.values():
-                tool.prepare(self.model)
+            self._prepare(self._rebased)
         self._rebased = None
+
+    def _prepare(self, task: TaskState) -> None:
+        """``task``'s tools take the base as it is now as their reference."""
+        for tool in task.tools.values():
+            tool.prepare(self.model)
 
     def episode(self, seed: int | None = None) -> Episode:
         return Episode(self, self.config.training.seed if seed is None else seed)

@@ -91,14 +91,15 @@ def variant_section(label: str, runs: Path, by_suite: dict[str | None, dict[int,
     and by (task, episode seed) within it, per evaluated suite; only seeds both have."""
     walls = {}
     rows_by_seed: dict[int, list[dict]] = {}
-    for seed in sorted({s for by_seed in by_suite.values() for s in by_seed}):
+    seeds = sorted({s for by_seed in by_suite.values() for s in by_seed})
+    for seed in seeds:
         run = runs / f"tc-s{seed}"
         if (run / EVAL).is_file() and (run / "wall_seconds.txt").is_file():
             rows_by_seed[seed] = [r for r in read_jsonl(run / EVAL, appended=True)
                                   if r["label"] == "ppo" and pair_key(r) in wanted]
             walls[seed] = float((run / "wall_seconds.txt").read_text())
     if not rows_by_seed:
-        raise SystemExit(f"--variant {label}={runs}: no finished run dir tc-s<seed> there for seeds {sorted(walls)}")
+        raise SystemExit(f"--variant {label}={runs}: no finished run dir tc-s<seed> there for seeds {seeds}")
     lines = [f"## Variant `{label}` against the default ppo", "",
              (f"ppo trained with other settings, run dirs `{runs}/tc-s<seed>` (settings in each run's `config.yaml`), "
               f"controller seeds {sorted(rows_by_seed)}: each seed's mean gain over base on a suite's pairs, the "

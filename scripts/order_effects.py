@@ -9,10 +9,9 @@ adapter into the base at its phase's end (schedule ``merge``), so the second too
 adapter against the merged model as its reference. With ``--controller RUN_DIR ...`` (``train-controller``
 runs whose tools include ``grpo``), each controller also acts closed loop on every pair, deciding shares
 and merges phase by phase (one row per run dir); task seeds from 1000 are outside every training range.
-Reported per order: every score part
-(mean ± std over the pairs), the interference reading after the last phase (the gradient cosine
-between two tools' base-weight gradients, mean over layer groups), and where each behaviour sits
-inside the model (the per-layer readout of ``metactl inspect``: the share of the output's gain
+Reported per order: every score part (mean ± std over the pairs), the interference reading after the
+last phase (the gradient cosine between two tools' base-weight gradients, mean over layer groups), and
+where each behaviour sits inside the model (the per-layer readout of ``metactl inspect``: the share of the output's gain
 over the base already readable one layer below the output; 1 is a behaviour formed inside the
 model, 0 one that appears at the output alone). Then each order's composite against ``SFT -> DPO``,
 paired on the same (task, episode seed) pairs, with the 95% t interval: an interval that excludes 0

@@ -12,6 +12,14 @@ from metactl.errors import ConfigError
 from metactl.schedule import Merge, Schedule, parse_schedule
 
 
+@pytest.fixture(autouse=True)
+def _model_as_loaded(request):
+    """The session's engine is shared with other files on this worker: leave it unmerged."""
+    yield
+    if "engine" in request.fixturenames:
+        request.getfixturevalue("engine").restore_base()
+
+
 def _sched(merge=None, version: int = 2, second: dict | None = None) -> Schedule:
     first = {"fraction": 0.5, "tools": {"sft": {"share": 1}}}
     if merge is not None:

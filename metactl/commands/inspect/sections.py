@@ -3,6 +3,7 @@ attribution, order, learning, why, implantation); :mod:`.run` orchestrates them.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import numpy as np
@@ -35,7 +36,7 @@ def decisions(trace: Trace, total_steps: int) -> dict:
         phases.append({
             "phase": i, "fraction": p.fraction, "tool_steps": st,
             "tools": {t: {"share": c.share, "train": c.train, "output": c.output} for t, c in p.tools.items()},
-            "merge": (vars(p.merge) | {"tools": list(p.merge.tools)}) if p.merge is not None else None,
+            "merge": dataclasses.asdict(p.merge) if p.merge is not None else None,
         })
     space = getattr(trace.env, "controls", None) or getattr(trace.env, "space", None)  # the env's actions, if any
     decided = bool(getattr(space, "merge", ()))
