@@ -11,12 +11,13 @@ every malformed line of a user's data file, is a :class:`DataError` naming the f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,43 @@ def claim_output(out: Path, command: str, *, resume: bool = False, overwrite: bo
         return False
     fixes = f"pass --resume {out} to continue it or --overwrite" if resumable else "pass --overwrite"
     raise ConfigError(f"--out {out}: it holds a {command} run; {fixes} to replace it, or pick another --out.")
+
+
+@contextlib.contextmanager
+def holding(out: Path, command: str) -> Iterator[None]:
+    """Hold ``out`` for this process while ``command`` writes it.
+
+    A second metactl process given the same directory while the first still writes it (``--resume``
+    typed in another terminal, a copy of a job script) is refused at once, instead of both appending
+    to its files and checkpoints. The lock is an advisory ``flock`` on the directory itself: no file is
+    added to the run dir, and a killed process releases it. Where the platform has no ``flock``,
+    nothing is held. A directory this call created and nothing filled is removed again.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():  # claim_output names this mistake
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        yield
+        return
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"--out {out}: another process is writing a {command} run there now; wait for it to end (or stop "
+                f"it) and then pass --resume {out} to continue it, or pick another --out."
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def read_yaml(path: Path, label: str | None = None):

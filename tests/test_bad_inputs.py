@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 from metactl.commands.cli import app
 from metactl.errors import ConfigError
-from metactl.rundir import WRITES, claim_output
+from metactl.rundir import WRITES, claim_output, holding
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_SCHEDULE = "schema_version: 1\nphases: [{fraction: 0.6, tools: {sft: {share: 1}}}]\n"
@@ -138,6 +140,31 @@ def test_one_rule_for_output_dirs(tmp_path, command):
     with pytest.raises(ConfigError, match="never writes over them"):
         claim_output(other, command, resume=True)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_dir_another_process_is_writing_is_refused_and_left_alone(tmp_path):
+    """Two processes on one run dir (a --resume typed while the run still goes) would append to the same
+    files: the second is refused before it touches anything, and the dir is free again once the first ends."""
+    out = tmp_path / "run"
+    hold = ("import sys, time; from pathlib import Path; from metactl.rundir import holding\n"
+            "with holding(Path(sys.argv[1]), 'train-controller'):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = CliRunner().invoke(app, ["train-controller", "--out", str(out), *TINY_TC])
+        assert res.exit_code == 2, res.output
+        assert "another process is writing a train-controller run there now" in res.output
+        assert f"--resume {out}" in res.output
+        assert not any(out.iterdir())  # nothing written, nothing removed
+    finally:
+        holder.kill()
+        holder.wait()
+    with holding(out, "train-controller"):  # a killed holder releases it
+        pass
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ConfigError, match="another process"), holding(fresh, "inspect"), holding(fresh, "inspect"):
+        pass
+    assert not fresh.exists()  # created for the attempt, left empty: removed again
 
 
 def test_run_schedule_out_on_a_folder_with_an_unrelated_file_keeps_it(tmp_path):

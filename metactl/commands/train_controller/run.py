@@ -55,6 +55,7 @@ from metactl.rundir import (
     append_jsonl,
     atomic_write_text,
     claim_output,
+    holding,
     read_jsonl,
 )
 from metactl.schedule import Schedule
@@ -225,12 +226,19 @@ class TrainResult:
 def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, progress: bool = True,
                      overwrite: bool = False) -> TrainResult:
     """Train (or resume) ``cfg.policy`` into ``out``, then evaluate it on the held-out tasks.
-    ``overwrite`` replaces a train-controller run already in ``out`` (:func:`metactl.rundir.claim_output`)."""
+    ``overwrite`` replaces a train-controller run already in ``out`` (:func:`metactl.rundir.claim_output`);
+    another process writing ``out`` at the same time is refused (:func:`metactl.rundir.holding`)."""
+    out = Path(out)
+    policy = make_policy(cfg)  # an unknown policy fails here, before the run dir is touched
+    with holding(out, "train-controller"):
+        return _train_controller(cfg, policy, out, resume, progress, overwrite)
+
+
+def _train_controller(cfg: ControllerConfig, policy, out: Path, resume: bool, progress: bool,
+                      overwrite: bool) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    policy = make_policy(cfg)  # an unknown policy fails here, before the run dir is touched
     claim_output(out, "train-controller", resume=resume, overwrite=overwrite)
     if not resume:
         atomic_write_text(out / CONFIG, cfg.to_commented_yaml())
