@@ -2,6 +2,8 @@
 
     python scripts/order_effects.py --model proxy-tiny --task-seeds 1000 1001 1002 --seeds 0 1 2 \
         --controller runs/newtools/tc-s0 runs/newtools/tc-s3 runs/newtools/tc-s4 --out docs/order.md
+    python scripts/order_effects.py --model proxy-large --task-seeds 1000 1001 1002 --seeds 0 1 2 \
+        --controller runs/newtools/tc-s0 runs/newtools/tc-s3 runs/newtools/tc-s4 --jobs 2 --out docs/order_large.md
 
 Every order runs through the same runner as everything else (``Engine.run``), on every (task seed,
 episode seed) pair, with ``grpo`` added to the run's tools. ``-> merge ->`` folds the first tool's
@@ -15,14 +17,18 @@ where each behaviour sits inside the model (the per-layer readout of ``metactl i
 over the base already readable one layer below the output; 1 is a behaviour formed inside the
 model, 0 one that appears at the output alone). Then each order's composite against ``SFT -> DPO``,
 paired on the same (task, episode seed) pairs, with the 95% t interval: an interval that excludes 0
-is an order effect beyond seed noise.
+is an order effect beyond seed noise. ``--jobs N`` splits the pairs over N processes, each with its own
+engine; every run depends on its pair alone, so the figures are the same as with one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -60,6 +66,55 @@ def order_schedule(name: str, phases: list[dict], groups: int) -> Schedule:
                            "phases": [phase(p) for p in phases]})
 
 
+MAXRIGHT = "maxright (SFT, DPO)"
+
+
+def run_pairs(overrides: list[str], controllers: list[Path], pairs: list[tuple[int, int]],
+              progress: Callable[[int], object] | None = None, worker: int | None = None) -> list[tuple[str, dict]]:
+    """Every order (and each controller, closed loop) on ``pairs``, on one engine: (order, row) per run.
+    A ``worker`` (a process of ``--jobs``) shows its own progress bar."""
+    from metactl.commands.inspect.rollout import run_policy
+    from metactl.commands.inspect.source import load_run_dir
+
+    cfg = load_config(None, overrides)
+    engine = Engine(cfg, progress=False)
+    groups = cfg.training.layer_groups
+    schedules: dict[str, Schedule | None] = {n: order_schedule(n, phases, groups) for n, phases in ORDERS.items()}
+    schedules[MAXRIGHT] = Schedule.named("maxright", groups)
+    learned = {f"learned, {d.name} (closed loop)": load_run_dir(d) for d in controllers}
+    schedules.update(dict.fromkeys(learned))  # acts closed loop: its schedule is what it decides on each pair
+    out: list[tuple[str, dict]] = []
+    if worker is not None:
+        bar = tqdm(total=len(schedules) * len(pairs), desc=f"orders, process {worker}", unit="run", position=worker)
+        progress = bar.update
+    for task in sorted({t for t, _ in pairs}):
+        engine.load_task(task)
+        with engine.model.disable_adapter():
+            base_read = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
+        base = engine.task.base_scores
+        for seed in (s for t, s in pairs if t == task):
+            for name, sched in schedules.items():
+                merged = 0
+                if sched is None:
+                    trace = run_policy(engine, learned[name], task, seed, name)
+                    final = trace.final
+                    merged = sum(len(p.merge.tools) for p in trace.schedule.phases if p.merge)
+                else:
+                    final = engine.run(sched, seed=seed)[-1].scores
+                # The model as it ends: every adapter a phase trained stays on (untrained ones are zero).
+                reading = engine.gradient_cosines(rows=8)
+                engine.adapters.activate(engine.tool_names)
+                read = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
+                out.append((name, {
+                    "task": task, "seed": seed, "scores": final, "base": base, "merges": merged,
+                    "cos": {k: statistics.mean(v) for k, v in reading.items() if is_cosine(k)},
+                    "below": {k: share_below_output(read[k], base_read[k]) for k in HELD_OUT},
+                }))
+                if progress:
+                    progress(1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="proxy-tiny")
@@ -69,6 +124,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default: the run config's)")
     ap.add_argument("--controller", type=Path, nargs="*", default=[],
                     help="train-controller run dirs (grpo among their tools): each policy acts closed loop")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes, each with its own engine, the (task, episode seed) pairs split over them")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from metactl.commands.inspect.source import load_run_dir
@@ -78,46 +135,31 @@ def main() -> None:
     groups = {rd.config.run.training.layer_groups for rd in learned.values()}
     if len(groups) > 1:
         raise SystemExit(f"--controller: the run dirs control different layer groups ({sorted(groups)}); give one kind")
-    groups_of = [f"training.layer_groups={groups.pop()}"] if groups else []
-    cfg = load_config(None, [f"model={args.model}", f"suite={args.suite}", "tools.grpo={}", *groups_of,
-                             "training.score_every_phase=false",
-                             *([f"training.total_steps={args.steps}"] if args.steps else [])])
-    engine = Engine(cfg, progress=False)
-    groups = cfg.training.layer_groups
-    schedules = {name: order_schedule(name, phases, groups) for name, phases in ORDERS.items()}
-    schedules["maxright (SFT, DPO)"] = Schedule.named("maxright", groups)
-    for label in learned:
-        schedules[label] = None  # acts closed loop: its schedule is what it decides on each pair
-    rows: dict[str, list[dict]] = {name: [] for name in schedules}
-    merges: list[int] = []  # merges the learned controllers made per run
+    overrides = [f"model={args.model}", f"suite={args.suite}", "tools.grpo={}",
+                 *([f"training.layer_groups={groups.pop()}"] if groups else []),
+                 "training.score_every_phase=false",
+                 *([f"training.total_steps={args.steps}"] if args.steps else [])]
+    cfg = load_config(None, overrides)
+    pairs = [(task, seed) for task in args.task_seeds for seed in args.seeds]
+    names = [*ORDERS, MAXRIGHT, *learned]
+    jobs = max(1, min(args.jobs, len(pairs)))
     start = time.perf_counter()
-    with tqdm(total=len(schedules) * len(args.task_seeds) * len(args.seeds), desc="orders", unit="run") as bar:
-        for task in args.task_seeds:
-            engine.load_task(task)
-            with engine.model.disable_adapter():
-                base_read = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
-            base = engine.task.base_scores
-            for seed in args.seeds:
-                for name, sched in schedules.items():
-                    if sched is None:
-                        from metactl.commands.inspect.rollout import run_policy
-
-                        trace = run_policy(engine, learned[name], task, seed, name)
-                        final = trace.final
-                        merges.append(sum(len(p.merge.tools) for p in trace.schedule.phases if p.merge))
-                    else:
-                        final = engine.run(sched, seed=seed)[-1].scores
-                    # The model as it ends: every adapter a phase trained stays on (untrained ones are zero).
-                    reading = engine.gradient_cosines(rows=8)
-                    engine.adapters.activate(engine.tool_names)
-                    read = layer_readout(engine.model, engine.tokenizer, engine.task.suite)
-                    rows[name].append({
-                        "task": task, "seed": seed, "scores": final, "base": base,
-                        "cos": {k: statistics.mean(v) for k, v in reading.items() if is_cosine(k)},
-                        "below": {k: share_below_output(read[k], base_read[k]) for k in HELD_OUT},
-                    })
-                    bar.update()
+    if jobs == 1:
+        with tqdm(total=len(names) * len(pairs), desc="orders", unit="run") as bar:
+            done = run_pairs(overrides, args.controller, pairs, bar.update)
+    else:  # every run is a function of its (task, episode seed) pair alone: the split changes no figure
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_pairs, overrides, args.controller, pairs[i::jobs], worker=i)
+                       for i in range(jobs)]
+            done = [r for f in futures for r in f.result()]
+    rows: dict[str, list[dict]] = {name: [] for name in names}
+    merges: list[int] = []  # merges the learned controllers made per run
+    for name, row in sorted(done, key=lambda nr: (nr[1]["task"], nr[1]["seed"])):
+        rows[name].append(row)
+        if name in learned:
+            merges.append(row["merges"])
     wall = time.perf_counter() - start
+    trained_on = " and ".join(sorted({rd.config.run.model for rd in learned.values()}))
     n_pairs = len(args.task_seeds) * len(args.seeds)
     lines = [
         f"# Order effects ({args.model}, {args.suite})", "",
@@ -125,13 +167,15 @@ def main() -> None:
         f"{' '.join(map(str, args.task_seeds))} --seeds {' '.join(map(str, args.seeds))}"
         f"{f' --steps {args.steps}' if args.steps else ''}"
         f"{' --controller ' + ' '.join(map(str, args.controller)) if args.controller else ''}"
+        f"{f' --jobs {jobs}' if jobs > 1 else ''}"
         f"{' --out ' + str(args.out) if args.out else ''}`; do not edit by hand. -->"), "",
         (f"Every order at the run's {cfg.training.total_steps} steps, equal phase fractions, every tool at the "
         f"prior's strength; task seeds {args.task_seeds} x episode seeds {args.seeds} ({n_pairs} runs per "
-        f"order, {wall / 60:.1f} min in all). `grpo` rewards the right sum (`first-number`). `-> merge ->`: the "
+        f"order, {wall / 60:.1f} min in all{f' over {jobs} processes' if jobs > 1 else ''}). `grpo` rewards the "
+        "right sum (`first-number`). `-> merge ->`: the "
         "first tool's adapter is folded into the base at its phase's end, and the second tool's reference (DPO's "
         "reference, GRPO's KL) is the merged model (docs/merge.md)."
-        + (f" Each learned controller (`{'`, `'.join(map(str, args.controller))}`, trained on proxy-tiny with grpo "
+        + (f" Each learned controller (`{'`, `'.join(map(str, args.controller))}`, trained on {trained_on} with grpo "
            f"and merges in its action space) acts closed loop, choosing shares and merges phase by phase; together "
            f"they merged {sum(merges)} adapters in {len(merges)} runs ({sum(m > 0 for m in merges)} runs with a "
            "merge)." if learned else "")), "",
