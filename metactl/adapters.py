@@ -130,8 +130,7 @@ class AdapterSet:
         peft initialises them (kaiming ``A`` from ``seed``, zero ``B``), so the model's function is
         unchanged by a merge at coefficient 1 and toward_init 0.
         """
-        if self._initial is None:
-            self._initial = self._base_copy()
+        self._keep_initial()
         for t in tools:
             self._parts.setdefault(t, [torch.zeros_like(w0) for w0 in self._initial])
         for i, ((_, mod), w0) in enumerate(zip(self.layers, self._initial)):
@@ -193,6 +192,11 @@ class AdapterSet:
         finally:
             self._put_base(merged)
 
+    def _keep_initial(self) -> None:
+        """Set the initial base weights aside before the first change of a merge (what restore puts back)."""
+        if self._initial is None:
+            self._initial = self._base_copy()
+
     def _base_copy(self) -> list[torch.Tensor]:
         return [mod.base_layer.weight.detach().clone() for _, mod in self.layers]
 
@@ -213,8 +217,7 @@ class AdapterSet:
     def load_merge_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
         """:meth:`merge_state` back in place, the initial weights kept aside."""
         names = [target.name for target, _ in self.layers]
-        if self._initial is None:
-            self._initial = self._base_copy()
+        self._keep_initial()
         self._put_base([state["base"][n] for n in names])
         device = self.layers[0][1].base_layer.weight.device  # a checkpoint is read onto the CPU
         self._parts = {key[len("part/"):]: [parts[n].to(device).clone() for n in names]
@@ -223,7 +226,6 @@ class AdapterSet:
     def base_weights(self) -> dict[str, torch.Tensor]:
         """The adapted modules' base weights as they are now, by module name (merged ones included)."""
         return {target.name: mod.base_layer.weight.detach().clone() for target, mod in self.layers}
-
 
     def set_output(self, output: dict[str, Grid]) -> None:
         base = self.lora.alpha / self.lora.r
