@@ -15,8 +15,9 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,6 +57,21 @@ WRITES: dict[str, frozenset[str]] = {
 
 
 # -- atomic writes ---------------------------------------------------------------------------------
+def _fresh_sibling(path: Path, make: Callable[[str], object]) -> Path:
+    """A new, uniquely named temp sibling of ``path``, made by ``make(name)``. Not mkstemp/mkdtemp: they
+    make owner-only entries (0600, 0700) and os.replace keeps the mode, so a run dir shared with a group
+    would turn unreadable to it; ``os.open(..., 0o666)`` and ``os.mkdir`` let the kernel apply the
+    umask, as a plain write would."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            make(str(tmp))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp name next to {path}")
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
@@ -69,12 +85,13 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path
     (``os.replace``: never a torn file). For writers that take a path (``torch.save``, ``savefig``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _fresh_sibling(path, lambda name: os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)))
     try:
         write(Path(tmp))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        if path.exists():  # a file the user chmod-ed keeps its mode
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -86,7 +103,7 @@ def atomic_write_dir(path: str | Path, fill: Callable[[Path], object]) -> Path:
     """Build a directory in a temp sibling with ``fill(tmp_dir)``, then swap it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = _fresh_sibling(path, os.mkdir)
     try:
         fill(tmp)
         if path.exists():
