@@ -31,7 +31,8 @@ class _Group(TyperGroup):
 
 app = typer.Typer(
     cls=_Group,
-    help="metactl learns how to conduct model-adaptation tools (SFT, DPO, retain) per layer and phase.",
+    help="metactl learns how to conduct model-adaptation tools (SFT, DPO, retain; GRPO and merges opt-in) "
+    "per layer and phase.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
