@@ -40,6 +40,7 @@ from metactl.rundir import atomic_write_text
 from metactl.runner import Engine
 from metactl.schedule import Schedule, parse_schedule
 from metactl.tables import mean_std, render_table, t_interval
+from metactl.workers import exit_with_parent
 
 ORDERS = {
     "SFT -> DPO": [{"sft": 1}, {"dpo": 1}],
@@ -148,7 +149,8 @@ def main() -> None:
         with tqdm(total=len(names) * len(pairs), desc="orders", unit="run") as bar:
             done = run_pairs(overrides, args.controller, pairs, bar.update)
     else:  # every run is a function of its (task, episode seed) pair alone: the split changes no figure
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=exit_with_parent) as pool:
             futures = [pool.submit(run_pairs, overrides, args.controller, pairs[i::jobs], worker=i)
                        for i in range(jobs)]
             done = [r for f in futures for r in f.result()]

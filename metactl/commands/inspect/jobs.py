@@ -25,7 +25,9 @@ def _init(run: dict) -> None:
     import torch
 
     from metactl.runner import Engine
+    from metactl.workers import exit_with_parent
 
+    exit_with_parent()
     torch.set_num_threads(1)
     _ENGINE = Engine(build_config(RunConfig, run, "run"), progress=False)
 
