@@ -120,31 +120,35 @@ def run_sweep(cfg: SweepConfig, out: str | Path, resume: bool = False, progress:
     """Run (or resume) the sweep into ``out`` on Ray Tune; returns every finished trial and the table."""
     out = Path(out).resolve()
     with holding(out, "sweep"):
-        claim_output(out, "sweep", resume=resume, overwrite=overwrite)
-        if not resume:
-            atomic_write_text(out / SWEEP, cfg.to_commented_yaml())
-        # Set before Ray starts, so the local raylet's workers inherit them: trials keep this cwd (run
-        # dirs are absolute anyway), Tune prints through the plain reporter, no usage stats go out.
-        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        from metactl.envs.ray_vec_env import init_ray
+        return _sweep_into(cfg, out, resume, progress, overwrite)
 
-        owns = init_ray(cfg.ray)
-        t0 = time.perf_counter()
-        try:
-            grid = _fit(cfg, out, progress)
-            errors = grid.num_errors
-        finally:
-            if owns:
-                import ray
 
-                ray.shutdown()
-        rows = collect(out)
-        write_jsonl(out / RESULTS, rows)
-        table = summary_table(rows, cfg.metric)
-        atomic_write_text(out / SUMMARY, summary_text(cfg, rows, table, time.perf_counter() - t0))
-        return SweepResult(out, rows, table, time.perf_counter() - t0, errors)
+def _sweep_into(cfg: SweepConfig, out: Path, resume: bool, progress: bool, overwrite: bool) -> SweepResult:
+    claim_output(out, "sweep", resume=resume, overwrite=overwrite)
+    if not resume:
+        atomic_write_text(out / SWEEP, cfg.to_commented_yaml())
+    # Set before Ray starts, so the local raylet's workers inherit them: trials keep this cwd (run
+    # dirs are absolute anyway), Tune prints through the plain reporter, no usage stats go out.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from metactl.envs.ray_vec_env import init_ray
+
+    owns = init_ray(cfg.ray)
+    t0 = time.perf_counter()
+    try:
+        grid = _fit(cfg, out, progress)
+        errors = grid.num_errors
+    finally:
+        if owns:
+            import ray
+
+            ray.shutdown()
+    rows = collect(out)
+    write_jsonl(out / RESULTS, rows)
+    table = summary_table(rows, cfg.metric)
+    atomic_write_text(out / SUMMARY, summary_text(cfg, rows, table, time.perf_counter() - t0))
+    return SweepResult(out, rows, table, time.perf_counter() - t0, errors)
 
 
 def _fit(cfg: SweepConfig, out: Path, progress: bool):
