@@ -12,6 +12,7 @@ whichever process runs them: each env keeps its global index, its seed and its o
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -40,10 +41,15 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError("".join(traceback.format_exception(exc)))
 
 
-def _worker(conn, run: RunConfig, env: EnvConfig, size: int, offset: int) -> None:
+def _worker(conn, run: RunConfig, env: EnvConfig, size: int, offset: int, parent: int) -> None:
     import torch
 
     from metactl.envs.batched import BatchedVecEnv
+    from metactl.workers import exit_with_parent
+
+    # A fork server's child: an EOF on conn reaches it only between commands, and an evaluation is
+    # one command of many episodes.
+    exit_with_parent(parent=parent)
 
     torch.set_num_threads(run.training.threads)
     try:
@@ -92,7 +98,7 @@ class ShardedVecEnv(VecEnv):
         self._conns, self._procs = [], []
         for (lo, hi) in self._ranges:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, run, env, hi - lo, lo), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, run, env, hi - lo, lo, os.getpid()), daemon=True)
             proc.start()
             child.close()
             self._conns.append(parent)

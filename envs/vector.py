@@ -14,6 +14,7 @@ workers import it by name), so the same seeds give the same episodes whichever r
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -94,7 +95,10 @@ def vectorise(fns: list, vec_env: str = "auto", ray: RayConfig | None = None) ->
 
         return RayVecEnv(fns, ray)
     if kind == "subproc":
-        return SubprocVecEnv(fns)
+        from metactl.workers import watched_by
+
+        # Each env factory runs in its worker, which it also makes exit once this process is gone.
+        return SubprocVecEnv([partial(watched_by, os.getpid(), fn) for fn in fns])
     return DummyVecEnv(fns)
 
 

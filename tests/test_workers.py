@@ -55,3 +55,57 @@ def test_a_worker_busy_with_a_long_task_exits_when_its_parent_is_killed(tmp_path
         if worker is not None and _alive(worker):  # leave nothing running if the assertion failed
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker, signal.SIGKILL)
+
+
+SUBPROC_PARENT = """
+import os, sys, time
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+
+from metactl.envs.vector import vectorise
+
+
+class Napper(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (1,))
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+    def __init__(self):
+        self.pid = os.getpid()
+
+    def nap(self, seconds):  # a long command, as an evaluation's run_jobs is
+        time.sleep(seconds)
+
+
+if __name__ == "__main__":
+    venv = vectorise([Napper, Napper], "subproc")
+    print(" ".join(str(p) for p in venv.get_attr("pid")), flush=True)
+    venv.env_method("nap", 120)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_subproc_env_workers_busy_with_a_command_exit_when_the_run_is_killed(tmp_path: Path) -> None:
+    """SubprocVecEnv starts its workers through the fork server, so their OS parent is the fork
+    server, which outlived the killed run; the workers watch the run's own pid."""
+    script = tmp_path / "parent.py"
+    script.write_text(SUBPROC_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+        time.sleep(0.5)  # both are inside nap()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "an orphaned env worker is still running"
+    finally:
+        parent.kill()
+        for w in workers:
+            if _alive(w):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w, signal.SIGKILL)
