@@ -73,8 +73,7 @@ MAXRIGHT = "maxright (SFT, DPO)"
 def run_pairs(overrides: list[str], controllers: list[Path], pairs: list[tuple[int, int]],
               progress: Callable[[int], object] | None = None, worker: int | None = None) -> list[tuple[str, dict]]:
     """Every order (and each controller, closed loop) on ``pairs``, on one engine: (order, row) per run.
-    A ``worker`` (a process of ``--jobs``) shows its own progress bar."""
-    from metactl.commands.inspect.rollout import run_policy
+    A ``worker`` (a process of ``--jobs``) shows its own progress bar, closed when its pairs are done."""
     from metactl.commands.inspect.source import load_run_dir
 
     cfg = load_config(None, overrides)
@@ -84,10 +83,17 @@ def run_pairs(overrides: list[str], controllers: list[Path], pairs: list[tuple[i
     schedules[MAXRIGHT] = Schedule.named("maxright", groups)
     learned = {f"learned, {d.name} (closed loop)": load_run_dir(d) for d in controllers}
     schedules.update(dict.fromkeys(learned))  # acts closed loop: its schedule is what it decides on each pair
+    if worker is None:
+        return _run_pairs(engine, schedules, learned, pairs, progress)
+    with tqdm(total=len(schedules) * len(pairs), desc=f"orders, process {worker}", unit="run", position=worker) as bar:
+        return _run_pairs(engine, schedules, learned, pairs, bar.update)
+
+
+def _run_pairs(engine: Engine, schedules: dict[str, Schedule | None], learned: dict, pairs: list[tuple[int, int]],
+               progress: Callable[[int], object] | None) -> list[tuple[str, dict]]:
+    from metactl.commands.inspect.rollout import run_policy
+
     out: list[tuple[str, dict]] = []
-    if worker is not None:
-        bar = tqdm(total=len(schedules) * len(pairs), desc=f"orders, process {worker}", unit="run", position=worker)
-        progress = bar.update
     for task in sorted({t for t, _ in pairs}):
         engine.load_task(task)
         with engine.model.disable_adapter():
