@@ -243,7 +243,8 @@ class BatchedVecEnv(VecEnv):
                 continue
             schedule, final = res
             actions = env.actions if job.schedule is None else None
-            out[i] = job_row(job, **where, schedule=schedule, scores=final, actions=actions)
+            observations = env.observations if job.schedule is None else None
+            out[i] = job_row(job, **where, schedule=schedule, scores=final, actions=actions, observations=observations)
             if job.save_adapters:
                 out[i]["adapter_files"] = adapter_files(self.envs[i].engine.adapters)
         return out

@@ -44,13 +44,14 @@ def write_adapter_files(path: str, files: dict[str, bytes]) -> None:
 
 def job_row(job: Job, *, suite: str, family: str, base: dict, model_path: str, schedule: Schedule | None = None,
             scores: dict | None = None, diverged: str | None = None, penalty: float = 0.0,
-            actions: list[list[float]] | None = None) -> dict:
+            actions: list[list[float]] | None = None, observations: list[list[float]] | None = None) -> dict:
     """One evaluation row. ``actions``: a closed-loop actor's action per phase as the env received it
     (before decoding; an enveloped actor's after its clipping), kept so a policy's range on training
     tasks can be read from rows (``envelope.json``). A diverged job keeps its row (``scores`` None,
     ``diverged`` the message): one method's blow-up on one task is a result, scored as the env scores
     it (gain ``-penalty``, see :func:`metactl.evaluation.row_gain`), and must not throw away every
-    other method's runs."""
+    other method's runs. ``observations``: what each of those actions was decided on (a guard is
+    taken from them; eval.jsonl leaves them out)."""
     row = {
         "label": job.label, "suite": suite, "family": family, "task_seed": job.task_seed,
         "episode_seed": job.episode_seed, "scores": scores, "base": dict(base), "schedule": schedule,
@@ -60,6 +61,8 @@ def job_row(job: Job, *, suite: str, family: str, base: dict, model_path: str, s
         row.update(diverged=diverged, penalty=float(penalty))
     if actions is not None:
         row["actions"] = [list(a) for a in actions]
+    if observations is not None:
+        row["observations"] = [list(o) for o in observations[: len(row.get("actions", observations))]]
     return row
 
 
@@ -87,6 +90,7 @@ class EngineEnvMixin(ABC):
     _resumed_rng: Any = None
     task_weights: np.ndarray | None = None  # ppo.curriculum's draw over env.train_task_seeds; None: uniform
     actions: list[list[float]] | None = None  # the phase env records a greedy rollout's actions; the bandit none
+    observations: list[list[float]] | None = None  # and the observation each action was decided on
 
     def resume_rng(self, rng: Any) -> None:
         """Continue a checkpointed run from ``rng``: the next reset keeps it, whatever seed it is given
@@ -172,8 +176,10 @@ class EngineEnvMixin(ABC):
             schedule, final = self.act_greedily(job)
         task = self.engine.task
         actions = self.actions if job.schedule is None else None
+        observations = self.observations if job.schedule is None else None
         out = job_row(job, suite=job.suite or self.run_config.suite, family=task.suite.name, base=task.base_scores,
-                      model_path=self.engine.model_path, schedule=schedule, scores=final, actions=actions)
+                      model_path=self.engine.model_path, schedule=schedule, scores=final, actions=actions,
+                      observations=observations)
         if job.save_adapters:
             # As bytes, for the caller to write: a worker may sit on another node of a Ray cluster,
             # where the run directory does not exist.

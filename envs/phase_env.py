@@ -105,6 +105,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
         self._episode = None
         self._phases: list = []
         self.actions: list[list[float]] = []
+        self.observations: list[list[float]] = []
 
     # -- gymnasium API ----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -144,6 +145,7 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     def first_observation(self, cosines: dict[str, list[float]]) -> tuple[np.ndarray, dict]:
         self.cosines = self.start_reading = cosines
         obs = self._observe(0, self.engine.adapters.norms())
+        self.observations = [obs.tolist()]  # what each action was decided on (a guard is taken from them)
         return obs, {
             "task_seed": self.task_seed,
             "episode_seed": self.episode_seed,
@@ -207,6 +209,8 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             reward = self.observed[OBSERVED_COMPOSITE] - before
         # After the last phase the observation keeps the last observe reading (nothing acts on it).
         obs = self._observe(self.phase, result.norms)
+        if not last:
+            self.observations.append(obs.tolist())
         return obs, float(reward), False, last, info
 
     def act_greedily(self, job: Job) -> tuple[Schedule, dict]:

@@ -33,6 +33,7 @@ CONFIG = "config.yaml"  # the resolved config of the command (a resumed run read
 SCHEDULE = "schedule.yaml"  # the schedule that ran (run-schedule, transfer) or the greedy one (train-controller)
 AVERAGED_SCHEDULE = "averaged.yaml"  # train-controller: a closed-loop policy's phase controls averaged (open loop)
 ENVELOPE = "envelope.json"  # train-controller: per phase, the range of a closed-loop policy's actions (training)
+GUARD = "guard.json"  # train-controller: a closed-loop policy's observations and actions on training tasks
 SCORES = "scores.jsonl"  # one row per (episode, phase)
 EVAL = "eval.jsonl"  # train-controller: one row per (method, held-out task)
 RESULTS = "results.jsonl"  # transfer and sweep: one row per (method, task) or finished trial

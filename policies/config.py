@@ -17,7 +17,10 @@ from metactl.schedule import Schedule
 
 AVERAGED = "averaged"  # in ``compare``: the learned policy's phase controls averaged into one fixed schedule
 ENVELOPED = "enveloped"  # in ``compare``: the learned policy closed loop, clipped into its training envelope
-MADE_FROM_POLICY = (AVERAGED, ENVELOPED)  # compare entries made from the trained policy, not schedule names
+GUARDED = "guarded"  # in ``compare``: closed loop where its readings look like training ones, else its mean action
+GUARDED_HOLD = "guarded-hold"  # the same, holding the mean action for the rest of an episode once it took it
+CLOSED_LOOP_WRAPPERS = (ENVELOPED, GUARDED, GUARDED_HOLD)  # compare entries that wrap the trained closed loop
+MADE_FROM_POLICY = (AVERAGED, *CLOSED_LOOP_WRAPPERS)  # compare entries made from the trained policy, not schedule names
 CURRICULA = ("none", "family", "task")  # ppo.curriculum: how training tasks are drawn (policies/curriculum.py)
 
 
@@ -238,7 +241,10 @@ class ControllerConfig(YamlConfig):
             "help": "schedules the final table compares against (built-in names or YAML paths); 'averaged': a "
             "closed-loop policy's phase controls on training tasks averaged into one fixed schedule (skipped for "
             "open-loop policies, whose schedule is fixed already); 'enveloped': the closed-loop policy (ppo) "
-            "acting with each action clipped, phase by phase, into the range it took on those training tasks"
+            "acting with each action clipped, phase by phase, into the range it took on those training tasks; "
+            "'guarded': the closed-loop policy (ppo) acting where its observation lies as near a training task's "
+            "at that phase as those tasks lie to each other, and on its mean action there elsewhere; "
+            "'guarded-hold': the same, keeping to the mean actions for the rest of an episode once it fell back"
         },
     )
     checkpoint_every: int = field(
@@ -342,17 +348,17 @@ class ControllerConfig(YamlConfig):
                 f"vec_env: batched (the population engine) does not merge adapters, but {merging[0]} does; set "
                 "vec_env=subproc (vec_env: auto picks it when env.merge is set)."
             )
-        if ENVELOPED in self.compare:
-            # Checked now: the envelope is taken after the training budget is spent.
+        for wrapper in [w for w in CLOSED_LOOP_WRAPPERS if w in self.compare]:
+            # Checked now: the envelope and the guard are taken after the training budget is spent.
             if self.policy != "ppo":
                 raise ConfigError(
-                    f"compare: 'enveloped' clips a closed-loop policy's actions phase by phase, and policy "
-                    f"{self.policy!r} takes none (only ppo acts per phase); drop 'enveloped' or use policy=ppo."
+                    f"compare: {wrapper!r} wraps a closed-loop policy's actions phase by phase, and policy "
+                    f"{self.policy!r} takes none (only ppo acts per phase); drop {wrapper!r} or use policy=ppo."
                 )
             if {"phase", "budget_left"} <= set(self.env.hide):
                 raise ConfigError(
-                    "compare: 'enveloped' reads the phase from the observation's clock, but env.hide lists both "
-                    f"phase and budget_left ({self.env.hide}); show one of them, or drop 'enveloped'."
+                    f"compare: {wrapper!r} reads the phase from the observation's clock, but env.hide lists both "
+                    f"phase and budget_left ({self.env.hide}); show one of them, or drop {wrapper!r}."
                 )
 
     def resolved_vec_env(self, env_id: str | None = None) -> str:

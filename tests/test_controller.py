@@ -431,3 +431,40 @@ def test_train_controller_writes_the_envelope_and_evaluates_the_enveloped_policy
     assert ActionEnvelope.load(out / "envelope.json") == env  # the same greedy rollouts, the same range
     again = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert [r["scores"] for r in again if r["label"] == "enveloped"] == [by_label["enveloped"]["scores"]]
+
+
+def test_train_controller_writes_the_guard_and_evaluates_the_guarded_policy(tmp_path):
+    """compare's 'guarded' is the trained policy, closed loop where its observation lies as near a
+    training rollout's as those lie to each other, else their mean action; a run without guard.json
+    gets it from evaluate_missing, from the same greedy rollouts."""
+    from metactl.commands.train_controller.run import evaluate_missing
+    from metactl.policies.guard import ObservationGuard
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "train-controller", "--episodes", "2", "--out", str(out), "--quiet",
+        *_args("compare=[default,averaged,guarded,guarded-hold]"),
+    ])
+    assert res.exit_code == 0, res.output
+    guard = ObservationGuard.load(out / "guard.json")
+    assert guard.phases == 2 and guard.rollouts == 2  # env.train_task_seeds=[0,2]: two training tasks
+    rows = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    by_label = {r["label"]: r for r in rows}
+    assert set(by_label) == {"ppo", "default", "averaged", "guarded", "guarded-hold"}
+    assert not any("observations" in r for r in rows)  # kept in guard.json, not in every eval row
+    acted, ppo = np.asarray(by_label["guarded"]["actions"]), np.asarray(by_label["ppo"]["actions"])
+    # Phase by phase, the guarded policy either acts as the policy does or takes the fallback.
+    for phase, (a, p) in enumerate(zip(acted, ppo)):
+        assert np.allclose(a, p, atol=1e-6) or np.allclose(a, guard.fallback[phase], atol=1e-6)
+    # The training rollouts themselves are familiar: acting on one, the guard never falls back.
+    seen = np.asarray(guard.observations)
+    assert not any(guard.unfamiliar(p, seen[r, p]) for r in range(guard.rollouts) for p in range(guard.phases))
+
+    (out / "guard.json").unlink()
+    (out / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if "guarded" not in r["label"]))
+    cfg = load_controller_config(out / "config.yaml", ["compare=[default,averaged,guarded,guarded-hold]"])
+    assert evaluate_missing(cfg, out) == 2
+    again = ObservationGuard.load(out / "guard.json")
+    np.testing.assert_allclose(again.observations, guard.observations, atol=1e-6)
+    rerun = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert [r["scores"] for r in rerun if r["label"] == "guarded"] == [by_label["guarded"]["scores"]]

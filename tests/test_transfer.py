@@ -176,6 +176,26 @@ def test_an_enveloped_controller_acts_inside_its_training_range_on_gpt2(controll
     assert "actions" not in rows["default"]
 
 
+def test_a_guarded_controller_holds_its_mean_actions_once_a_reading_is_unfamiliar_on_gpt2(
+        controller_run, gpt2_dir, tmp_path):
+    """--guard hold: each phase runs the controller's own action until a reading lies farther from its
+    training readings than those lie from each other; from there on, its mean actions on them."""
+    import numpy as np
+
+    from metactl.policies.guard import ObservationGuard
+
+    guard = ObservationGuard.load(controller_run / "guard.json")
+    out = tmp_path / "g"
+    res = _transfer(str(controller_run), "--model", str(gpt2_dir), "--mode", "policy", "--guard", "hold",
+                    "--steps", "4", "--task-seed", "1000", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    rows = {r["label"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    acted = np.asarray(rows["learned"]["actions"])
+    assert acted.shape[0] == guard.phases == 2
+    fell = [bool(np.allclose(a, guard.fallback[p], atol=1e-6)) for p, a in enumerate(acted)]
+    assert fell == sorted(fell)  # held: no closed-loop phase after a fallback
+
+
 def test_a_bandit_controller_transfers_closed_loop_too(gpt2_dir, tmp_path):
     """The bandit acts once per task, from the target's base scores and task features."""
     src = _train(tmp_path / "bandit", "bandit")
@@ -227,6 +247,10 @@ def _unmappable_model(tmp_path: Path, layers: int = 2, model_type: str = "llama"
         ("envelope_open_loop", "pass --mode policy, or drop --envelope"),
         ("no_envelope", "has no envelope.json"),
         ("envelope_bandit", "needs a ppo controller"),
+        ("guard_open_loop", "pass --mode policy, or drop --guard"),
+        ("no_guard", "has no guard.json"),
+        ("guard_and_envelope", "pick one"),
+        ("guard_unknown", "Did you mean 'hold'"),
     ],
 )
 def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message):
@@ -238,7 +262,8 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
         (src := tmp_path / "empty").mkdir()
     elif case == "no_schedule":
         src = _schedule_run(tmp_path, None)
-    elif case in ("no_controller", "policy_groups", "no_envelope", "envelope_bandit"):
+    elif case in ("no_controller", "policy_groups", "no_envelope", "envelope_bandit", "no_guard", "guard_and_envelope",
+                  "guard_unknown"):
         src = _schedule_run(tmp_path, expert)
         extra = ["--mode", "policy"]
         if case == "envelope_bandit":
@@ -250,6 +275,10 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
         if case == "no_envelope":
             (src / "controller.zip").write_bytes(b"")
             extra.append("--envelope")
+        if case in ("no_guard", "guard_and_envelope", "guard_unknown"):
+            (src / "controller.zip").write_bytes(b"")
+            extra += {"no_guard": ["--guard", "phase"], "guard_and_envelope": ["--guard", "hold", "--envelope"],
+                      "guard_unknown": ["--guard", "hodl"]}[case]
         if case == "policy_groups":
             (src / "controller.zip").write_bytes(b"")
             extra += ["--set", "run.training.layer_groups=3"]
@@ -268,6 +297,8 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
             model = "proxy-lrage"
         elif case == "envelope_open_loop":
             extra = ["--envelope"]
+        elif case == "guard_open_loop":
+            extra = ["--guard", "phase"]
     res = _transfer(str(src), "--model", model, *extra, "--out", str(tmp_path / "out"))
     assert res.exit_code == 2, res.output
     assert message in res.output, res.output

@@ -52,7 +52,8 @@ def command(
     schedule.yaml (the greedy schedule on schedule_task_seed, a task no score is reported on), averaged.yaml
     (a closed-loop policy's phase controls averaged over training tasks: one fixed schedule, for run-schedule or
     transfer), envelope.json (the range of its actions per phase on those tasks, for compare's 'enveloped' and
-    transfer --envelope), eval.jsonl and TensorBoard events in tb/. Kill it at any point and pass --resume RUN_DIR
+    transfer --envelope), guard.json (its observations and actions on those tasks, for compare's 'guarded' and
+    transfer --guard), eval.jsonl and TensorBoard events in tb/. Kill it at any point and pass --resume RUN_DIR
     to continue.
 
     With --vec-env ray the envs are Ray actors (pip install 'metactl[ray]'), on this machine or, with

@@ -11,6 +11,8 @@ Run directory::
     schedule.yaml      the policy's greedy schedule on schedule_task_seed (a task nothing is scored on)
     averaged.yaml      a closed-loop policy's phase controls on training tasks averaged into one fixed schedule
     envelope.json      per phase, the range of that policy's actions on those tasks ('enveloped' acts inside it)
+    guard.json         that policy's observations and actions on those tasks ('guarded' falls back to their mean
+                       action where an observation lies farther from them than they lie from each other)
     eval.jsonl         one row per (method, suite, held-out task, episode seed): final and base scores
     adapters/          that run's adapters, peft format
     learning_curve.png each training episode's return beside the held-out gains
@@ -27,6 +29,7 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from stable_baselines3.common.vec_env import VecEnv
@@ -41,8 +44,17 @@ from metactl.envs.vector import make_venv as _make_venv
 from metactl.errors import ConfigError
 from metactl.evaluation import Evaluation
 from metactl.policies import make_policy
-from metactl.policies.config import AVERAGED, ENVELOPED, MADE_FROM_POLICY, ControllerConfig
+from metactl.policies.config import (
+    AVERAGED,
+    CLOSED_LOOP_WRAPPERS,
+    ENVELOPED,
+    GUARDED,
+    GUARDED_HOLD,
+    MADE_FROM_POLICY,
+    ControllerConfig,
+)
 from metactl.policies.envelope import ActionEnvelope, EnvelopedActor
+from metactl.policies.guard import GuardedActor, ObservationGuard
 from metactl.rundir import (
     ADAPTERS,
     AVERAGED_SCHEDULE,
@@ -50,6 +62,7 @@ from metactl.rundir import (
     CONFIG,
     ENVELOPE,
     EVAL,
+    GUARD,
     SCHEDULE,
     SCORES,
     append_jsonl,
@@ -121,9 +134,10 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     """Widen a finished run's evaluation to ``cfg``'s pairs without retraining: the saved policy, its
     ``averaged.yaml`` and the fixed comparisons already in ``out/eval.jsonl`` run on the (suite, task,
     episode seed) pairs the file lacks, and their rows are appended. Returns the rows added.
-    ``enveloped`` in ``cfg.compare`` adds that actor for a closed-loop run that lacks it; a run without
-    ``envelope.json`` gets one by rolling its policy out again on the training tasks ``averaged`` was
-    made from (greedy acting, so the same actions as the run's own rollouts on the same settings).
+    ``enveloped`` and ``guarded`` in ``cfg.compare`` add those actors for a closed-loop run that lacks
+    them; a run without ``envelope.json`` or ``guard.json`` gets it by rolling its policy out again on
+    the training tasks ``averaged`` was made from (greedy acting, so the same actions as the run's own
+    rollouts on the same settings).
 
     Only evaluation settings may differ from the run's own config (what trained the policy is read
     from ``out/config.yaml``); the policy acts greedily, so a row is what a fresh run's evaluation
@@ -134,8 +148,8 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     run_cfg = load_controller_config(out / CONFIG)
     have = {(r["label"], r.get("suite"), r["task_seed"], r.get("episode_seed", 0)) for r in rows}
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    if ENVELOPED in cfg.compare and run_cfg.policy == "ppo" and ENVELOPED not in labels:
-        labels.append(ENVELOPED)
+    if run_cfg.policy == "ppo":
+        labels += [w for w in CLOSED_LOOP_WRAPPERS if w in cfg.compare and w not in labels]
     wanted = [(suite, ts, e) for suite, ts, e in evaluation_pairs(cfg)]
     missing = [(lab, p) for p in wanted for lab in labels
                if (lab, p[0] or run_cfg.run.suite, p[1], p[2]) not in have]
@@ -149,14 +163,10 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
         actors: dict[str, object] = {run_cfg.policy: policy.actor(), **comparison_actors(run_cfg)}
         if (out / AVERAGED_SCHEDULE).is_file():
             actors[AVERAGED] = Schedule.load(out / AVERAGED_SCHEDULE)
-        if ENVELOPED in {lab for lab, _ in missing}:
-            have_file = (out / ENVELOPE).is_file()
-            envelope = (ActionEnvelope.load(out / ENVELOPE) if have_file
-                        else training_summaries(run_cfg, venv, actors[run_cfg.policy])[1])
-            if envelope is not None:
-                if not have_file:
-                    envelope.save(out / ENVELOPE)
-                actors[ENVELOPED] = enveloped(actors[run_cfg.policy], envelope, venv)
+        needed = {lab for lab, _ in missing} & set(CLOSED_LOOP_WRAPPERS)
+        if needed:
+            envelope, guard = stored_summaries(run_cfg, out, venv, actors[run_cfg.policy])
+            actors.update(closed_loop_wrappers(needed, actors[run_cfg.policy], envelope, guard, venv))
         unknown = sorted({lab for lab, _ in missing} - set(actors))
         if unknown:
             raise ConfigError(f"{out / EVAL}: rows labelled {unknown} cannot be re-run from the run dir "
@@ -167,7 +177,7 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
         policy.close()
         venv.close()
     for row in added:
-        append_jsonl(out / EVAL, {k: v for k, v in row.items() if k != "schedule"})
+        append_jsonl(out / EVAL, eval_row(row))
     return len(added)
 
 
@@ -179,19 +189,28 @@ def comparison_actors(cfg: ControllerConfig) -> dict[str, Schedule]:
 AVERAGED_TASKS = 8  # training tasks the closed-loop policy is rolled out on to average it
 
 
-def training_summaries(cfg: ControllerConfig, venv: VecEnv, actor: object) -> tuple[Schedule, ActionEnvelope | None]:
-    """The closed-loop ``actor``'s greedy rollouts on the first training tasks, summarised two ways:
-    its phase controls averaged phase by phase in control space (so learning-rate multipliers average
+class TrainingSummaries(NamedTuple):
+    """A closed-loop policy's greedy rollouts on training tasks, summarised three ways."""
+
+    averaged: Schedule
+    envelope: ActionEnvelope | None
+    guard: ObservationGuard | None
+
+
+def training_summaries(cfg: ControllerConfig, venv: VecEnv, actor: object) -> TrainingSummaries:
+    """The closed-loop ``actor``'s greedy rollouts on the first training tasks, summarised: its phase
+    controls averaged phase by phase in control space (so learning-rate multipliers average
     geometrically: the open-loop schedule closest to what it does on average; if it matches the policy,
-    closed-loop control did not matter), and the per-phase range of its raw actions (None where the env
-    records none: the bandit env acts once per episode)."""
+    closed-loop control did not matter), the per-phase range of its raw actions, and its observations
+    with those actions (the last two None where the env records none: the bandit env acts once per
+    episode)."""
     import numpy as np
 
     from metactl.envs.spaces import PhaseControlSpace
 
     lo, hi = cfg.env.train_task_seeds
     jobs = [_job(AVERAGED, actor, ts, cfg.run.training.seed) for ts in range(lo, min(hi, lo + AVERAGED_TASKS))]
-    # A training task the policy blows up on is left out of both (its phases never all ran).
+    # A training task the policy blows up on is left out of all three (its phases never all ran).
     rows = finished(run_jobs(venv, jobs), "the averaged schedule")
     schedules: list[Schedule] = [row["schedule"] for row in rows]
     tools = tuple(schedules[0].tool_names)
@@ -206,12 +225,51 @@ def training_summaries(cfg: ControllerConfig, venv: VecEnv, actor: object) -> tu
     averaged = Schedule(phases, schedules[0].layer_groups, name=name)
     per_phase = [row.get("actions") for row in rows]
     envelope = ActionEnvelope.from_actions(per_phase) if all(per_phase) else None
-    return averaged, envelope
+    seen = [row.get("observations") for row in rows]
+    guard = None
+    if envelope is not None and all(seen) and len(rows) >= 2:
+        labels = venv.get_attr("observation_labels", indices=[0])[0]
+        guard = ObservationGuard(seen, per_phase, labels)
+    return TrainingSummaries(averaged, envelope, guard)
 
 
-def enveloped(actor: object, envelope: ActionEnvelope, venv: VecEnv) -> EnvelopedActor:
-    """``actor`` clipped into ``envelope``, reading the phase from ``venv``'s observation clock."""
-    return EnvelopedActor(actor, envelope, venv.get_attr("observation_labels", indices=[0])[0])
+def stored_summaries(cfg: ControllerConfig, out: Path, venv: VecEnv,
+                     actor: object) -> tuple[ActionEnvelope | None, ObservationGuard | None]:
+    """The run's ``envelope.json`` and ``guard.json``; where one is missing (a run from before it
+    existed), both are taken again from the policy's greedy rollouts on the training tasks, and the
+    missing file is written."""
+    files = (out / ENVELOPE, out / GUARD)
+    if all(f.is_file() for f in files):
+        return ActionEnvelope.load(files[0]), ObservationGuard.load(files[1])
+    _, envelope, guard = training_summaries(cfg, venv, actor)
+    for path, summary in zip(files, (envelope, guard)):
+        if path.is_file():
+            continue
+        if summary is not None:
+            summary.save(path)
+    return (ActionEnvelope.load(files[0]) if files[0].is_file() else envelope,
+            ObservationGuard.load(files[1]) if files[1].is_file() else guard)
+
+
+def closed_loop_wrappers(names: set[str] | list[str], actor: object, envelope: ActionEnvelope | None,
+                         guard: ObservationGuard | None, venv: VecEnv) -> dict[str, object]:
+    """The entries of ``names`` that wrap the closed-loop ``actor`` (``enveloped``, ``guarded``,
+    ``guarded-hold``), for those whose summary exists; each reads the phase from ``venv``'s
+    observation clock."""
+    labels = venv.get_attr("observation_labels", indices=[0])[0]
+    wrappers: dict[str, object] = {}
+    if ENVELOPED in names and envelope is not None:
+        wrappers[ENVELOPED] = EnvelopedActor(actor, envelope, labels)
+    for name, hold in ((GUARDED, False), (GUARDED_HOLD, True)):
+        if name in names and guard is not None:
+            wrappers[name] = GuardedActor(actor, guard, labels, hold=hold)
+    return wrappers
+
+
+def eval_row(row: dict) -> dict:
+    """An evaluation row as eval.jsonl keeps it: the schedule is in the run dir's YAML files and the
+    observations (a guard's input) would multiply the file's size."""
+    return {k: v for k, v in row.items() if k not in ("schedule", "observations")}
 
 
 @dataclass
@@ -275,20 +333,19 @@ def _train_controller(cfg: ControllerConfig, policy, out: Path, resume: bool, pr
         policy.finish()
         policy.save(out)
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
-        envelope = None
+        envelope = guard = None
         if set(MADE_FROM_POLICY) & set(cfg.compare) and not isinstance(actors[cfg.policy], Schedule):
-            averaged, envelope = training_summaries(cfg, venv, actors[cfg.policy])
+            averaged, envelope, guard = training_summaries(cfg, venv, actors[cfg.policy])
             if AVERAGED in cfg.compare:
                 actors[AVERAGED] = averaged
-            if ENVELOPED in cfg.compare and envelope is not None:
-                actors[ENVELOPED] = enveloped(actors[cfg.policy], envelope, venv)
+            actors.update(closed_loop_wrappers(cfg.compare, actors[cfg.policy], envelope, guard, venv))
         evaluation, kept = evaluate(cfg, venv, actors, adapters=out / ADAPTERS)
     finally:
         policy.close()
         venv.close()
         writer.close()
     for row in evaluation.rows:
-        append_jsonl(out / EVAL, {k: v for k, v in row.items() if k != "schedule"})
+        append_jsonl(out / EVAL, eval_row(row))
     schedule: Schedule = kept["schedule"]
     schedule.name = f"{cfg.policy} greedy schedule on task seed {kept['task_seed']}"
     schedule.save(out / SCHEDULE)
@@ -296,6 +353,8 @@ def _train_controller(cfg: ControllerConfig, policy, out: Path, resume: bool, pr
         actors[AVERAGED].save(out / AVERAGED_SCHEDULE)
     if envelope is not None:  # the closed loop's range on training tasks, for 'enveloped' acting later
         envelope.save(out / ENVELOPE)
+    if guard is not None:  # and what it read there, for 'guarded' acting later
+        guard.save(out / GUARD)
     atomic_write_text(out / BASE_MODEL, kept["model_path"] + "\n")
     plot_learning_curve(out, evaluation.of_suite(cfg.run.suite))
     return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, evaluation, schedule)

@@ -41,6 +41,11 @@ def command(
         "policy mode: keep each of the controller's actions inside the range it took in that phase on its training "
         "tasks (the source run's envelope.json); guards a model or suite whose readings it never trained on"
     ))] = False,
+    guard: Annotated[str, typer.Option(help=(
+        "policy mode: phase = in each phase whose reading lies farther from every reading the controller acted on "
+        "in training than those lie from each other (the source run's guard.json), run its mean action there "
+        "instead; hold = from the first such phase on, keep to the mean actions; off = closed loop everywhere"
+    ))] = "off",
     config: Annotated[Path | None, typer.Option(
         help="transfer settings YAML (default configs/transfer/<model>.yaml when metactl ships one)"
     )] = None,
@@ -69,7 +74,7 @@ def command(
     from metactl.parallel import launched_as_main
 
     plan = plan_from_cli(run_dir, model, mode, suite=suite, steps=steps, task_seeds=task_seed, compare=compare,
-                         merge=merge, envelope=envelope, config=config, overrides=set_)
+                         merge=merge, envelope=envelope, guard=guard, config=config, overrides=set_)
     cfg = plan.config
     out = out or Path("runs") / f"transfer-{Path(model).name}-{cfg.mode}"
     quiet = quiet or not launched_as_main()  # one process of a parallel launch speaks for all

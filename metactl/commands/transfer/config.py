@@ -20,6 +20,7 @@ from metactl.schedule import Schedule
 from metactl.tasks import TaskSuite, load_suite
 
 LEARNED = "learned"
+GUARDS = ("off", "phase", "hold")  # transfer --guard: none, per phase, or held for the rest of the episode
 
 
 @dataclass
@@ -49,6 +50,13 @@ class TransferConfig(YamlConfig):
                           "on its training tasks (the source run's envelope.json), so readings unlike any it trained "
                           "on cannot push it past what it ever did there"},
     )
+    guard: str = field(
+        default="off",
+        metadata={"help": "policy mode: 'phase' runs the controller's mean action on its training tasks (the source "
+                          "run's guard.json) in each phase whose reading lies farther from every training reading "
+                          "than those lie from each other; 'hold' keeps to the mean actions for the rest of the "
+                          "episode from the first such phase; 'off' acts closed loop everywhere"},
+    )
     run: RunConfig = field(
         default_factory=RunConfig, metadata={"help": "the target: model, suite, steps, tools, reward"}
     )
@@ -73,6 +81,17 @@ class TransferConfig(YamlConfig):
             raise ConfigError(
                 f"envelope: clips a closed-loop controller's actions, but mode is {self.mode!r} (a replayed schedule "
                 "takes no actions); pass --mode policy, or drop --envelope."
+            )
+        check_choice("guard", self.guard, GUARDS)
+        if self.guard != "off" and self.mode != "policy":
+            raise ConfigError(
+                f"guard: {self.guard!r} guards a closed-loop controller's actions, but mode is {self.mode!r} (a "
+                "replayed schedule takes no actions); pass --mode policy, or drop --guard."
+            )
+        if self.guard != "off" and self.envelope:
+            raise ConfigError(
+                f"guard: {self.guard!r} with envelope: true; a guarded controller acts as trained or on its mean "
+                "action, an enveloped one clipped into its range: pick one (drop --envelope or --guard)."
             )
 
 
@@ -118,7 +137,8 @@ class Plan:
 
 def plan_from_cli(run_dir: Path, model: str, mode: str, *, suite: str | None = None, steps: int | None = None,
                   task_seeds: list[int] | None = None, compare: list[str] | None = None, merge: bool = False,
-                  envelope: bool = False, config: Path | None = None, overrides: list[str] | None = None) -> Plan:
+                  envelope: bool = False, guard: str = "off", config: Path | None = None,
+                  overrides: list[str] | None = None) -> Plan:
     """The command line's options -> a checked :class:`Plan` (no weights load)."""
     if steps is not None and steps < 1:
         raise ConfigError(
@@ -136,6 +156,8 @@ def plan_from_cli(run_dir: Path, model: str, mode: str, *, suite: str | None = N
         options.append("merge=true")
     if envelope:
         options.append("envelope=true")
+    if guard != "off":
+        options.append(f"guard={guard}")
     source = load_source(run_dir, mode)
     preset = config or preset_path(model)
     cfg = resolve_transfer_config(source, model, preset, [*options, *(overrides or [])])
@@ -161,6 +183,8 @@ def plan_transfer(cfg: TransferConfig, source: Source) -> Plan:
         labels, width = _check_observations(cfg, source, suite, tools)
         if cfg.envelope:
             _check_envelope(source, labels, width)
+        if cfg.guard != "off":
+            _check_guard(source, labels, width)
     layer_map = preflight_layer_map(cfg.run.model, groups)
     return Plan(cfg, source, schedules, layer_map.describe() if layer_map else "")
 
@@ -190,6 +214,35 @@ def _check_envelope(source: Source, labels: list[str], width: int) -> None:
             f"controller acts in {source.env.phases} phases (env.phases) of {width}: it belongs to another run."
         )
     phase_reader(labels, envelope.phases)  # refuses an observation without a clock, before any weights load
+
+
+def _check_guard(source: Source, labels: list[str], width: int) -> None:
+    """The source run's guard exists, parses, was taken on this observation layout, phase count and
+    action width, and the observation has the clock it is read by."""
+    from metactl.policies.envelope import phase_reader
+    from metactl.policies.guard import ObservationGuard
+    from metactl.rundir import GUARD
+
+    if source.env_id != PHASE_ENV_ID:
+        raise ConfigError(
+            f"--guard: the source's policy {source.policy!r} acts once per episode (the bandit env), so there are no "
+            "per-phase readings to guard; --guard needs a ppo controller, or drop it."
+        )
+    path = source.path / GUARD
+    if not path.is_file():
+        raise ConfigError(
+            f"--guard: source {source.path} has no {GUARD} (train-controller writes it when compare lists averaged, "
+            "as the default does); widen the run's evaluation with compare=[averaged,guarded] "
+            "(scripts/controller_report.py reads the run back and adds it), or drop --guard."
+        )
+    guard = ObservationGuard.load(path)
+    if guard.phases != source.env.phases or len(guard.fallback[0]) != width or list(guard.labels) != labels:
+        raise ConfigError(
+            f"--guard: {path} holds {guard.phases} phases of {len(guard.labels)} readings and {len(guard.fallback[0])} "
+            f"action entries; the controller reads {len(labels)} and acts in {source.env.phases} phases "
+            f"(env.phases) of {width}: it belongs to another run."
+        )
+    phase_reader(labels, guard.phases)  # refuses an observation without a clock, before any weights load
 
 
 def _check_observations(

@@ -115,6 +115,12 @@ def _run(plan: Plan, out: Path, done: dict, par, progress: bool, t0: float) -> T
             from metactl.rundir import ENVELOPE
 
             actor = EnvelopedActor(actor, ActionEnvelope.load(source.path / ENVELOPE), env.observation_labels)
+        if cfg.guard != "off":
+            from metactl.policies.guard import GuardedActor, ObservationGuard
+            from metactl.rundir import GUARD
+
+            guard = ObservationGuard.load(source.path / GUARD)
+            actor = GuardedActor(actor, guard, env.observation_labels, hold=cfg.guard == "hold")
 
 
     seed = cfg.run.training.seed
@@ -177,6 +183,7 @@ def _claim(out: Path, cfg: TransferConfig, par: DataParallel | None = None, over
     stored = read_config_data(out) if kind == "transfer" else None
     if isinstance(stored, dict):
         stored.setdefault("envelope", False)  # added later: a transfer dir from before ran without it
+        stored.setdefault("guard", "off")  # likewise
     same = kind == "transfer" and stored == yaml.safe_load(cfg.to_yaml())
     if not same:
         if kind == "transfer" and not overwrite:
