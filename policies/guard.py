@@ -6,8 +6,8 @@ it never saw. On the held-out ``style-clash`` family two of five default control
 docs/controller_results_wide96_antithetic.md). Clipping the actions into their training range
 (``enveloped``, policies/envelope.py) kept that reading and barely helped. The guard asks the
 question one step earlier: does this observation lie where the policy was trained? Where it does
-not, the phase runs the policy's mean action over its training rollouts at that phase (the
-``averaged`` schedule, as an action); where it does, the policy acts closed loop as trained.
+not, the phase runs the policy's mean action over its training rollouts at that phase (nearly the
+``averaged`` schedule); where it does, the policy acts closed loop as trained.
 
 "Where it was trained" is measured on the same greedy rollouts on training tasks that make
 ``averaged`` and ``envelope.json``, nothing else: each observation entry is scaled by its spread over
@@ -15,8 +15,14 @@ those rollouts, the distance of an observation is the root mean square of the sc
 its nearest training observation at the same phase, and a phase's threshold is the largest
 leave-one-out distance among the training rollouts themselves (times ``margin``), so that no training
 rollout would have tripped it. The clock (phase one-hot, budget left) is left out: the comparison is
-per phase already. Nothing hand-written enters the guard, and it holds no state between calls, so one
-copy can act for several episodes at once (the batched env interleaves them phase by phase).
+per phase already. Nothing hand-written enters the guard. Acting per phase it holds no state, so one
+copy can act for several episodes at once (the batched env interleaves them phase by phase), unless
+``hold`` is set: then, from the first unfamiliar phase, the rest of the episode runs the fallback too
+(the readings after it come from a trajectory the policy never trained on), kept per batch row.
+
+Measured on the default's runs (docs/controller.md, "The guarded closed loop, measured"): it falls
+back mostly on the held-out families, lifts the two seeds that collapse there, and stays below their
+``averaged`` schedules; an option, not the default.
 
 The guard is plain JSON in the run dir (``guard.json``), read without executing anything.
 """

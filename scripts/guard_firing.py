@@ -49,9 +49,11 @@ def summarise(run: Path, label: str) -> list[list[str]]:
     for (suite, family), items in sorted(groups.items()):
         phases = [f for fb, _, _ in items for f in fb]
         episodes = [any(fb) for fb, _, _ in items]
+        by_phase = [sum(fb[i] for fb, _, _ in items if i < len(fb)) for i in range(guard.phases)]
         g = statistics.mean(x for _, x, _ in items)
         p = statistics.mean(y for _, _, y in items)
         out.append([label, run.name, suite, family, str(len(items)), f"{sum(phases) / len(phases):.2f}",
+                    " / ".join(map(str, by_phase)),
                     f"{sum(episodes)}/{len(episodes)}", f"{g:+.3f}", f"{p:+.3f}", f"{g - p:+.3f}"])
     return out
 
@@ -80,7 +82,8 @@ def main() -> None:
         render_table([["run", "training rollouts", "margin", "threshold per phase"], *thresholds], "markdown"),
         "",
         render_table([["method", "run", "suite", "family", "episodes", "phases fallen back",
-                       "episodes with a fallback", "gain", "ppo gain", "gain - ppo"], *table], "markdown"),
+                       "episodes falling back, phase by phase", "episodes with a fallback",
+                       "gain", "ppo gain", "gain - ppo"], *table], "markdown"),
         "",
     ])
     atomic_write_text(args.out, text)
