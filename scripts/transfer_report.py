@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from metactl.evaluation import Evaluation, format_comparison
-from metactl.rundir import atomic_write_text, read_config_data, read_jsonl
+from metactl.rundir import GUARD, atomic_write_text, read_config_data, read_jsonl
 from metactl.score_parts import is_better
 from metactl.tables import render_table
 
@@ -100,8 +100,19 @@ CASES = {
         "compare": ["maxright"],
         "title": "proxy-tiny -> smollm2-135m, policy mode with --envelope, on sycophancy-en (never seen)",
     },
+    # The closed loop behind its guard (--guard hold): its own action where the target's readings lie
+    # as near its training readings as those lie to each other, its mean actions from the first
+    # reading that does not.
+    "smollm2-policy-unseen-guard": {
+        "model": "smollm2-135m",
+        "mode": "policy",
+        "guard": "hold",
+        "suite": "sycophancy-en",
+        "compare": ["maxright"],
+        "title": "proxy-tiny -> smollm2-135m, policy mode with --guard hold, on sycophancy-en (never seen)",
+    },
 }
-UNSEEN = ("smollm2-policy-unseen", "smollm2-policy-unseen-envelope")
+UNSEEN = ("smollm2-policy-unseen", "smollm2-policy-unseen-envelope", "smollm2-policy-unseen-guard")
 VERDICT_PARTS = [("target", "target behaviour"), ("heldout", "held-out generalisation"), ("kl", "KL to base")]
 
 
@@ -144,6 +155,8 @@ def run_case(name: str, run: Path, seeds: list[int], work: Path, compare: list[s
         args.append("--merge")
     if case.get("envelope"):
         args.append("--envelope")
+    if case.get("guard"):
+        args += ["--guard", case["guard"]]
     cmd = "metactl " + " ".join(shlex.quote(_rel(a)) for a in args)
     print(f"\n== {name}: {cmd}", flush=True)
     # The wall time of the run that did the work; a rerun that only resumes reuses it.
@@ -163,7 +176,23 @@ def run_case(name: str, run: Path, seeds: list[int], work: Path, compare: list[s
         "rows": rows,
         "out": out,
         "layers": (out / "comparison.txt").read_text().splitlines()[0],
+        "guard": source / GUARD if case.get("guard") else None,
     }
+
+
+def guard_line(path: Path, rows: list[dict]) -> str:
+    """Which phases of each learned run took the guard's fallback (the source run's mean action)."""
+    import numpy as np
+
+    from metactl.policies.guard import ObservationGuard
+
+    guard = ObservationGuard.load(path)
+    fell = []
+    for r in rows:
+        phases = [p + 1 for p, a in enumerate(r.get("actions") or []) if np.allclose(a, guard.fallback[p], atol=1e-6)]
+        fell.append(f"task {r['task_seed']}: {', '.join(map(str, phases)) or 'none'}")
+    return (f"Phases (of {guard.phases}) that ran the guard's fallback, the source controller's mean action on its "
+            f"training tasks: {'; '.join(fell)}.")
 
 
 def section(result: dict) -> list[str]:
@@ -211,6 +240,8 @@ def section(result: dict) -> list[str]:
             ]
         )
     lines += ["Composite per task seed:", "", render_table(per_task, "markdown"), ""]
+    if result.get("guard"):
+        lines += [guard_line(result["guard"], [by[("learned", ts)] for ts in seeds]), ""]
     for lb in others:
         lines.append(
             f"Learned beats {lb} on the composite on {wins[lb]} of {len(seeds)} task seeds "
