@@ -239,16 +239,12 @@ def stored_summaries(cfg: ControllerConfig, out: Path, venv: VecEnv,
     existed), both are taken again from the policy's greedy rollouts on the training tasks, and the
     missing file is written."""
     files = (out / ENVELOPE, out / GUARD)
-    if all(f.is_file() for f in files):
-        return ActionEnvelope.load(files[0]), ObservationGuard.load(files[1])
-    _, envelope, guard = training_summaries(cfg, venv, actor)
-    for path, summary in zip(files, (envelope, guard)):
-        if path.is_file():
-            continue
-        if summary is not None:
-            summary.save(path)
-    return (ActionEnvelope.load(files[0]) if files[0].is_file() else envelope,
-            ObservationGuard.load(files[1]) if files[1].is_file() else guard)
+    if not all(f.is_file() for f in files):
+        for path, summary in zip(files, training_summaries(cfg, venv, actor)[1:]):
+            if summary is not None and not path.is_file():
+                summary.save(path)
+    return (ActionEnvelope.load(files[0]) if files[0].is_file() else None,
+            ObservationGuard.load(files[1]) if files[1].is_file() else None)
 
 
 def closed_loop_wrappers(names: set[str] | list[str], actor: object, envelope: ActionEnvelope | None,
