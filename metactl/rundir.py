@@ -305,6 +305,25 @@ def read_yaml(path: Path, label: str | None = None):
         raise ConfigError(f"{label or path}: not valid YAML ({exc}).") from exc
 
 
+def read_versioned_json(path: str | Path, kind: str, version: int, keys: set[str]) -> dict:
+    """A JSON record train-controller wrote into a run dir (``envelope.json``, ``guard.json``): a dict
+    of ``version`` holding every key of ``keys``; anything else is a :class:`ConfigError` naming
+    the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); it is written by train-controller") from exc
+    if not isinstance(data, dict) or data.get("version") != version:
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise ConfigError(f"{path}: expected {article} {kind} of version {version}, got "
+                          f"{data.get('version') if isinstance(data, dict) else type(data).__name__!r}")
+    missing = sorted(keys - set(data))
+    if missing:
+        raise ConfigError(f"{path}: {kind} lacks {missing}")
+    return data
+
+
 def read_config_data(run_dir: str | Path) -> dict | None:
     """The raw ``config.yaml`` of a run dir as plain data (no validation), or None without one."""
     path = Path(run_dir) / CONFIG

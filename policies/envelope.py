@@ -25,7 +25,7 @@ import numpy as np
 
 from metactl.envs.observe import block_of
 from metactl.errors import ConfigError
-from metactl.rundir import atomic_write_text
+from metactl.rundir import atomic_write_text, read_versioned_json
 
 ENVELOPE_VERSION = 1
 
@@ -80,17 +80,7 @@ class ActionEnvelope:
 
     @classmethod
     def load(cls, path: Path) -> ActionEnvelope:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc}); it is written by train-controller") from exc
-        if not isinstance(data, dict) or data.get("version") != ENVELOPE_VERSION:
-            raise ConfigError(f"{path}: expected an envelope of version {ENVELOPE_VERSION}, got "
-                              f"{data.get('version') if isinstance(data, dict) else type(data).__name__!r}")
-        missing = sorted({"low", "high", "tasks"} - set(data))
-        if missing:
-            raise ConfigError(f"{path}: envelope lacks {missing}")
+        data = read_versioned_json(path, "envelope", ENVELOPE_VERSION, {"low", "high", "tasks"})
         return cls(data["low"], data["high"], int(data["tasks"]))
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from metactl.envs.observe import block_of
 from metactl.errors import ConfigError
 from metactl.policies.envelope import phase_reader
-from metactl.rundir import atomic_write_text
+from metactl.rundir import atomic_write_text, read_versioned_json
 
 GUARD_VERSION = 1
 CLOCK_BLOCKS = ("phase", "budget_left")
@@ -129,17 +129,7 @@ class ObservationGuard:
     @classmethod
     def load(cls, path: Path, margin: float | None = None) -> ObservationGuard:
         """The guard in ``path``; ``margin`` (when given) replaces the saved one."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc}); it is written by train-controller") from exc
-        if not isinstance(data, dict) or data.get("version") != GUARD_VERSION:
-            raise ConfigError(f"{path}: expected a guard of version {GUARD_VERSION}, got "
-                              f"{data.get('version') if isinstance(data, dict) else type(data).__name__!r}")
-        missing = sorted({"observations", "actions", "labels", "margin"} - set(data))
-        if missing:
-            raise ConfigError(f"{path}: guard lacks {missing}")
+        data = read_versioned_json(path, "guard", GUARD_VERSION, {"observations", "actions", "labels", "margin"})
         return cls(data["observations"], data["actions"], list(data["labels"]),
                    data["margin"] if margin is None else margin)
 

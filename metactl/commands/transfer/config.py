@@ -189,24 +189,31 @@ def plan_transfer(cfg: TransferConfig, source: Source) -> Plan:
     return Plan(cfg, source, schedules, layer_map.describe() if layer_map else "")
 
 
+def _source_file(source: Source, flag: str, name: str, nothing: str, entry: str) -> Path:
+    """The source run's file ``name`` that ``flag`` (a per-phase wrapper of the closed loop) reads,
+    once the source is known to act per phase and to hold it."""
+    if source.env_id != PHASE_ENV_ID:
+        raise ConfigError(
+            f"{flag}: the source's policy {source.policy!r} acts once per episode (the bandit env), so there are no "
+            f"per-phase {nothing}; {flag} needs a ppo controller, or drop it."
+        )
+    path = source.path / name
+    if not path.is_file():
+        raise ConfigError(
+            f"{flag}: source {source.path} has no {name} (train-controller writes it when compare lists averaged, as "
+            f"the default does); widen the run's evaluation with compare=[averaged,{entry}] "
+            f"(scripts/controller_report.py reads the run back and adds it), or drop {flag}."
+        )
+    return path
+
+
 def _check_envelope(source: Source, labels: list[str], width: int) -> None:
     """The source run's envelope exists, parses, has one range per phase the controller acts in and
     one entry per action component, and the controller's observation has the clock it is read by."""
     from metactl.policies.envelope import ActionEnvelope, phase_reader
     from metactl.rundir import ENVELOPE
 
-    if source.env_id != PHASE_ENV_ID:
-        raise ConfigError(
-            f"--envelope: the source's policy {source.policy!r} acts once per episode (the bandit env), so there "
-            "are no per-phase actions to keep in range; --envelope needs a ppo controller, or drop it."
-        )
-    path = source.path / ENVELOPE
-    if not path.is_file():
-        raise ConfigError(
-            f"--envelope: source {source.path} has no {ENVELOPE} (train-controller writes it when compare lists "
-            "averaged or enveloped, as the default does); widen the run's evaluation with compare=[averaged,"
-            "enveloped] (scripts/controller_report.py reads the run back and adds it), or drop --envelope."
-        )
+    path = _source_file(source, "--envelope", ENVELOPE, "actions to keep in range", "enveloped")
     envelope = ActionEnvelope.load(path)
     if envelope.phases != source.env.phases or len(envelope.low[0]) != width:
         raise ConfigError(
@@ -223,18 +230,7 @@ def _check_guard(source: Source, labels: list[str], width: int) -> None:
     from metactl.policies.guard import ObservationGuard
     from metactl.rundir import GUARD
 
-    if source.env_id != PHASE_ENV_ID:
-        raise ConfigError(
-            f"--guard: the source's policy {source.policy!r} acts once per episode (the bandit env), so there are no "
-            "per-phase readings to guard; --guard needs a ppo controller, or drop it."
-        )
-    path = source.path / GUARD
-    if not path.is_file():
-        raise ConfigError(
-            f"--guard: source {source.path} has no {GUARD} (train-controller writes it when compare lists averaged, "
-            "as the default does); widen the run's evaluation with compare=[averaged,guarded] "
-            "(scripts/controller_report.py reads the run back and adds it), or drop --guard."
-        )
+    path = _source_file(source, "--guard", GUARD, "readings to guard", "guarded")
     guard = ObservationGuard.load(path)
     if guard.phases != source.env.phases or len(guard.fallback[0]) != width or list(guard.labels) != labels:
         raise ConfigError(
