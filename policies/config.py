@@ -96,6 +96,23 @@ class PPOConfig:
         },
     )
 
+    smooth: float = field(
+        default=0.0,
+        metadata={
+            "help": "while training, weight of a penalty on how far the policy's mean action moves when what it reads "
+            "is perturbed (CAPS' spatial smoothness, arXiv 2012.06644), in KL units: the mean KL between the "
+            "policy's Gaussians at each minibatch reading and at that reading perturbed by smooth_noise x each "
+            "entry's spread (policies/smooth.py). The policy still reacts where reacting pays more. 0: off"
+        },
+    )
+    smooth_noise: float = field(
+        default=0.5,
+        metadata={
+            "help": "ppo.smooth's perturbation, in units of each observation entry's spread over the minibatch (the "
+            "phase and budget left stay exact)"
+        },
+    )
+
     weight_average: float = field(
         default=0.0,
         metadata={
@@ -153,6 +170,8 @@ class PPOConfig:
             for i, v in enumerate(self.net_arch)
         ]
         self.obs_noise = check_number("ppo.obs_noise", self.obs_noise, low=0.0, high=10.0)
+        self.smooth = check_number("ppo.smooth", self.smooth, low=0.0, high=1000.0)
+        self.smooth_noise = check_number("ppo.smooth_noise", self.smooth_noise, low=0.0, high=10.0, low_open=True)
         self.weight_average = check_number("ppo.weight_average", self.weight_average, low=0.0, high=1.0)
         self.curriculum = check_choice("ppo.curriculum", self.curriculum, CURRICULA)
         self.curriculum_temperature = check_number(

@@ -18,6 +18,7 @@ from metactl.policies.base import EpisodeSink, Policy
 from metactl.policies.curriculum import TaskCurriculum, level_of
 from metactl.policies.group_relative import GroupRelativeAdvantage
 from metactl.policies.obs_noise import NoisyReadings
+from metactl.policies.smooth import SmoothReactions
 from metactl.policies.weight_average import WEIGHT_AVERAGE_FILE, WeightAverage, averaged_updates
 from metactl.rundir import CONTROLLER
 
@@ -172,6 +173,17 @@ class PPOPolicy(Policy):
                                  self.config.resolved_group_size())
         return BudgetEndIsFinal(venv)
 
+    def _smooth(self, venv) -> SmoothReactions | None:
+        # Hooks on the policy and its optimizer, held only while PPO updates: the policy is pickled
+        # for evaluation workers and saved as a plain SB3 zip, neither of which may carry them.
+        c = self.config.ppo
+        if c.smooth == 0:
+            return None
+        labels = venv.get_attr("observation_labels", indices=[0])[0]
+        model = self.model
+        return SmoothReactions(model.policy, c.smooth, c.smooth_noise, labels,
+                               record=lambda key, value: model.logger.record_mean(key, value))
+
     def _policy_class(self) -> type:
         # Both sample as a Gaussian around the same MLP mean; the mirrored one pairs the noise of
         # consecutive envs (ppo.antithetic). The state dict is the same, so either loads either's zip.
@@ -214,12 +226,17 @@ class PPOPolicy(Policy):
             callback = CallbackList([callback, GroupRelativeAdvantage()])
         if self._curriculum is not None:  # last: it scores the advantages PPO trains on, grouped ones included
             callback = CallbackList([callback, self._curriculum])
-        self.model.learn(
-            total_timesteps=self.model.n_steps * venv.num_envs,
-            reset_num_timesteps=False,
-            callback=callback,
-            log_interval=1,
-        )
+        smooth = self._smooth(venv)
+        try:
+            self.model.learn(
+                total_timesteps=self.model.n_steps * venv.num_envs,
+                reset_num_timesteps=False,
+                callback=callback,
+                log_interval=1,
+            )
+        finally:
+            if smooth is not None:
+                smooth.remove()
         if self._average is not None:
             done = self.model.num_timesteps // (self.model.n_steps * venv.num_envs)  # updates so far, resumes too
             if done > self.updates - averaged_updates(self.updates, self.config.ppo.weight_average):
