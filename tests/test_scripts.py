@@ -42,7 +42,8 @@ def test_lever_effect_interval_is_the_t_interval():
 
 
 @pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py",
-                                    "obs_conditioning.py", "bench_controller.py", "obs_range.py"])
+                                    "obs_conditioning.py", "bench_controller.py", "obs_range.py",
+                                    "step_sensitivity.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
@@ -125,3 +126,26 @@ def test_bench_counts_per_task_wins_over_every_seed_and_episode():
     # task 1: (0.3 + -0.1 + 0.1) / 3 = +0.100; task 2: (-0.2 + 0.2) / 2 = +0.000 (not ahead)
     assert lines["expert"] == "| expert | +0.100 | +0.000 | 1/2 |"
     assert lines["mix"] == "| mix | - | +0.600 | 1/1 |"
+
+
+def test_step_sensitivity_jitters_shares_without_switching_tools_and_counts_moved_steps():
+    import numpy as np
+    from step_sensitivity import jittered, moved_steps, step_order
+
+    from metactl.schedule import Schedule
+
+    expert = Schedule.named("expert", 2)
+    rng = np.random.default_rng(0)
+    near = jittered(expert, rng, 0.1)
+    for a, b in zip(expert.phases, near.phases):
+        for tool, controls in a.tools.items():
+            share = b.tools[tool].share
+            assert (share == 0) == (controls.share == 0)
+            assert controls.share * np.exp(-0.1) - 1e-9 <= share <= controls.share * np.exp(0.1) + 1e-9
+    tools = list(expert.tool_names)
+    order = step_order(expert, 96, tools, seed=0)
+    assert len(order) == 96 and order[:24] == ["sft"] * 24  # expert's first phase is SFT alone
+    assert moved_steps(expert, expert, 96, tools, 0) == 0
+    more_sft = Schedule.named("expert", 2)
+    more_sft.phases[1].tools["sft"].share = 2.0  # 1:2 -> 2:2 against DPO in phase 2: 8 of 24 steps become 12
+    assert moved_steps(expert, more_sft, 96, tools, 0) == 4
