@@ -57,10 +57,9 @@ def step_order(schedule: Schedule, total_steps: int, tools: list[str], seed: int
 def moved_steps(a: Schedule, b: Schedule, total_steps: int, tools: list[str], seed: int) -> int:
     """Steps one schedule hands to another tool than the other does, phase by phase (counts, not positions)."""
     moved = 0
-    phases = zip(a.phase_steps(total_steps), b.phase_steps(total_steps))
     orders = (step_order(a, total_steps, tools, seed), step_order(b, total_steps, tools, seed))
     start = 0
-    for steps, _ in phases:
+    for steps in a.phase_steps(total_steps):  # a jittered copy keeps its source's phase fractions
         x, y = (Counter(o[start:start + steps]) for o in orders)
         moved += sum((x - y).values())
         start += steps

@@ -34,6 +34,34 @@ def no_weights(monkeypatch):
     monkeypatch.setattr(metactl.runner, "load_model", boom)
 
 
+# The smallest train-controller run that still trains mirrored pairs under the population engine:
+# what the PPO-option tests (ppo.obs_noise, ppo.smooth) compare with and without their option.
+TINY_PPO = [
+    "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
+    "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2", "ppo.group_size=2",
+    "ppo.antithetic=true", "run.training.score_probes=16", "eval_suites=[]", "vec_env=batched",
+    "batched_processes=1",
+]
+
+
+@pytest.fixture()
+def tiny_ppo_run():
+    """``run(out, episodes, *sets)``: train-controller on TINY_PPO plus ``sets``; its scores.jsonl rows."""
+    from typer.testing import CliRunner
+
+    from metactl.commands.cli import app
+    from metactl.rundir import SCORES, read_jsonl
+
+    def run(out, episodes: int, *sets: str) -> list[dict]:
+        args = [x for s in [*TINY_PPO, *sets] for x in ("--set", s)]
+        res = CliRunner().invoke(app, ["train-controller", "--episodes", str(episodes), "--out", str(out), "--quiet",
+                                       *args])
+        assert res.exit_code == 0, res.output
+        return read_jsonl(out / SCORES)
+
+    return run
+
+
 # Tests run one process per core (pytest-xdist, --dist loadgroup): each file is one group, kept on
 # one process, except the files that start Ray, which share a group so that no two Ray instances
 # run at once (test_ray_cluster joins "any running Ray" and would join another file's).

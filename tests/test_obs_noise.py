@@ -6,13 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
-from typer.testing import CliRunner
 
-from metactl.commands.cli import app
 from metactl.errors import ConfigError
 from metactl.policies.config import load_controller_config
 from metactl.policies.obs_noise import NoisyReadings
-from metactl.rundir import SCORES, read_jsonl
 
 LABELS = ["obs/sft", "phase=0", "phase=1", "budget_left", "cos/sft-dpo/0"]
 
@@ -78,23 +75,11 @@ def test_obs_noise_refuses_values_out_of_range(value):
         load_controller_config(None, ["vec_env=dummy", f"ppo.obs_noise={value}"])
 
 
-def _train(out, noise: float) -> list[dict]:
-    sets = [
-        "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
-        "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2", "ppo.group_size=2",
-        "ppo.antithetic=true", "run.training.score_probes=16", "eval_suites=[]", "vec_env=batched",
-        "batched_processes=1", f"ppo.obs_noise={noise}",
-    ]
-    args = [x for s in sets for x in ("--set", s)]
-    res = CliRunner().invoke(app, ["train-controller", "--episodes", "4", "--out", str(out), "--quiet", *args])
-    assert res.exit_code == 0, res.output
-    return read_jsonl(out / SCORES)
-
-
-def test_a_noisy_run_trains_on_the_same_episodes_and_acts_otherwise(tmp_path):
+def test_a_noisy_run_trains_on_the_same_episodes_and_acts_otherwise(tmp_path, tiny_ppo_run):
     """Same seed, same tasks and episode seeds; the noisy readings move the sampled schedules (the
     policy's mean reads them), so the training controls differ from the clean run's."""
-    clean, noisy = _train(tmp_path / "clean", 0.0), _train(tmp_path / "noisy", 1.0)
+    clean = tiny_ppo_run(tmp_path / "clean", 4, "ppo.obs_noise=0.0")
+    noisy = tiny_ppo_run(tmp_path / "noisy", 4, "ppo.obs_noise=1.0")
     keys = [(r["task_seed"], r["episode_seed"]) for r in clean]
     assert keys == [(r["task_seed"], r["episode_seed"]) for r in noisy]
     shares = [[[r["controls"][t]["share"] for t in sorted(r["controls"])] for r in run] for run in (clean, noisy)]

@@ -8,13 +8,10 @@ import pytest
 import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
-from typer.testing import CliRunner
 
-from metactl.commands.cli import app
 from metactl.errors import ConfigError
 from metactl.policies.config import load_controller_config
 from metactl.policies.smooth import SmoothReactions
-from metactl.rundir import SCORES, read_jsonl
 
 LABELS = ["obs/sft", "phase=0", "phase=1", "budget_left", "cos/sft-dpo/0"]
 CLOCK = [1, 2, 3]
@@ -78,22 +75,12 @@ def test_smooth_refuses_values_out_of_range(field, value):
         load_controller_config(None, ["vec_env=dummy", f"ppo.{field}={value}"])
 
 
-def _train(out, weight: float) -> list[dict]:
-    sets = [
-        "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
-        "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2", "ppo.group_size=2",
-        "ppo.antithetic=true", "run.training.score_probes=16", "eval_suites=[]", "vec_env=batched",
-        "batched_processes=1", f"ppo.smooth={weight}", "ppo.smooth_noise=2.0",
-    ]
-    args = [x for s in sets for x in ("--set", s)]
-    res = CliRunner().invoke(app, ["train-controller", "--episodes", "6", "--out", str(out), "--quiet", *args])
-    assert res.exit_code == 0, res.output
-    return read_jsonl(out / SCORES)
-
-
-def test_a_smoothed_run_trains_on_the_same_episodes_and_updates_otherwise(tmp_path):
+def test_a_smoothed_run_trains_on_the_same_episodes_and_updates_otherwise(tmp_path, tiny_ppo_run):
     """The same first rollout (the penalty acts on updates only), then other sampled schedules; the
     run's controller loads back as a plain SB3 zip and is deterministic under its seed."""
+    def _train(out, weight: float) -> list[dict]:
+        return tiny_ppo_run(out, 6, f"ppo.smooth={weight}", "ppo.smooth_noise=2.0")
+
     plain, smooth = _train(tmp_path / "plain", 0.0), _train(tmp_path / "smooth", 100.0)
     keys = [(r["task_seed"], r["episode_seed"]) for r in plain]
     assert keys == [(r["task_seed"], r["episode_seed"]) for r in smooth]
