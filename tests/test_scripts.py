@@ -43,7 +43,7 @@ def test_lever_effect_interval_is_the_t_interval():
 
 @pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py",
                                     "obs_conditioning.py", "bench_controller.py", "obs_range.py",
-                                    "step_sensitivity.py"])
+                                    "step_sensitivity.py", "fit_gap.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
@@ -75,6 +75,32 @@ def test_gpu_report_is_what_its_logs_say():
                           capture_output=True, text=True, check=True)
     assert proc.stdout == (REPO / "docs" / "bench_gpu.md").read_text()
     assert "| batched | cuda | 1 x 1 | 128 | 262.3 |" in proc.stdout  # the k.log rows are read too
+
+
+def test_fit_gap_reads_the_averaged_rows_and_refuses_runs_of_other_training_tasks(tmp_path):
+    """Held-out gains come from the averaged rows of the run's own suite only; runs that trained on
+    different task seeds are refused before any episode runs."""
+    from fit_gap import heldout_gains, main
+
+    from metactl.policies.config import load_controller_config
+
+    runs = []
+    for name, seeds in (("a", "[0,16]"), ("b", "[0,64]")):
+        run = tmp_path / name / "tc-s0"
+        run.mkdir(parents=True)
+        cfg = load_controller_config(None, [f"env.train_task_seeds={seeds}"])
+        (run / "config.yaml").write_text(cfg.to_commented_yaml())
+        runs.append(run)
+    rows = [{"label": "averaged", "suite": "s", "task_seed": 1000, "episode_seed": 1,
+             "scores": {"composite": 2.5}, "base": {"composite": 1.0}},
+            {"label": "ppo", "suite": "s", "task_seed": 1000, "episode_seed": 1,
+             "scores": {"composite": 9.0}, "base": {"composite": 1.0}},
+            {"label": "averaged", "suite": "other", "task_seed": 1000, "episode_seed": 1,
+             "scores": {"composite": 9.0}, "base": {"composite": 1.0}}]
+    (runs[0] / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert heldout_gains(runs[0], "s") == {(1000, 1): 1.5}
+    with pytest.raises(SystemExit, match=r"env.train_task_seeds \[0, 64\]"):
+        main(["--runs", *map(str, runs), "--out", str(tmp_path / "gap.md")])
 
 
 def test_averaged_shares_puts_each_seeds_schedule_beside_its_gains(tmp_path):
