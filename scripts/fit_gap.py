@@ -57,12 +57,16 @@ def main(argv: list[str] | None = None) -> None:
         if cfg.run != first.run:  # one world for every run: otherwise the columns compare different tasks
             raise SystemExit(f"--runs: {run} trained on other run settings than {args.runs[0]} "
                              "(run.*: suite, model or training differ); give runs of one world")
-        if cfg.env.train_task_seeds != first.env.train_task_seeds:
-            raise SystemExit(f"--runs: {run} has env.train_task_seeds {list(cfg.env.train_task_seeds)}, "
-                             f"{args.runs[0]} has {list(first.env.train_task_seeds)}; "
-                             "give runs that trained on the same tasks")
-    lo, hi = first.env.train_task_seeds
+    # Every run's averaged.yaml is made from the first tasks of its own draw: a wider draw (env.train_task_seeds
+    # [0, 64] against [0, 16]) starts at the same tasks, so the same training tasks run for every run.
+    lo = first.env.train_task_seeds[0]
+    hi = min(cfg.env.train_task_seeds[1] for cfg in cfgs.values())
     tasks = list(range(lo, min(hi, lo + args.tasks)))
+    for run, cfg in cfgs.items():
+        if cfg.env.train_task_seeds[0] != lo:
+            raise SystemExit(f"--runs: {run} draws training tasks from {cfg.env.train_task_seeds[0]} "
+                             f"(env.train_task_seeds {list(cfg.env.train_task_seeds)}), {args.runs[0]} from {lo}; "
+                             "give runs whose draws start at the same task")
     suite = first.run.suite
     jobs = [_job(label(run), Schedule.load(run / "averaged.yaml"), ts, e, suite=suite)
             for run in args.runs for ts in tasks for e in range(args.episodes)]
