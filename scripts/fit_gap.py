@@ -8,8 +8,10 @@ schedule per run, its ``averaged.yaml`` (the greedy policy's phase controls on t
 training tasks, averaged): that schedule runs now on those very training tasks, with the episode
 seeds the run's evaluation used (the training episodes drew random 32-bit seeds, so these are new),
 and stands beside the same schedule's gain on the held-out task seeds of the run's own suite, read
-from the run's ``eval.jsonl``. Runs of the same name under different parents (``A/tc-s0``,
-``B/tc-s0``: one controller seed trained two ways) are also paired: B minus A on both columns.
+from the run's ``eval.jsonl`` or, with ``--heldout``, run now on the task seeds given: the evaluation
+reads a handful of tasks (1.5 per family at six), and two schedules can trade places on so few.
+Runs of the same name under different parents (``A/tc-s0``, ``B/tc-s0``: one controller seed trained
+two ways) are also paired: B minus A on both columns.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tasks", type=int, default=AVERAGED_TASKS,
                     help="how many of the first training tasks run (default: the ones averaged.yaml was made from)")
     ap.add_argument("--episodes", type=int, default=2, help="episode seeds per training task (0, 1, ...)")
+    ap.add_argument("--heldout", nargs="+", type=int, default=None, metavar="TASK",
+                    help="held-out task seeds to run now, with the same episode seeds (default: read the "
+                         "run's own evaluation rows instead); a wider sample than the evaluation's few tasks")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -68,22 +73,29 @@ def main(argv: list[str] | None = None) -> None:
                              f"(env.train_task_seeds {list(cfg.env.train_task_seeds)}), {args.runs[0]} from {lo}; "
                              "give runs whose draws start at the same task")
     suite = first.run.suite
-    jobs = [_job(label(run), Schedule.load(run / "averaged.yaml"), ts, e, suite=suite)
-            for run in args.runs for ts in tasks for e in range(args.episodes)]
+    for ts in args.heldout or []:
+        if any(cfg.env.train_task_seeds[0] <= ts < cfg.env.train_task_seeds[1] for cfg in cfgs.values()):
+            raise SystemExit(f"--heldout: task {ts} is a training task of a run (env.train_task_seeds); "
+                             "give task seeds outside every run's draw, e.g. 1000 and up")
+    where = [("train", ts) for ts in tasks] + [("held", ts) for ts in args.heldout or []]
+    jobs = [_job(f"{side}|{label(run)}", Schedule.load(run / "averaged.yaml"), ts, e, suite=suite)
+            for run in args.runs for side, ts in where for e in range(args.episodes)]
     venv = make_venv(first, PHASE_ENV)
     start = time.time()
     rows = finished(run_jobs(venv, jobs), "the training-task runs")
     venv.close()
     wall = time.time() - start
 
-    train: dict[str, list[float]] = defaultdict(list)
+    gains: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
-        train[r["label"]].append(r["scores"]["composite"] - r["base"]["composite"])
+        side, name = r["label"].split("|", 1)
+        gains[(side, name)].append(r["scores"]["composite"] - r["base"]["composite"])
+    train = {run: gains[("train", run)] for _, run in gains}
     table = [["run", "training tasks: pairs", "gain", f"held-out tasks of {suite}: pairs", "gain",
               "held-out minus training"]]
     means: dict[str, tuple[float, float]] = {}
     for run in args.runs:
-        held = list(heldout_gains(run, suite).values())
+        held = gains[("held", label(run))] if args.heldout else list(heldout_gains(run, suite).values())
         if not held:
             raise SystemExit(f"{run}/eval.jsonl has no averaged rows on {suite}: "
                              "evaluate the run on its own suite first")
@@ -103,14 +115,17 @@ def main(argv: list[str] | None = None) -> None:
 
     command = (f"python scripts/fit_gap.py --runs {' '.join(map(str, args.runs))}"
                + (f" --tasks {args.tasks}" if args.tasks != AVERAGED_TASKS else "")
-               + (f" --episodes {args.episodes}" if args.episodes != 2 else "") + f" --out {args.out}")
+               + (f" --episodes {args.episodes}" if args.episodes != 2 else "")
+               + (f" --heldout {' '.join(map(str, args.heldout))}" if args.heldout else "") + f" --out {args.out}")
     lines = [
         "# Each run's averaged schedule on its own training tasks and on held-out tasks", "",
         f"<!-- Written by `{command}`; do not edit by hand. -->", "",
         (f"Made by `{command}`. Training tasks: task seeds {tasks} of `{suite}` (the ones `averaged.yaml` "
-         f"is made from), episode seeds {list(range(args.episodes))}, run now ({wall:.0f} s on this machine); "
-         "held-out tasks: the same schedule's rows in the run's own `eval.jsonl`. Gain = final composite minus "
-         "the base's."), "",
+         f"is made from), episode seeds {list(range(args.episodes))}, run now ({wall:.0f} s on this machine, "
+         "held-out tasks included where run); held-out tasks: "
+         + (f"task seeds {args.heldout} with the same episode seeds, run now beside them"
+            if args.heldout else "the same schedule's rows in the run's own `eval.jsonl`")
+         + ". Gain = final composite minus the base's."), "",
         render_table(table, "markdown"), "",
     ]
     if len(paired) > 1:

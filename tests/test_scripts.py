@@ -79,8 +79,8 @@ def test_gpu_report_is_what_its_logs_say():
 
 def test_fit_gap_reads_the_averaged_rows_and_refuses_runs_averaged_on_other_tasks(tmp_path):
     """Held-out gains come from the averaged rows of the run's own suite only; runs whose training
-    draws start at different tasks (so their averaged schedules came from different tasks) are refused
-    before any episode runs."""
+    draws start at different tasks (so their averaged schedules came from different tasks), and
+    "held-out" tasks inside a run's training draw, are refused before any episode runs."""
     from fit_gap import heldout_gains, main
 
     from metactl.policies.config import load_controller_config
@@ -102,6 +102,8 @@ def test_fit_gap_reads_the_averaged_rows_and_refuses_runs_averaged_on_other_task
     assert heldout_gains(runs[0], "s") == {(1000, 1): 1.5}
     with pytest.raises(SystemExit, match=r"draws training tasks from 8 \(env.train_task_seeds \[8, 64\]\)"):
         main(["--runs", *map(str, runs), "--out", str(tmp_path / "gap.md")])
+    with pytest.raises(SystemExit, match="task 5 is a training task"):
+        main(["--runs", str(runs[0]), "--heldout", "1000", "5", "--out", str(tmp_path / "gap.md")])
 
 
 def test_averaged_shares_puts_each_seeds_schedule_beside_its_gains(tmp_path):
