@@ -40,7 +40,7 @@ def label(run: Path) -> str:
 def heldout_gains(run: Path, suite: str) -> dict[tuple[int, int], float]:
     """The averaged schedule's gain per (task, episode seed) on ``suite`` in the run's own evaluation."""
     return {(r["task_seed"], r["episode_seed"]): r["scores"]["composite"] - r["base"]["composite"]
-            for r in read_jsonl(run / "eval.jsonl")
+            for r in read_jsonl(run / "eval.jsonl", appended=True)
             if r["label"] == AVERAGED and r.get("suite") == suite and "scores" in r}
 
 
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         if any(cfg.env.train_task_seeds[0] <= ts < cfg.env.train_task_seeds[1] for cfg in cfgs.values()):
             raise SystemExit(f"--heldout: task {ts} is a training task of a run (env.train_task_seeds); "
                              "give task seeds outside every run's draw, e.g. 1000 and up")
+    # Without --heldout the held-out side is read, not run: a run dir that lacks it is named before any episode runs.
+    read_held = {} if args.heldout else {run: list(heldout_gains(run, suite).values()) for run in args.runs}
+    for run, held in read_held.items():
+        if not held:
+            raise SystemExit(f"{run}/eval.jsonl has no averaged rows on {suite}: "
+                             "evaluate the run on its own suite first, or pass --heldout TASK...")
     where = [("train", ts) for ts in tasks] + [("held", ts) for ts in args.heldout or []]
     jobs = [_job(f"{side}|{label(run)}", Schedule.load(run / "averaged.yaml"), ts, e, suite=suite)
             for run in args.runs for side, ts in where for e in range(args.episodes)]
@@ -90,18 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         side, name = r["label"].split("|", 1)
         gains[(side, name)].append(r["scores"]["composite"] - r["base"]["composite"])
-    train = {run: gains[("train", run)] for _, run in gains}
     table = [["run", "training tasks: pairs", "gain", f"held-out tasks of {suite}: pairs", "gain",
               "held-out minus training"]]
     means: dict[str, tuple[float, float]] = {}
     for run in args.runs:
-        held = gains[("held", label(run))] if args.heldout else list(heldout_gains(run, suite).values())
-        if not held:
-            raise SystemExit(f"{run}/eval.jsonl has no averaged rows on {suite}: "
-                             "evaluate the run on its own suite first")
-        t, h = float(np.mean(train[label(run)])), float(np.mean(held))
+        held = gains[("held", label(run))] if args.heldout else read_held[run]
+        t, h = float(np.mean(gains[("train", label(run))])), float(np.mean(held))
         means[label(run)] = (t, h)
-        table.append([label(run), str(len(train[label(run)])), f"{t:+.3f}", str(len(held)), f"{h:+.3f}",
+        table.append([label(run), str(len(gains[("train", label(run))])), f"{t:+.3f}", str(len(held)), f"{h:+.3f}",
                       f"{h - t:+.3f}"])
 
     by_name: dict[str, list[Path]] = defaultdict(list)

@@ -102,6 +102,11 @@ def test_fit_gap_reads_the_averaged_rows_and_refuses_runs_averaged_on_other_task
     assert heldout_gains(runs[0], "s") == {(1000, 1): 1.5}
     with pytest.raises(SystemExit, match=r"draws training tasks from 8 \(env.train_task_seeds \[8, 64\]\)"):
         main(["--runs", *map(str, runs), "--out", str(tmp_path / "gap.md")])
+    bare = tmp_path / "c" / "tc-s0"  # trained on the same tasks, never evaluated
+    bare.mkdir(parents=True)
+    (bare / "config.yaml").write_text((runs[0] / "config.yaml").read_text())
+    with pytest.raises(SystemExit, match="eval.jsonl has no averaged rows on"):
+        main(["--runs", str(runs[0]), str(bare), "--out", str(tmp_path / "gap.md")])
     with pytest.raises(SystemExit, match="task 5 is a training task"):
         main(["--runs", str(runs[0]), "--heldout", "1000", "5", "--out", str(tmp_path / "gap.md")])
 
