@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from metactl.commands.train_controller.run import AVERAGED_TASKS, _job, make_venv
+from metactl.envs import PHASE_ENV_ID
 from metactl.envs.vector import finished, run_jobs
+from metactl.evaluation import row_gain
 from metactl.policies.config import AVERAGED, load_controller_config
-from metactl.rundir import atomic_write_text, read_jsonl
+from metactl.rundir import AVERAGED_SCHEDULE, CONFIG, EVAL, atomic_write_text, read_jsonl
 from metactl.schedule import Schedule
 from metactl.tables import render_table
-
-PHASE_ENV = "metactl/Adaptation-v0"
 
 
 def label(run: Path) -> str:
@@ -39,8 +39,8 @@ def label(run: Path) -> str:
 
 def heldout_gains(run: Path, suite: str) -> dict[tuple[int, int], float]:
     """The averaged schedule's gain per (task, episode seed) on ``suite`` in the run's own evaluation."""
-    return {(r["task_seed"], r["episode_seed"]): r["scores"]["composite"] - r["base"]["composite"]
-            for r in read_jsonl(run / "eval.jsonl", appended=True)
+    return {(r["task_seed"], r["episode_seed"]): row_gain(r)
+            for r in read_jsonl(run / EVAL, appended=True)
             if r["label"] == AVERAGED and r.get("suite") == suite and "scores" in r}
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
-    cfgs = {run: load_controller_config(run / "config.yaml", ["vec_env=batched", "compare=[]"]) for run in args.runs}
+    cfgs = {run: load_controller_config(run / CONFIG, ["vec_env=batched", "compare=[]"]) for run in args.runs}
     first = cfgs[args.runs[0]]
     for run, cfg in cfgs.items():
         if cfg.run != first.run:  # one world for every run: otherwise the columns compare different tasks
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{run}/eval.jsonl has no averaged rows on {suite}: "
                              "evaluate the run on its own suite first, or pass --heldout TASK...")
     where = [("train", ts) for ts in tasks] + [("held", ts) for ts in args.heldout or []]
-    jobs = [_job(f"{side}|{label(run)}", Schedule.load(run / "averaged.yaml"), ts, e, suite=suite)
+    jobs = [_job(f"{side}|{label(run)}", Schedule.load(run / AVERAGED_SCHEDULE), ts, e, suite=suite)
             for run in args.runs for side, ts in where for e in range(args.episodes)]
-    venv = make_venv(first, PHASE_ENV)
+    venv = make_venv(first, PHASE_ENV_ID)
     start = time.time()
     rows = finished(run_jobs(venv, jobs), "the training-task runs")
     venv.close()
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     gains: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         side, name = r["label"].split("|", 1)
-        gains[(side, name)].append(r["scores"]["composite"] - r["base"]["composite"])
+        gains[(side, name)].append(row_gain(r))
     table = [["run", "training tasks: pairs", "gain", f"held-out tasks of {suite}: pairs", "gain",
               "held-out minus training"]]
     means: dict[str, tuple[float, float]] = {}

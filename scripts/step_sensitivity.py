@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from metactl.commands.train_controller.run import _job, make_venv
+from metactl.envs import PHASE_ENV_ID
 from metactl.envs.vector import finished, run_jobs
 from metactl.episode import order_seed, plan_phase
+from metactl.evaluation import row_gain
 from metactl.policies.config import load_controller_config
+from metactl.rundir import AVERAGED_SCHEDULE, CONFIG
 from metactl.schedule import Schedule
 from metactl.tables import render_table
-
-PHASE_ENV = "metactl/Adaptation-v0"
 
 
 def jittered(schedule: Schedule, rng: np.random.Generator, jitter: float) -> Schedule:
@@ -83,10 +84,10 @@ def main() -> None:
     if not args.runs and not args.schedules:
         ap.error("name at least one source: --runs RUN... or --schedules NAME...")
 
-    config = args.config or (args.runs[0] / "config.yaml" if args.runs else None)
+    config = args.config or (args.runs[0] / CONFIG if args.runs else None)
     cfg = load_controller_config(config, ["vec_env=batched", "compare=[]"])
     groups, total = cfg.run.training.layer_groups, cfg.run.training.total_steps
-    sources = {f"{r.name} averaged": Schedule.load(r / "averaged.yaml") for r in args.runs}
+    sources = {f"{r.name} averaged": Schedule.load(r / AVERAGED_SCHEDULE) for r in args.runs}
     sources.update({name: Schedule.named(name, groups) for name in args.schedules})
     rng = np.random.default_rng(args.seed)
     variants = {(src, k): (s if k == 0 else jittered(s, rng, args.jitter))
@@ -94,7 +95,7 @@ def main() -> None:
     seed0 = cfg.run.training.seed
     pairs = [(ts, seed0 + e) for ts in args.tasks for e in range(args.episodes)]
     jobs = [_job(f"{src}|{k}", s, ts, ep, suite=args.suite) for (src, k), s in variants.items() for ts, ep in pairs]
-    venv = make_venv(cfg, PHASE_ENV)
+    venv = make_venv(cfg, PHASE_ENV_ID)
     start = time.time()
     rows = finished(run_jobs(venv, jobs), "the step-sensitivity runs")
     venv.close()
@@ -105,7 +106,7 @@ def main() -> None:
     for r in rows:
         src, k = r["label"].rsplit("|", 1)
         key = (src, r["family"], r["task_seed"], r["episode_seed"], int(k))
-        gain[key] = r["scores"]["composite"] - r["base"]["composite"]
+        gain[key] = row_gain(r)
         families[(r["task_seed"], r["episode_seed"])] = r["family"]
     table = [["family", "source", "gain", "neighbours' gain", "std over neighbours", "largest drop",
               "pairs moved > 0.5", "steps moved"]]
