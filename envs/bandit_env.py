@@ -46,9 +46,10 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
     ## Rewards
 
     The final composite minus the base's composite on the task (the reported scores, read once,
-    after the schedule ran; phases before the last are scored on the observe split, for the log).
-    If a loss or score turns NaN the reward is ``-env.diverged_penalty`` and ``info["diverged"]``
-    names the error.
+    after the schedule ran; phases before the last are scored on the observe split, for the log),
+    or under ``env.train_reward`` the same parts reweighted (``info["episode_return"]`` stays the
+    reported composite's gain). If a loss or score turns NaN the reward is ``-env.diverged_penalty``
+    and ``info["diverged"]`` names the error.
 
     ## Starting State
 
@@ -131,7 +132,9 @@ class ScheduleBanditEnv(EngineEnvMixin, gym.Env):
                 episode_return=-float(self.env_config.diverged_penalty),
             )
             return obs, -float(self.env_config.diverged_penalty), True, False, info
-        base = self.engine.task.base_scores["composite"]
-        reward = float(final["composite"] - base)
-        info.update(results=[_stable_row(r) for r in results], episode_return=reward, base_composite=base)
+        base_scores = self.engine.task.base_scores
+        base = base_scores["composite"]
+        reward = float(self.env_config.return_gain(self.run_config.reward, final, base_scores))
+        info.update(results=[_stable_row(r) for r in results], episode_return=float(final["composite"] - base),
+                    base_composite=base)
         return obs, reward, True, False, info

@@ -10,6 +10,7 @@ from metactl.errors import ConfigError, check_choice, check_number, did_you_mean
 if TYPE_CHECKING:
     from metactl.envs.spaces import PhaseControlSpace
     from metactl.schedule import Schedule
+    from metactl.scoring import RewardConfig
 
 
 # The observation's blocks, by the head of their labels (``cos/sft|dpo/0`` is in ``cos``): what
@@ -71,6 +72,16 @@ class EnvConfig:
         },
     )
 
+    train_reward: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "help": "weights of the score parts in the return the controller trains on (any of target, heldout, "
+            "stability), replacing run.reward's for the return alone: every reported score, evaluation row and "
+            "table keeps run.reward's composite. E.g. {heldout: 2.0} (--set env.train_reward.heldout=2) makes "
+            "held-out generalisation count twice while the controller learns. {}: the reported composite"
+        },
+    )
+
     merge: list[str] = field(
         default_factory=list,
         metadata={
@@ -114,11 +125,43 @@ class EnvConfig:
         if not isinstance(self.hide, (list, tuple)):
             raise ConfigError(f"env.hide: expected a list of observation blocks, e.g. [gnorm0]; got {self.hide!r}.")
         self.hide = [check_choice("env.hide", str(block), OBS_BLOCKS) for block in self.hide]
+        if not isinstance(self.train_reward, dict):
+            raise ConfigError(
+                f"env.train_reward: expected a mapping of score parts to weights, e.g. {{heldout: 2.0}}; "
+                f"got {self.train_reward!r}."
+            )
+        from metactl.score_parts import REWARD_PARTS
+
+        self.train_reward = {
+            check_choice("env.train_reward", str(part), REWARD_PARTS):
+                check_number(f"env.train_reward.{part}", w, low=0.0, high=1e3)
+            for part, w in self.train_reward.items()
+        }
         if not isinstance(self.merge, (list, tuple)):
             raise ConfigError(f"env.merge: expected a list of tools, e.g. [sft]; got {self.merge!r}.")
         from metactl.tools import TOOLS
 
         self.merge = [check_choice("env.merge", str(t), TOOLS) for t in self.merge]
+
+    def return_reward(self, reported: RewardConfig) -> RewardConfig:
+        """The weights an episode's return is made of: ``run.reward``'s, with ``env.train_reward``'s in place
+        of those it names. Refuses a combination that weighs nothing (before any weights load)."""
+        if not self.train_reward:
+            return reported
+        from dataclasses import replace
+
+        try:
+            return replace(reported, **self.train_reward)
+        except ConfigError as exc:
+            raise ConfigError(f"env.train_reward {self.train_reward} with run.reward's other weights: {exc}") from None
+
+    def return_gain(self, reported: RewardConfig, scores: dict[str, float], base: dict[str, float]) -> float:
+        """What an episode's return adds up to: the reported composite's gain over the base, or under
+        ``env.train_reward`` the same score parts reweighted (the reported composite stays ``run.reward``'s)."""
+        if not self.train_reward:
+            return scores["composite"] - base["composite"]
+        weights = self.return_reward(reported)
+        return weights.composite(scores) - weights.composite(base)
 
     def merge_tools(self, tools: list[str]) -> tuple[str, ...]:
         """``env.merge`` in the run's tool order, each one a tool the run trains."""

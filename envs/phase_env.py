@@ -63,7 +63,9 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
     change (the first measured from the base model). The last phase earns the reported final
     composite minus the reported base composite, less the shaping paid so far, so an episode's
     return is exactly the reported final composite minus the base's (also given as
-    ``info["episode_return"]`` at the end), and the reported scores are read once, then. If a
+    ``info["episode_return"]`` at the end), and the reported scores are read once, then. Under
+    ``env.train_reward`` the last phase earns the same score parts reweighted instead, so the
+    return is their gain while ``info["episode_return"]`` stays the reported composite's. If a
     loss or score turns NaN the episode ends (``terminated``) with ``info["diverged"]`` naming
     the error and a reward that brings the return to ``-env.diverged_penalty``: never a NaN
     reward.
@@ -200,8 +202,10 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             # The reported scores, read once: the return is their final composite minus the base's,
             # whatever the observe readings shaped along the way.
             self.scores = result.scores
-            base = self.engine.task.base_scores["composite"]
-            reward = (self.scores["composite"] - base) - (before - self.potential0)
+            base_scores = self.engine.task.base_scores
+            base = base_scores["composite"]
+            gain = self.env_config.return_gain(self.run_config.reward, self.scores, base_scores)
+            reward = gain - (before - self.potential0)
             self._episode = None
             info.update(episode_end=True, base_composite=base, episode_return=float(self.scores["composite"] - base))
         else:

@@ -92,6 +92,51 @@ def test_phase_env_return_is_final_minus_base_and_budget_end_truncates(made):
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
+def test_train_reward_reweighs_the_return_alone(made, env_id):
+    """Under env.train_reward the return an episode adds up to is the reported score parts' gain with
+    those weights, while info["episode_return"] and the scores stay the reported composite's: two envs
+    on one engine, the same actions and seeds, so only the weights differ. (Made to fail once by
+    leaving the last phase's reward on the reported composite.)"""
+    from dataclasses import replace
+
+    plain = made[env_id].unwrapped
+    weights = {"heldout": 2.0, "stability": 0.5}
+    tilted = type(plain)(plain.run_config, replace(plain.env_config, train_reward=weights), engine=plain.engine)
+    rng = np.random.default_rng(3)
+    actions = [rng.uniform(-0.3, 0.3, plain.action_space.shape).astype(np.float32) for _ in range(2)]
+
+    def rollout(env):
+        env.reset(options={"task_seed": 0, "episode_seed": 5})
+        total = 0.0
+        for a in actions:
+            _, r, term, trunc, info = env.step(a)
+            total += r
+            if term or trunc:
+                return total, info
+
+    (ret, info), (tilted_ret, tilted_info) = rollout(plain), rollout(tilted)
+    final = tilted.scores if env_id == envs.PHASE_ENV_ID else tilted_info["results"][-1]["scores"]
+    base = plain.engine.task.base_scores
+    parts = {"target": 1.0, "heldout": 2.0, "stability": 0.5}
+    expected = sum(w * (final[p] - base[p]) for p, w in parts.items())
+    assert tilted_ret == pytest.approx(expected, abs=1e-5)
+    assert ret == pytest.approx(final["composite"] - base["composite"], abs=1e-5)
+    assert tilted_info["episode_return"] == pytest.approx(info["episode_return"], abs=1e-9) == pytest.approx(ret)
+    assert abs(tilted_ret - ret) > 1e-6  # the weights did change what the controller is paid
+
+
+def test_train_reward_is_checked_before_any_weights_load():
+    with pytest.raises(ConfigError, match="Did you mean 'heldout'"):
+        EnvConfig(train_reward={"heldot": 2.0})
+    with pytest.raises(ConfigError, match=r"env.train_reward.heldout: got -1"):
+        EnvConfig(train_reward={"heldout": -1})
+    from metactl.policies.config import load_controller_config
+
+    with pytest.raises(ConfigError, match="env.train_reward .* all zero"):
+        load_controller_config(None, ["env.train_reward={target: 0, heldout: 0, stability: 0}"])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
 def test_a_controller_reads_no_reported_probe_before_the_final_score(made, env_id, monkeypatch):
     """Between reset and the final phase only the observe split is scored; the reported probes
     (target, heldout, retain) are read once, after the last phase trained, base included. No
