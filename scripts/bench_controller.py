@@ -214,7 +214,7 @@ def main() -> None:
     sections = []
     for suite, by_seed in by_suite.items():
         sections.append(
-            suite_section(suite, by_seed, "ppo")
+            suite_section(suite, by_seed, "ppo", fixed={r["label"] for r in baselines})
             + "\nPer task (mean over controller seeds and episode seeds of ppo's gain minus the method's):\n\n"
             + per_task_wins(by_seed, "ppo") + "\n"
         )

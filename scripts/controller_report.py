@@ -29,6 +29,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from metactl.commands.train_controller.config import resolve
@@ -137,8 +138,11 @@ def pair_key(row: dict) -> tuple:
     return row.get("suite"), row["task_seed"], row.get("episode_seed", 0)
 
 
-def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str) -> str:
-    """Tables for one evaluated suite from each controller seed's rows of it."""
+def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str, fixed: Collection[str] = ()) -> str:
+    """Tables for one evaluated suite from each controller seed's rows of it. ``fixed``: the labels of the
+    fixed schedules (the same rows on every seed); the per-seed tables show every other label. Without it a
+    label counts as seed-dependent where its means differ between seeds, which a one-seed report never
+    shows (its per-seed tables came out empty)."""
     all_rows = [r for rows in by_seed.values() for r in rows]
     parts = Evaluation(all_rows).parts
     labels = list(dict.fromkeys(r["label"] for r in all_rows))
@@ -176,7 +180,7 @@ def suite_section(suite: str | None, by_seed: dict[int, list[dict]], policy: str
     for label in labels:
         means = [statistics.mean([row_gain(r) for r in rows if r["label"] == label] or [float("nan")])
                  for rows in by_seed.values()]
-        if len({round(m, 9) for m in means}) > 1:
+        if (label not in fixed) if fixed else len({round(m, 9) for m in means}) > 1:
             seeds.append([label, *(f"{m:+.3f}" for m in means)])
     families = list(dict.fromkeys(r.get("family", "?") for r in all_rows))
 
@@ -252,7 +256,8 @@ def main() -> None:
         + (" with the `--set` overrides above" if args.overrides else "") + f", controller seeds "
         f"{args.seeds}. The controller observes only the observe split (training-distribution probes no "
         "reported score uses) and nothing that names its task family.\n\n"
-        + "\n".join(suite_section(suite, by_seed, policy) for suite, by_seed in by_suite.items())
+        + "\n".join(suite_section(suite, by_seed, policy, fixed={r["label"] for r in baselines})
+                    for suite, by_seed in by_suite.items())
         + f"\n{', '.join(args.searches) or 'No search'} ran at the controller's episode budget "
         f"({cfg.total_episodes} episodes) with the same seed. Wall time per run, on this machine (2 CPU cores); "
         "the default command alone is one ppo run plus the fixed schedules' evaluation:\n\n"

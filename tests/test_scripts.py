@@ -183,3 +183,22 @@ def test_step_sensitivity_jitters_shares_without_switching_tools_and_counts_move
     more_sft = Schedule.named("expert", 2)
     more_sft.phases[1].tools["sft"].share = 2.0  # 1:2 -> 2:2 against DPO in phase 2: 8 of 24 steps become 12
     assert moved_steps(expert, more_sft, 96, tools, 0) == 4
+
+
+def test_controller_report_lists_a_one_seed_run_in_its_per_seed_tables():
+    """A lever stopped after one seed still gets its per-seed rows (averaged_shares.py reads them). (Made to
+    fail once by telling seed-dependent methods by their means differing between seeds, which one seed never
+    shows: the tables came out empty.)"""
+    from controller_report import suite_section
+
+    def row(label, task, gain):
+        scores = {"target": 0.5, "heldout": 0.5, "stability": 0.5, "composite": 1.0 + gain}
+        return {"label": label, "suite": "s", "task_seed": task, "episode_seed": 0, "family": "f",
+                "scores": scores, "base": {"composite": 1.0}}
+
+    rows = [row("ppo", t, 0.25) for t in (1, 2)] + [row("averaged", t, 0.5) for t in (1, 2)]
+    rows += [row("expert", t, 0.75) for t in (1, 2)]
+    text = suite_section("s", {0: rows}, "ppo", fixed={"expert"})
+    per_seed = text.split("of each controller seed")[1].split("\n\n")[1]
+    assert "| ppo | +0.250 |" in per_seed and "| averaged | +0.500 |" in per_seed and "expert" not in per_seed
+    assert "| ppo | f | +0.250 |" in text
