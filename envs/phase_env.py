@@ -199,8 +199,8 @@ class PhaseControlEnv(EngineEnvMixin, gym.Env):
             interference={k: list(v) for k, v in self.cosines.items()},
         )
         if last:
-            # The reported scores, read once: the return is their final composite minus the base's,
-            # whatever the observe readings shaped along the way.
+            # The reported scores, read once: the return is their final composite minus the base's
+            # (its parts reweighted under env.train_reward), whatever the observe readings shaped.
             self.scores = result.scores
             base_scores = self.engine.task.base_scores
             base = base_scores["composite"]
