@@ -43,7 +43,7 @@ def test_lever_effect_interval_is_the_t_interval():
 
 @pytest.mark.parametrize("script", ["lever_effect.py", "time_tests.py", "share_reach.py", "gpu_report.py",
                                     "obs_conditioning.py", "bench_controller.py", "obs_range.py",
-                                    "step_sensitivity.py", "fit_gap.py"])
+                                    "step_sensitivity.py", "fit_gap.py", "schedule_ablation.py"])
 def test_report_scripts_explain_themselves(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
                           check=True)
@@ -67,6 +67,22 @@ def test_share_reach_projects_onto_what_a_share_only_action_runs():
     assert expert.phases[-1].tools["dpo"].output[0][0] == 0.8
     assert project(prior, prior, tools).to_dict()["phases"] == project(
         project(prior, prior, tools), prior, tools).to_dict()["phases"]
+
+
+def test_schedule_ablation_variants_change_one_thing_of_expert():
+    from schedule_ablation import VARIANTS, variant_schedule
+
+    from metactl.schedule import Schedule
+
+    expert = Schedule.named("expert").to_dict()
+    for name in VARIANTS:
+        variant = variant_schedule(name).to_dict()
+        changed = [(i, t, k) for i, (pe, pv) in enumerate(zip(expert["phases"], variant["phases"]))
+                   for t in pe["tools"] for k in pe["tools"][t] if pe["tools"][t][k] != pv["tools"][t][k]]
+        assert changed, name
+        assert len({(t, k) for _, t, k in changed}) == 1, (name, changed)  # one control of one tool
+    assert variant_schedule("dpo-late").phases[1].tools["dpo"].share == 0.0
+    assert variant_schedule("no-retain").phases[-1].tools["retain"].share == 0.0
 
 
 def test_gpu_report_is_what_its_logs_say():
