@@ -43,13 +43,14 @@ CHECKPOINTS = "checkpoints"  # train-controller: ckpt-<episodes>/ after every up
 CONTROLLER = "controller.zip"  # train-controller: the SB3 model (ppo, bandit)
 SWEEP = "sweep.yaml"  # sweep: the resolved sweep config
 SEARCH_STATE = "search.json"  # train-controller (random, optuna): the search's trials
+SEARCH_DIR = "search"  # train-controller under ppo.search_episodes: the search stage, a run dir of its own
 
 # What each command writes at the top of its output directory: the only names it will ever replace
 # (--overwrite), and what tells a directory holding one of its runs.
 WRITES: dict[str, frozenset[str]] = {
     "run-schedule": frozenset({CONFIG, SCHEDULE, SCORES, ADAPTERS, BASE_MODEL, "tb"}),
     "train-controller": frozenset({CONFIG, SCORES, CHECKPOINTS, CONTROLLER, SEARCH_STATE, SCHEDULE, EVAL, ADAPTERS,
-                                   BASE_MODEL, "learning_curve.png", "tb"}),
+                                   BASE_MODEL, SEARCH_DIR, "learning_curve.png", "tb"}),
     "transfer": frozenset({CONFIG, RESULTS, SCHEDULE, ADAPTERS, BASE_MODEL, "merged", "comparison.txt"}),
     "sweep": frozenset({SWEEP, "trials", "tune", RESULTS, "summary.md"}),
     "inspect": frozenset({"report.json", "report.html", "jobs.jsonl", "decisions.png", "learning.png",

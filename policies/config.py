@@ -123,6 +123,16 @@ class PPOConfig:
         },
     )
 
+    search_episodes: int = field(
+        default=0,
+        metadata={
+            "help": "episodes of the budget spent first on random search over whole share schedules around env.prior "
+            "(the 'random' policy, open loop; kept in RUN/search/); PPO then trains on the rest, acting residually "
+            "around the best schedule that search found instead of env.prior: global exploration first, then "
+            "closed-loop refinement. 0: PPO around env.prior from the first episode"
+        },
+    )
+
     curriculum: str = field(
         default="none",
         metadata={
@@ -173,6 +183,9 @@ class PPOConfig:
         self.smooth = check_number("ppo.smooth", self.smooth, low=0.0, high=1000.0)
         self.smooth_noise = check_number("ppo.smooth_noise", self.smooth_noise, low=0.0, high=10.0, low_open=True)
         self.weight_average = check_number("ppo.weight_average", self.weight_average, low=0.0, high=1.0)
+        self.search_episodes = int(
+            check_number("ppo.search_episodes", self.search_episodes, low=0, high=10**7, integer=True)
+        )
         self.curriculum = check_choice("ppo.curriculum", self.curriculum, CURRICULA)
         self.curriculum_temperature = check_number(
             "ppo.curriculum_temperature", self.curriculum_temperature, low=0.0, high=100.0, low_open=True
@@ -351,6 +364,8 @@ class ControllerConfig(YamlConfig):
                 f"episodes; set n_envs to a multiple of {g} (e.g. {g * (n // g + 1)}), or ppo.group_size=1 (no groups)"
                 + (" and ppo.antithetic=false (mirrored noise needs the pairs)." if self.ppo.antithetic else ".")
             )
+        if self.ppo.search_episodes:
+            self._check_search_start()
         if uses_ppo and self.ppo.antithetic and self.resolved_group_size() != 2:
             raise ConfigError(
                 f"ppo.antithetic: mirrors the noise within pairs of episodes on the same task and seed, so it needs "
@@ -410,6 +425,25 @@ class ControllerConfig(YamlConfig):
         if self.n_envs:
             return self.n_envs
         return 8 if (vec_env or self.resolved_vec_env()) == "batched" else 2
+
+    def _check_search_start(self) -> None:
+        n, total = self.ppo.search_episodes, self.total_episodes
+        if self.policy != "ppo":
+            raise ConfigError(
+                f"ppo.search_episodes: {n} episodes of search before PPO are for policy 'ppo' (the phase-env "
+                f"controller); policy {self.policy!r} does not start from a search. Set ppo.search_episodes=0."
+            )
+        if total - n < self.ppo.episodes_per_update:
+            raise ConfigError(
+                f"ppo.search_episodes: {n} of total_episodes={total} leaves {max(total - n, 0)} for PPO, fewer than "
+                f"one update (ppo.episodes_per_update={self.ppo.episodes_per_update}); allowed: 0 to "
+                f"{total - self.ppo.episodes_per_update}, e.g. {total // 2}."
+            )
+        if self.env.merge:
+            raise ConfigError(
+                f"ppo.search_episodes: the schedule the search finds becomes PPO's prior, and a prior may not merge, "
+                f"so it cannot be combined with env.merge={self.env.merge}; set env.merge=[] or ppo.search_episodes=0."
+            )
 
     def resolved_group_size(self) -> int:
         """``ppo.group_size`` with 0 resolved: pairs when the envs come in an even number, else none."""

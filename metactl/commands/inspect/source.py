@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from metactl.commands.train_controller.search_start import acting_config
 from metactl.errors import ConfigError
 from metactl.policies import policy_class
 from metactl.policies.config import ControllerConfig, load_controller_config
@@ -45,7 +46,7 @@ def load_run_dir(path: str | Path) -> RunDir:
             f"RUN_DIR {p}: {CONFIG} has no `policy:`, so it is not a train-controller run (a run-schedule or "
             "transfer dir has no controller to inspect); give the --out of `metactl train-controller`."
         )
-    config = load_controller_config(p / CONFIG)
+    config = acting_config(load_controller_config(p / CONFIG), p)
     finish = f"`metactl train-controller --resume {p}` completes it"
     missing = [f for f in (SCHEDULE, SCORES) if not (p / f).is_file()]
     if missing:

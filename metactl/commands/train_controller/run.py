@@ -17,6 +17,8 @@ Run directory::
     adapters/          that run's adapters, peft format
     learning_curve.png each training episode's return beside the held-out gains
     tb/                TensorBoard: episode returns and parts; PPO's own losses under tb/<policy>
+    search/            under ppo.search_episodes: the search stage, a `random` run dir of its own (its
+                       schedule.yaml is PPO's prior; commands/train_controller/search_start.py)
 
 ``scores.jsonl`` is cut back to the checkpoint's episode count on resume, so rows are neither
 duplicated nor missing.
@@ -37,6 +39,12 @@ from stable_baselines3.common.vec_env import VecEnv
 from metactl.commands.train_controller.checkpoints import restore, save_checkpoint
 from metactl.commands.train_controller.episode_log import EpisodeLog, cut_rows
 from metactl.commands.train_controller.report import plot_learning_curve
+from metactl.commands.train_controller.search_start import (
+    acting_config,
+    search_config,
+    searched_prior,
+    searches_first,
+)
 from metactl.envs.config import EnvConfig
 from metactl.envs.jobs import Job
 from metactl.envs.vector import finished, run_jobs
@@ -65,6 +73,7 @@ from metactl.rundir import (
     GUARD,
     SCHEDULE,
     SCORES,
+    SEARCH_DIR,
     append_jsonl,
     atomic_write_text,
     claim_output,
@@ -145,7 +154,7 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     from metactl.policies.config import load_controller_config
 
     rows = read_jsonl(out / EVAL)
-    run_cfg = load_controller_config(out / CONFIG)
+    run_cfg = acting_config(load_controller_config(out / CONFIG), out)
     have = {(r["label"], r.get("suite"), r["task_seed"], r.get("episode_seed", 0)) for r in rows}
     labels = list(dict.fromkeys(r["label"] for r in rows))
     if run_cfg.policy == "ppo":
@@ -285,11 +294,26 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
     out = Path(out)
     policy = make_policy(cfg)  # an unknown policy fails here, before the run dir is touched
     with holding(out, "train-controller"):
-        return _train_controller(cfg, policy, out, resume, progress, overwrite)
+        if not searches_first(cfg):
+            return _train_controller(cfg, policy, out, resume, progress, overwrite)
+        # The search stage is a run of its own in RUN/search, resumed like any run; PPO's stage then
+        # starts (or resumes) in RUN with the schedule the search kept as its prior.
+        claim_output(out, "train-controller", resume=resume, overwrite=overwrite)
+        if not resume:
+            atomic_write_text(out / CONFIG, cfg.to_commented_yaml())
+        search = out / SEARCH_DIR
+        if not searched_prior(out).is_file():
+            scfg = search_config(cfg)
+            _train_controller(scfg, make_policy(scfg), search, (search / CONFIG).is_file(), progress, False,
+                              evaluate_after=False)
+        stage = acting_config(cfg, out)
+        return _train_controller(stage, make_policy(stage), out, True, progress, False)
 
 
 def _train_controller(cfg: ControllerConfig, policy, out: Path, resume: bool, progress: bool,
-                      overwrite: bool) -> TrainResult:
+                      overwrite: bool, evaluate_after: bool = True) -> TrainResult:
+    """``evaluate_after=False``: train and keep the policy and its schedule (an open-loop policy's
+    own), nothing evaluated (the search stage of ``ppo.search_episodes``)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
@@ -328,6 +352,13 @@ def _train_controller(cfg: ControllerConfig, policy, out: Path, resume: bool, pr
                     save_checkpoint(out, policy, venv, episode_log.episodes, updates)
         policy.finish()
         policy.save(out)
+        if not evaluate_after:
+            schedule = policy.actor()
+            if not isinstance(schedule, Schedule):
+                raise TypeError(f"policy {cfg.policy!r} acts closed loop; only an open-loop search skips evaluation")
+            schedule.name = f"{cfg.policy} best of {episode_log.episodes} episodes"
+            schedule.save(out / SCHEDULE)
+            return TrainResult(out, episode_log.episodes, time.perf_counter() - t0, Evaluation([]), schedule)
         actors = {cfg.policy: policy.actor(), **comparison_actors(cfg)}
         envelope = guard = None
         if set(MADE_FROM_POLICY) & set(cfg.compare) and not isinstance(actors[cfg.policy], Schedule):

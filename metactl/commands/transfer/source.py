@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from metactl.commands.train_controller.search_start import acting_config
 from metactl.config import RunConfig, load_config
 from metactl.envs.config import EnvConfig
 from metactl.errors import ConfigError, check_choice
@@ -57,7 +58,7 @@ def load_source(path: str | Path, mode: str) -> Source:
             f"`metactl train-controller --out {p}`, or pass a schedule YAML."
         )
     if is_train_controller_dir(p):
-        cfg = load_controller_config(cfg_path)
+        cfg = acting_config(load_controller_config(cfg_path), p)
         source = Source(p, cfg.run, policy=cfg.policy, env=cfg.env)
     else:  # a run-schedule dir: a schedule and the run config it ran with
         source = Source(p, load_config(cfg_path))

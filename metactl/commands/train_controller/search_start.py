@@ -1,0 +1,55 @@
+"""``ppo.search_episodes``: random search first, then PPO around the best schedule it found.
+
+PPO explores with small Gaussian steps around its prior, so a decision far from the prior is never
+tried: under the ``default`` prior no learned schedule ran DPO in the first half, and ``expert``
+without it loses beyond noise (docs/schedule_ablation.md). Random search draws whole schedules
+uniformly over the same residual space, so it reaches those regions, but keeps one open-loop
+schedule chosen on single noisy episodes. The two stages share the budget: the search's episodes
+(``RUN/search/``, a train-controller run of policy ``random`` of its own, unevaluated) come first,
+and PPO spends the rest acting residually around the schedule the search kept, which becomes its
+``env.prior``. Nothing hand-written enters: the search starts from ``env.prior`` (``default``) too.
+
+``RUN/config.yaml`` keeps the config the user gave; :func:`acting_config` is the config the saved
+controller acts under (its prior the searched schedule), for everything that reloads a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from metactl.policies.config import ControllerConfig
+from metactl.rundir import SCHEDULE, SEARCH_DIR
+
+SEARCH_POLICY = "random"
+
+
+def searches_first(cfg: ControllerConfig) -> bool:
+    return cfg.policy == "ppo" and cfg.ppo.search_episodes > 0
+
+
+def search_config(cfg: ControllerConfig) -> ControllerConfig:
+    """The search stage: the same episodes, tasks and seed, policy ``random`` for ``ppo.search_episodes``
+    episodes, on the envs its policy runs on by default (the population engine runs PPO only)."""
+    batched = cfg.resolved_vec_env() == "batched"
+    return dataclasses.replace(
+        cfg, policy=SEARCH_POLICY, total_episodes=cfg.ppo.search_episodes, compare=[],
+        vec_env="auto" if batched else cfg.vec_env, n_envs=0 if batched else cfg.n_envs,
+        ppo=dataclasses.replace(cfg.ppo, search_episodes=0),
+    )
+
+
+def searched_prior(out: Path) -> Path:
+    return Path(out) / SEARCH_DIR / SCHEDULE
+
+
+def acting_config(cfg: ControllerConfig, out: Path) -> ControllerConfig:
+    """The config ``out``'s controller trains and acts under: for a run that searched first, PPO's
+    share of the budget around the searched schedule; any other config unchanged."""
+    if not searches_first(cfg):
+        return cfg
+    return dataclasses.replace(
+        cfg, total_episodes=cfg.total_episodes - cfg.ppo.search_episodes,
+        env=dataclasses.replace(cfg.env, prior=str(searched_prior(out))),
+        ppo=dataclasses.replace(cfg.ppo, search_episodes=0),
+    )
