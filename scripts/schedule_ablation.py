@@ -17,7 +17,6 @@ the prior's, so ``output1`` asks whether that space can express what ``expert`` 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 from collections.abc import Callable
@@ -62,7 +61,7 @@ VARIANTS: dict[str, tuple[str, Callable[[dict], None]]] = {
 
 
 def variant_schedule(name: str) -> Schedule:
-    d = copy.deepcopy(Schedule.named(BASE).to_dict())
+    d = Schedule.named(BASE).to_dict()  # a fresh dict: the variant edits it in place
     VARIANTS[name][1](d)
     d["name"] = f"{BASE}-{name}"
     return Schedule.from_dict(d, f"variant {name}")
@@ -85,29 +84,29 @@ def main() -> None:
     suites = [cfg.run.suite, *cfg.eval_suites]
     header = ["variant", "what changes", *(f"{s}: gain (paired minus {BASE}, 95% interval)" for s in suites)]
     table = [header]
-    families: dict[tuple[str, str], dict[str, list[float]]] = {}
+
+    def suite_of(r: dict) -> str:
+        return r.get("suite") or cfg.run.suite  # rows of run.suite may carry no suite
+
+    rows_of: dict[str, list[dict]] = {BASE: [r for r in base_rows if r["label"] == BASE]}
     for name in args.variants:
         path = variant_schedule(name).save(args.runs / f"{name}.yaml")
         rows, _ = run_baselines(args.runs / name, [*args.overrides, f"compare=[{path}]"])
+        rows_of[name] = [r for r in rows if suite_of(r) in suites and pair_key(r) in base]
         cells = []
         for suite in suites:
-            mine = [r for r in rows if (r.get("suite") or cfg.run.suite) == suite and pair_key(r) in base]
+            mine = [r for r in rows_of[name] if suite_of(r) == suite]
             diffs = [row_gain(r) - base[pair_key(r)] for r in mine]
             m, h = t_interval(diffs)
             cells.append(f"{statistics.mean(row_gain(r) for r in mine):+.3f} ({m:+.3f} [{m - h:+.3f}, {m + h:+.3f}], "
                          f"{len(diffs)} pairs)")
-            for r in mine:
-                families.setdefault((suite, r["family"]), {}).setdefault(name, []).append(row_gain(r))
-                families[(suite, r["family"])].setdefault(BASE + " ", [])
         table.append([name, VARIANTS[name][0], *cells])
-    for r in base_rows:
-        key = ((r.get("suite") or cfg.run.suite), r["family"])
-        if r["label"] == BASE and key in families:
-            families[key][BASE + " "].append(row_gain(r))
+    keys = sorted({(suite_of(r), r["family"]) for name in args.variants for r in rows_of[name]})
     fam = [["suite", "family", BASE, *args.variants]]
-    for (suite, family), by in sorted(families.items()):
-        fam.append([suite, family, f"{statistics.mean(by[BASE + ' ']):+.3f}",
-                    *(f"{statistics.mean(by[v]):+.3f}" for v in args.variants)])
+    for key in keys:
+        means = [statistics.mean(row_gain(r) for r in rows_of[label] if (suite_of(r), r["family"]) == key)
+                 for label in [BASE, *args.variants]]
+        fam.append([*key, *(f"{m:+.3f}" for m in means)])
     cmd = (f"python scripts/schedule_ablation.py --variants {' '.join(args.variants)} --set {' '.join(args.overrides)} "
            f"--baselines {args.baselines} --runs {args.runs} --out {args.out}")
     text = (
