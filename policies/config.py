@@ -22,6 +22,7 @@ GUARDED_HOLD = "guarded-hold"  # the same, holding the mean action for the rest 
 CLOSED_LOOP_WRAPPERS = (ENVELOPED, GUARDED, GUARDED_HOLD)  # compare entries that wrap the trained closed loop
 MADE_FROM_POLICY = (AVERAGED, *CLOSED_LOOP_WRAPPERS)  # compare entries made from the trained policy, not schedule names
 CURRICULA = ("none", "family", "task")  # ppo.curriculum: how training tasks are drawn (policies/curriculum.py)
+SEARCH_AUTO = "auto"  # ppo.search_episodes: half the budget searched first for ppo (resolved_search_episodes)
 
 
 @dataclass
@@ -123,13 +124,14 @@ class PPOConfig:
         },
     )
 
-    search_episodes: int = field(
-        default=0,
+    search_episodes: int | str = field(
+        default=SEARCH_AUTO,
         metadata={
             "help": "episodes of the budget spent first on random search over whole share schedules around env.prior "
             "(the 'random' policy, open loop; kept in RUN/search/); PPO then trains on the rest, acting residually "
             "around the best schedule that search found instead of env.prior: global exploration first, then "
-            "closed-loop refinement. 0: PPO around env.prior from the first episode"
+            "closed-loop refinement. 'auto': half of total_episodes for policy ppo, when the other half still holds "
+            "one PPO update and env.merge is empty, else 0. 0: PPO around env.prior from the first episode"
         },
     )
 
@@ -183,9 +185,16 @@ class PPOConfig:
         self.smooth = check_number("ppo.smooth", self.smooth, low=0.0, high=1000.0)
         self.smooth_noise = check_number("ppo.smooth_noise", self.smooth_noise, low=0.0, high=10.0, low_open=True)
         self.weight_average = check_number("ppo.weight_average", self.weight_average, low=0.0, high=1.0)
-        self.search_episodes = int(
-            check_number("ppo.search_episodes", self.search_episodes, low=0, high=10**7, integer=True)
-        )
+        if self.search_episodes != SEARCH_AUTO:
+            if isinstance(self.search_episodes, str):
+                raise ConfigError(
+                    f"ppo.search_episodes: {self.search_episodes!r} is neither {SEARCH_AUTO!r} nor a number of "
+                    f"episodes; allowed: {SEARCH_AUTO!r} (half the budget for ppo) or 0 to total_episodes - "
+                    "ppo.episodes_per_update (0: no search)."
+                )
+            self.search_episodes = int(
+                check_number("ppo.search_episodes", self.search_episodes, low=0, high=10**7, integer=True)
+            )
         self.curriculum = check_choice("ppo.curriculum", self.curriculum, CURRICULA)
         self.curriculum_temperature = check_number(
             "ppo.curriculum_temperature", self.curriculum_temperature, low=0.0, high=100.0, low_open=True
@@ -364,7 +373,7 @@ class ControllerConfig(YamlConfig):
                 f"episodes; set n_envs to a multiple of {g} (e.g. {g * (n // g + 1)}), or ppo.group_size=1 (no groups)"
                 + (" and ppo.antithetic=false (mirrored noise needs the pairs)." if self.ppo.antithetic else ".")
             )
-        if self.ppo.search_episodes:
+        if self.ppo.search_episodes != SEARCH_AUTO and self.ppo.search_episodes:
             self._check_search_start()
         if uses_ppo and self.ppo.antithetic and self.resolved_group_size() != 2:
             raise ConfigError(
@@ -425,6 +434,17 @@ class ControllerConfig(YamlConfig):
         if self.n_envs:
             return self.n_envs
         return 8 if (vec_env or self.resolved_vec_env()) == "batched" else 2
+
+    def resolved_search_episodes(self) -> int:
+        """``ppo.search_episodes`` with ``auto`` resolved: half the budget (rounded down) for policy ppo
+        when the other half holds at least one PPO update and nothing merges (the searched schedule
+        becomes a prior, which may not merge), else 0."""
+        n = self.ppo.search_episodes
+        if n != SEARCH_AUTO:
+            return int(n)
+        half = self.total_episodes // 2
+        fits = self.total_episodes - half >= self.ppo.episodes_per_update
+        return half if self.policy == "ppo" and fits and not self.env.merge else 0
 
     def _check_search_start(self) -> None:
         n, total = self.ppo.search_episodes, self.total_episodes

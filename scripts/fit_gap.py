@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from metactl.commands.train_controller.run import AVERAGED_TASKS, _job, make_venv
+from metactl.commands.train_controller.search_start import load_run_config
 from metactl.envs import PHASE_ENV_ID
 from metactl.envs.vector import finished, run_jobs
 from metactl.evaluation import row_gain
-from metactl.policies.config import AVERAGED, load_controller_config
-from metactl.rundir import AVERAGED_SCHEDULE, CONFIG, EVAL, atomic_write_text, read_jsonl
+from metactl.policies.config import AVERAGED
+from metactl.rundir import AVERAGED_SCHEDULE, EVAL, atomic_write_text, read_jsonl
 from metactl.schedule import Schedule
 from metactl.tables import render_table
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
-    cfgs = {run: load_controller_config(run / CONFIG, ["vec_env=batched", "compare=[]"]) for run in args.runs}
+    cfgs = {run: load_run_config(run, overrides=["vec_env=batched", "compare=[]"]) for run in args.runs}
     first = cfgs[args.runs[0]]
     for run, cfg in cfgs.items():
         if cfg.run != first.run:  # one world for every run: otherwise the columns compare different tasks

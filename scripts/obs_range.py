@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from metactl.commands.inspect.rollout import load_actor
+from metactl.commands.train_controller.search_start import load_run_config
 from metactl.envs import PHASE_ENV_ID, make
-from metactl.policies.config import load_controller_config
-from metactl.rundir import CONFIG, CONTROLLER, atomic_write_text
+from metactl.rundir import CONTROLLER, atomic_write_text
 from metactl.tables import render_table
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    cfg = load_controller_config(args.run / CONFIG)
+    cfg = load_run_config(args.run)
     env = make(PHASE_ENV_ID, run=cfg.run, env=cfg.env)
     actor = load_actor(args.run / CONTROLLER, env)
     lo_seed, hi_seed = cfg.env.train_task_seeds

@@ -19,10 +19,11 @@ import statistics
 from pathlib import Path
 
 from metactl.commands.train_controller.run import _job, make_venv
+from metactl.commands.train_controller.search_start import load_run_config
 from metactl.envs.vector import run_jobs
 from metactl.evaluation import row_gain
 from metactl.policies import make_policy
-from metactl.policies.config import ControllerConfig, load_controller_config
+from metactl.policies.config import ControllerConfig
 from metactl.rundir import atomic_write_text, read_jsonl
 
 TOOLS = ("sft", "dpo", "retain")
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    cfg = load_controller_config(args.run / "config.yaml")
+    cfg = load_run_config(args.run)
     lo, hi = cfg.env.train_task_seeds
     spec = [(args.suite, t, e) for t in args.tasks for e in range(args.episodes)]
     spec += [(None, t, 0) for t in range(lo, min(hi, lo + args.train_tasks))]

@@ -41,6 +41,8 @@ TINY_PPO = [
     "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2", "ppo.group_size=2",
     "ppo.antithetic=true", "run.training.score_probes=16", "eval_suites=[]", "vec_env=batched",
     "batched_processes=1",
+    # PPO alone from the first episode (tests/test_search_start.py runs the default's search first).
+    "ppo.search_episodes=0",
 ]
 
 

@@ -30,6 +30,8 @@ TINY = [
     "run.training.score_probes=16", "eval_suites=[]",
     # One env cannot hold the default's mirrored pairs (tests/test_antithetic.py runs those).
     "ppo.group_size=1", "ppo.antithetic=false",
+    # PPO alone from the first episode; the tests that start from a search say so.
+    "ppo.search_episodes=0",
 ]
 
 
@@ -160,23 +162,29 @@ def test_a_finished_run_widens_its_evaluation_without_retraining(tmp_path):
     assert len(rows) == 3 * 2 * 2 and {r["task_seed"] for r in rows} == {1000, 1001}
 
 
-def test_same_seed_twice_gives_identical_actions_and_rewards(tmp_path):
+@pytest.mark.parametrize("searched", [0, 2])
+def test_same_seed_twice_gives_identical_actions_and_rewards(tmp_path, searched):
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        res = CliRunner().invoke(
-            app, ["train-controller", "--episodes", "4", "--seed", "3", "--out", str(out), "--quiet", *_args()]
-        )
+        res = CliRunner().invoke(app, [
+            "train-controller", "--episodes", "4", "--seed", "3", "--out", str(out), "--quiet",
+            *_args(f"ppo.search_episodes={searched}"),
+        ])
         assert res.exit_code == 0, res.output
-        runs.append(
-            [(r["episode"], r["phase"], r["task_seed"], r["controls"], r["scores"], r["return"]) for r in _rows(out)]
-        )
+        stages = [out / "search", out] if searched else [out]
+        runs.append([(r["episode"], r["phase"], r["task_seed"], r["controls"], r["scores"], r["return"])
+                     for stage in stages for r in _rows(stage)])
     assert runs[0] == runs[1]
-    assert len(runs[0]) == 4 * 2
+    assert len(runs[0]) == 4 * 2  # every episode of the budget, search and PPO together, 2 phases each
 
 
-def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path):
+@pytest.mark.parametrize("searched", [0, 4])
+def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path, searched):
+    """Killed mid-PPO (PPO alone), or mid-search (searching the first half): the resumed run ends with
+    every episode of each stage once, and a torn checkpoint is skipped."""
     out = tmp_path / "run"
+    killed_in = out / "search" if searched else out
     cmd = [
         sys.executable,
         "-m",
@@ -187,23 +195,25 @@ def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path)
         "--out",
         str(out),
         "--quiet",
-        *_args(),
+        *_args(f"ppo.search_episodes={searched}"),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "ckpt-000004" / "state.json").exists():
+    mark = "ckpt-000002" if searched else "ckpt-000004"
+    while time.time() < deadline and not (killed_in / "checkpoints" / mark / "state.json").exists():
         time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read().decode()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_rows = _rows(out)
+    killed_rows = _rows(killed_in)
     assert killed_rows, "the run wrote nothing before the kill"
+    assert not (searched and (out / "scores.jsonl").exists()), "killed in the search, PPO must not have started"
     # A checkpoint that was being written when the process died (no state.json) must be skipped.
-    (out / "checkpoints" / "ckpt-000099").mkdir()
-    (out / "checkpoints" / "ckpt-000099" / "controller.zip").write_bytes(b"torn")
+    (killed_in / "checkpoints" / "ckpt-000099").mkdir()
+    (killed_in / "checkpoints" / "ckpt-000099" / "controller.zip").write_bytes(b"torn")
 
     res = subprocess.run(
         [sys.executable, "-m", "metactl.commands.cli", "train-controller", "--resume", str(out), "--quiet"],
@@ -216,15 +226,16 @@ def test_sigkill_then_resume_reaches_the_budget_without_duplicate_rows(tmp_path)
     )
     assert res.returncode == 0, res.stderr
     assert "skipping incomplete checkpoint" in res.stderr
-    rows = _rows(out)
-    keys = [(r["episode"], r["phase"]) for r in rows]
-    assert len(keys) == len(set(keys)), "duplicate rows after resume"
-    assert sorted({r["episode"] for r in rows}) == list(range(8))
-    assert all(sorted(r["phase"] for r in rows if r["episode"] == e) == [0, 1] for e in range(8))
+    for stage, episodes in ([(out / "search", 4), (out, 4)] if searched else [(out, 8)]):
+        rows = _rows(stage)
+        keys = [(r["episode"], r["phase"]) for r in rows]
+        assert len(keys) == len(set(keys)), "duplicate rows after resume"
+        assert sorted({r["episode"] for r in rows}) == list(range(episodes))
+        assert all(sorted(r["phase"] for r in rows if r["episode"] == e) == [0, 1] for e in range(episodes))
     # Rows written before the kill for episodes the checkpoint covered are kept as they were.
-    kept = {(r["episode"], r["phase"]): r for r in rows}
+    kept = {(r["episode"], r["phase"]): r for r in _rows(killed_in)}
     for r in killed_rows:
-        if r["episode"] < 4:
+        if r["episode"] < int(mark[-6:]):
             assert kept[(r["episode"], r["phase"])] == r
     assert (out / "controller.zip").is_file() and (out / "schedule.yaml").is_file()
 
@@ -275,6 +286,7 @@ def test_default_config_file_matches_the_code_defaults():
     expected.env.controls = "share"
     expected.total_episodes = 96
     expected.ppo.group_size, expected.ppo.antithetic = 2, True
+    assert expected.ppo.search_episodes == "auto"  # half of the 96 searched first (tests/test_search_start.py)
     assert cfg == expected
     body = "".join(path.read_text().splitlines(True)[2:])  # after the two header comment lines
     assert body == cfg.to_commented_yaml(), "regenerate the file from ControllerConfig.to_commented_yaml()"

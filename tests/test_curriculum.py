@@ -118,7 +118,7 @@ def _train(out, resume: bool = False) -> None:
         "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,6]",
         "run.suite=train-families", "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2",
         "run.training.score_probes=16", "eval_suites=[]", "vec_env=batched", "batched_processes=1",
-        "ppo.curriculum=family",
+        "ppo.curriculum=family", "ppo.search_episodes=0",
     ]
     new = ["--episodes", "6", "--out", str(out), *[x for s in sets for x in ("--set", s)]]
     args = ["--resume", str(out)] if resume else new

@@ -49,7 +49,7 @@ TINY = [
     "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
     "eval_task_seeds=[1000]", "compare=[default]", "ppo.episodes_per_update=2", "ppo.group_size=2",
     "ppo.antithetic=false",
-    "run.training.score_probes=16", "eval_suites=[]",
+    "run.training.score_probes=16", "eval_suites=[]", "ppo.search_episodes=0",
 ]
 
 

@@ -105,7 +105,7 @@ def test_fit_gap_reads_the_averaged_rows_and_refuses_runs_averaged_on_other_task
     for name, seeds in (("a", "[0,16]"), ("b", "[8,64]")):
         run = tmp_path / name / "tc-s0"
         run.mkdir(parents=True)
-        cfg = load_controller_config(None, [f"env.train_task_seeds={seeds}"])
+        cfg = load_controller_config(None, [f"env.train_task_seeds={seeds}", "ppo.search_episodes=0"])
         (run / "config.yaml").write_text(cfg.to_commented_yaml())
         runs.append(run)
     rows = [{"label": "averaged", "suite": "s", "task_seed": 1000, "episode_seed": 1,

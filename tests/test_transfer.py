@@ -213,7 +213,8 @@ def _schedule_run(tmp_path: Path, schedule_text: str | None) -> Path:
 
     d = tmp_path / "src"
     d.mkdir()
-    (d / "config.yaml").write_text(load_controller_config(None, []).to_commented_yaml())
+    # A run of PPO alone: a searched start's dir also holds search/ (its own case below).
+    (d / "config.yaml").write_text(load_controller_config(None, ["ppo.search_episodes=0"]).to_commented_yaml())
     if schedule_text is not None:
         (d / "schedule.yaml").write_text(schedule_text)
     return d
@@ -251,6 +252,7 @@ def _unmappable_model(tmp_path: Path, layers: int = 2, model_type: str = "llama"
         ("no_guard", "has no guard.json"),
         ("guard_and_envelope", "pick one"),
         ("guard_unknown", "Did you mean 'hold'"),
+        ("search_unfinished", "the search stage did not finish"),
     ],
 )
 def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message):
@@ -263,7 +265,7 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
     elif case == "no_schedule":
         src = _schedule_run(tmp_path, None)
     elif case in ("no_controller", "policy_groups", "no_envelope", "envelope_bandit", "no_guard", "guard_and_envelope",
-                  "guard_unknown"):
+                  "guard_unknown", "search_unfinished"):
         src = _schedule_run(tmp_path, expert)
         extra = ["--mode", "policy"]
         if case == "envelope_bandit":
@@ -279,6 +281,11 @@ def test_bad_input_fails_before_weights_load(tmp_path, no_weights, case, message
             (src / "controller.zip").write_bytes(b"")
             extra += {"no_guard": ["--guard", "phase"], "guard_and_envelope": ["--guard", "hold", "--envelope"],
                       "guard_unknown": ["--guard", "hodl"]}[case]
+        if case == "search_unfinished":  # killed in its search: RUN/search/ holds no schedule yet
+            from metactl.policies.config import load_controller_config
+
+            (src / "config.yaml").write_text(load_controller_config(None, []).to_commented_yaml())
+            (src / "search").mkdir()
         if case == "policy_groups":
             (src / "controller.zip").write_bytes(b"")
             extra += ["--set", "run.training.layer_groups=3"]

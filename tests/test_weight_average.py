@@ -54,6 +54,7 @@ def _train(out, fraction: float, resume: bool = False) -> None:
         "n_envs=2", "run.training.total_steps=4", "env.phases=2", "env.train_task_seeds=[0,16]",
         "eval_task_seeds=[1000]", "compare=[]", "ppo.episodes_per_update=2", "run.training.score_probes=16",
         "eval_suites=[]", "vec_env=batched", "batched_processes=1", f"ppo.weight_average={fraction}",
+        "ppo.search_episodes=0",
     ]
     new = ["--episodes", "4", "--out", str(out), *[x for s in sets for x in ("--set", s)]]
     args = ["--resume", str(out)] if resume else new

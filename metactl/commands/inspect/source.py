@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from metactl.commands.train_controller.search_start import acting_config
+from metactl.commands.train_controller.search_start import load_run_config
 from metactl.errors import ConfigError
 from metactl.policies import policy_class
-from metactl.policies.config import ControllerConfig, load_controller_config
+from metactl.policies.config import ControllerConfig
 from metactl.rundir import CONFIG, CONTROLLER, SCHEDULE, SCORES, is_train_controller_dir
 from metactl.schedule import Schedule
 
@@ -46,7 +46,7 @@ def load_run_dir(path: str | Path) -> RunDir:
             f"RUN_DIR {p}: {CONFIG} has no `policy:`, so it is not a train-controller run (a run-schedule or "
             "transfer dir has no controller to inspect); give the --out of `metactl train-controller`."
         )
-    config = acting_config(load_controller_config(p / CONFIG), p)
+    config = load_run_config(p)
     finish = f"`metactl train-controller --resume {p}` completes it"
     missing = [f for f in (SCHEDULE, SCORES) if not (p / f).is_file()]
     if missing:

@@ -63,10 +63,13 @@ def command(
     from metactl.commands.train_controller import config as command_config
     from metactl.commands.train_controller.report import result_text
     from metactl.commands.train_controller.run import train_controller as run
+    from metactl.rundir import SEARCH_DIR
 
     options = given(policy=policy, total_episodes=episodes, seed=seed, vec_env=vec_env,
                        **{"ray.address": ray_address})
     cfg, out = command_config.resolve(config, [*set_, *options], resume, out)
     result = run(cfg, out, resume=resume is not None, progress=not quiet, overwrite=overwrite)
-    typer.echo("\n" + result_text(cfg.eval_task_seeds, result.evaluation, result.episodes, result.seconds))
-    typer.echo(f"wrote {out} (controller, schedule.yaml, scores.jsonl, eval.jsonl, tb/)")
+    typer.echo("\n" + result_text(cfg.eval_task_seeds, result.evaluation, result.episodes, result.seconds,
+                                    result.searched))
+    search = f", {SEARCH_DIR}/ (the search stage)" if result.searched else ""
+    typer.echo(f"wrote {out} (controller, schedule.yaml, scores.jsonl, eval.jsonl, tb/{search})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from metactl.commands.train_controller.search_start import load_run_config
 from metactl.errors import ConfigError
 from metactl.models import resolve_model
 from metactl.paths import resolve_config_path
@@ -27,7 +28,7 @@ def resolve(config: str | Path = "default", overrides: list[str] | None = None, 
     if resume is not None:
         if not (resume / CONFIG).is_file():
             raise ConfigError(f"--resume {resume}: no {CONFIG} there; it is not a train-controller run dir.")
-        cfg, out = load_controller_config(resume / CONFIG, []), resume
+        cfg, out = load_run_config(resume, acting=False), resume
     else:
         cfg = load_controller_config(resolve_config_path("train", config), overrides)
         out = out or default_out(cfg)

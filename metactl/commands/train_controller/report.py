@@ -12,10 +12,12 @@ from metactl.tables import render_table
 LEARNING_CURVE = "learning_curve.png"
 
 
-def result_text(eval_task_seeds: list[int], evaluation: Evaluation, episodes: int, seconds: float) -> str:
+def result_text(eval_task_seeds: list[int], evaluation: Evaluation, episodes: int, seconds: float,
+                searched: int = 0) -> str:
     """The final tables: every method's score parts on the held-out tasks (mean ± std over tasks),
     one table per evaluated suite (run.suite first, then eval_suites)."""
-    head = f"{episodes} episodes, {seconds:.0f}s; held-out task seeds {eval_task_seeds} (mean ± std over tasks)"
+    how = f" (the first {searched} a random search, then PPO)" if searched else ""
+    head = f"{episodes} episodes{how}, {seconds:.0f}s; held-out task seeds {eval_task_seeds} (mean ± std over tasks)"
     suites = evaluation.suites() or [None]
     parts = [head]
     for suite in suites:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,6 +41,7 @@ from metactl.commands.train_controller.episode_log import EpisodeLog, cut_rows
 from metactl.commands.train_controller.report import plot_learning_curve
 from metactl.commands.train_controller.search_start import (
     acting_config,
+    load_run_config,
     search_config,
     searched_prior,
     searches_first,
@@ -151,10 +152,9 @@ def evaluate_missing(cfg: ControllerConfig, out: Path) -> int:
     Only evaluation settings may differ from the run's own config (what trained the policy is read
     from ``out/config.yaml``); the policy acts greedily, so a row is what a fresh run's evaluation
     would have written for that pair."""
-    from metactl.policies.config import load_controller_config
 
     rows = read_jsonl(out / EVAL)
-    run_cfg = acting_config(load_controller_config(out / CONFIG), out)
+    run_cfg = load_run_config(out)
     have = {(r["label"], r.get("suite"), r["task_seed"], r.get("episode_seed", 0)) for r in rows}
     labels = list(dict.fromkeys(r["label"] for r in rows))
     if run_cfg.policy == "ppo":
@@ -284,6 +284,7 @@ class TrainResult:
     seconds: float
     evaluation: Evaluation
     schedule: Schedule
+    searched: int = 0  # of ``episodes``, those the search stage ran before PPO (ppo.search_episodes)
 
 
 def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, progress: bool = True,
@@ -301,13 +302,16 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
         claim_output(out, "train-controller", resume=resume, overwrite=overwrite)
         if not resume:
             atomic_write_text(out / CONFIG, cfg.to_commented_yaml())
+        t0 = time.perf_counter()
         search = out / SEARCH_DIR
+        scfg = search_config(cfg)
         if not searched_prior(out).is_file():
-            scfg = search_config(cfg)
             _train_controller(scfg, make_policy(scfg), search, (search / CONFIG).is_file(), progress, False,
                               evaluate_after=False)
         stage = acting_config(cfg, out)
-        return _train_controller(stage, make_policy(stage), out, True, progress, False)
+        done = _train_controller(stage, make_policy(stage), out, True, progress, False)
+        return replace(done, episodes=done.episodes + scfg.total_episodes,
+                                   seconds=time.perf_counter() - t0, searched=scfg.total_episodes)
 
 
 def _train_controller(cfg: ControllerConfig, policy, out: Path, resume: bool, progress: bool,

@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from metactl.commands.train_controller.search_start import acting_config
+from metactl.commands.train_controller.search_start import load_run_config
 from metactl.config import RunConfig, load_config
 from metactl.envs.config import EnvConfig
 from metactl.errors import ConfigError, check_choice
 from metactl.policies import POLICIES
-from metactl.policies.config import load_controller_config
 from metactl.rundir import CONFIG, CONTROLLER, SCHEDULE, is_train_controller_dir
 from metactl.schedule import Schedule
 
@@ -58,7 +57,7 @@ def load_source(path: str | Path, mode: str) -> Source:
             f"`metactl train-controller --out {p}`, or pass a schedule YAML."
         )
     if is_train_controller_dir(p):
-        cfg = acting_config(load_controller_config(cfg_path), p)
+        cfg = load_run_config(p)
         source = Source(p, cfg.run, policy=cfg.policy, env=cfg.env)
     else:  # a run-schedule dir: a schedule and the run config it ran with
         source = Source(p, load_config(cfg_path))
