@@ -310,8 +310,8 @@ def train_controller(cfg: ControllerConfig, out: Path, resume: bool = False, pro
                               evaluate_after=False)
         stage = acting_config(cfg, out)
         done = _train_controller(stage, make_policy(stage), out, True, progress, False)
-        return replace(done, episodes=done.episodes + scfg.total_episodes,
-                                   seconds=time.perf_counter() - t0, searched=scfg.total_episodes)
+        return replace(done, episodes=done.episodes + scfg.total_episodes, seconds=time.perf_counter() - t0,
+                       searched=scfg.total_episodes)
 
 
 def _train_controller(cfg: ControllerConfig, policy, out: Path, resume: bool, progress: bool,
