@@ -12,7 +12,7 @@ from pathlib import Path
 
 from metactl.config import RunConfig, YamlConfig, load_dataclass_config
 from metactl.envs.config import EnvConfig, RayConfig
-from metactl.errors import ConfigError, check_choice, check_number
+from metactl.errors import ConfigError, check_choice, check_number, did_you_mean
 from metactl.schedule import Schedule
 
 AVERAGED = "averaged"  # in ``compare``: the learned policy's phase controls averaged into one fixed schedule
@@ -191,6 +191,7 @@ class PPOConfig:
                     f"ppo.search_episodes: {self.search_episodes!r} is neither {SEARCH_AUTO!r} nor a number of "
                     f"episodes; allowed: {SEARCH_AUTO!r} (half the budget for ppo) or 0 to total_episodes - "
                     "ppo.episodes_per_update (0: no search)."
+                    + did_you_mean(self.search_episodes.lower(), [SEARCH_AUTO])
                 )
             self.search_episodes = int(
                 check_number("ppo.search_episodes", self.search_episodes, low=0, high=10**7, integer=True)

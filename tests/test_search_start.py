@@ -100,6 +100,8 @@ def test_the_default_config_searches_half_its_budget_first():
 def test_a_word_other_than_auto_is_refused_with_the_choices():
     with pytest.raises(ConfigError, match="'half' is neither 'auto' nor a number of episodes"):
         load_controller_config(None, ["ppo.search_episodes=half"])
+    with pytest.raises(ConfigError, match="Did you mean 'auto'"):
+        load_controller_config(None, ["ppo.search_episodes=Auto"])
 
 
 def test_a_run_dir_from_before_the_search_stage_reads_as_ppo_alone(tmp_path):
