@@ -62,6 +62,8 @@ def test_a_searched_start_is_the_search_then_ppo_around_what_it_kept(tmp_path):
     prior = str(one / SEARCH_DIR / SCHEDULE)
     assert load_source(one, "policy").env.prior == prior
     assert load_run_dir(one).config.env.prior == prior
+    assert load_run_dir(one).prior == "the schedule its search stage kept, search/schedule.yaml"
+    assert load_run_dir(stage).prior == f"env.prior {str(search / SCHEDULE)!r}"  # a prior given by hand
     assert (one / CONTROLLER).is_file()
 
 

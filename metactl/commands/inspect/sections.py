@@ -199,6 +199,7 @@ def why(rd: RunDir, trace: Trace) -> dict:
         )
     return {
         "method": "perturbation: each feature moved by 10% of its range, greedy action decoded into controls",
+        "prior": rd.prior,
         "steps": steps,
     }
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from metactl.commands.train_controller.search_start import load_run_config
+from metactl.commands.train_controller.search_start import load_run_config, searched_prior
 from metactl.errors import ConfigError
 from metactl.policies import policy_class
 from metactl.policies.config import ControllerConfig
-from metactl.rundir import CONFIG, CONTROLLER, SCHEDULE, SCORES, is_train_controller_dir
+from metactl.rundir import CONFIG, CONTROLLER, SCHEDULE, SCORES, SEARCH_DIR, is_train_controller_dir
 from metactl.schedule import Schedule
 
 
@@ -29,6 +29,14 @@ class RunDir:
     @property
     def closed_loop(self) -> bool:
         return self.controller is not None
+
+    @property
+    def prior(self) -> str:
+        """What the policy's zero action runs, in words: a run that searched first acts around the
+        schedule its search kept, not around the ``env.prior`` its config names."""
+        if Path(self.config.env.prior) == searched_prior(self.path):
+            return f"the schedule its search stage kept, {SEARCH_DIR}/{SCHEDULE}"
+        return f"env.prior {self.config.env.prior!r}"
 
 
 def load_run_dir(path: str | Path) -> RunDir:

@@ -118,8 +118,8 @@ def why_table(report: dict) -> Table:
             rows.append([str(s["step"]), e["control"], f"{e['chosen']:.2f}", f"{e['prior']:.2f}", because])
     return (
         (
-            "Why: controls moved furthest from the prior, and the observation features that move them most "
-            "(effect of +10% of the feature's range, in the control's units)"
+            f"Why: controls moved furthest from the prior ({w.get('prior', 'env.prior')}), and the observation "
+            "features that move them most (effect of +10% of the feature's range, in the control's units)"
         ),
         ["step", "control", "chosen", "prior", "because"],
         rows,
