@@ -85,9 +85,9 @@ CASES = {
         "notes": [(
             "- sycophancy-en: both fixed schedules end below the base (their gain over base row): at the preset's "
             "learning rates, SFT then DPO at full force (`default`) and maxright's full-strength alternation "
-            "overtrain SmolLM2 on this family (KL far above the learned side's, stability near 0), so most of the "
-            "learned side's margin is the collapse it avoided, and its own gain over the base is small beside its "
-            "spread over tasks. `expert` was not run on this case."
+            "overtrain SmolLM2 on this family (KL far above the learned side's, stability near 0), so much of the "
+            "learned side's margin is the collapse it avoided: its own gain over the base (the last row) is what it "
+            "adds to the model. `expert` was not run on this case."
         )],
     },
     # The same closed loop kept inside its training envelope (--envelope): the guard made for readings
