@@ -67,7 +67,7 @@ def main() -> None:
         f"<!-- Written by `{cmd}`; do not edit by hand. -->",
         "",
         (f"Made by `{cmd}` from each source seed's `{args.work}/{args.case}/results.jsonl` "
-        "(written by `scripts/transfer_report.py --run runs/envelope/tc-s<seed> --cases "
+        "(written by `scripts/transfer_report.py --run <that seed's source run> --cases "
         f"{args.case} --work {args.work} ...`; each seed's own doc holds its command and wall time). "
         "Composite on each target task (episode seed 0); `learned` is the transferred controller's side, "
         "the other columns fixed schedules on the same tasks. Gain over base: composite minus the base "
