@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from metactl.config import read_config_file
+from metactl.config import load_dataclass_config, read_config_file
 from metactl.errors import ConfigError
-from metactl.policies.config import ControllerConfig, load_dataclass_config
+from metactl.policies.config import ControllerConfig
 from metactl.rundir import CONFIG, SCHEDULE, SEARCH_DIR
 
 SEARCH_POLICY = "random"
