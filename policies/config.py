@@ -23,6 +23,7 @@ CLOSED_LOOP_WRAPPERS = (ENVELOPED, GUARDED, GUARDED_HOLD)  # compare entries tha
 MADE_FROM_POLICY = (AVERAGED, *CLOSED_LOOP_WRAPPERS)  # compare entries made from the trained policy, not schedule names
 CURRICULA = ("none", "family", "task")  # ppo.curriculum: how training tasks are drawn (policies/curriculum.py)
 SEARCH_AUTO = "auto"  # ppo.search_episodes: half the budget searched first for ppo (resolved_search_episodes)
+SEARCH_KEEPS = ("episode", "reevaluated")  # search.keep: how random/optuna (and ppo's search stage) pick a schedule
 
 
 @dataclass
@@ -214,6 +215,33 @@ class PPOConfig:
 
 
 @dataclass
+class SearchConfig:
+    """How the search policies (``random``, ``optuna``, ``tuned-lr``, and ppo's search stage) choose the
+    schedule they keep from their episodes."""
+
+    keep: str = field(
+        default="episode",
+        metadata={
+            "help": "'episode': the candidate of the single best episode (its gain over base). 'reevaluated': each "
+            "gain less the median gain of its task family's new candidates; the best candidates run again on other "
+            "draws (search.reevaluate of the budget, 2 more episodes each) and the best mean of those is kept; "
+            "on a mixture of families the best single episode mostly picks the highest-gain family's luckiest draw"
+        },
+    )
+    reevaluate: float = field(
+        default=0.34,
+        metadata={
+            "help": "with keep=reevaluated: the share of the episodes spent running the best candidates again (about "
+            "a third: of 48, 16 episodes for the best 8)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.keep = check_choice("search.keep", self.keep, SEARCH_KEEPS)
+        self.reevaluate = check_number("search.reevaluate", self.reevaluate, low=0.0, high=0.9)
+
+
+@dataclass
 class ControllerConfig(YamlConfig):
     policy: str = field(
         default="ppo",
@@ -294,6 +322,10 @@ class ControllerConfig(YamlConfig):
     )
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "what an episode is"})
     ppo: PPOConfig = field(default_factory=PPOConfig, metadata={"help": "PPO settings (policies ppo and bandit)"})
+    search: SearchConfig = field(
+        default_factory=SearchConfig,
+        metadata={"help": "how random, optuna and tuned-lr (and ppo's search stage) pick the schedule they keep"},
+    )
     ray: RayConfig = field(
         default_factory=RayConfig, metadata={"help": "where env actors run and what they reserve (vec_env: ray)"}
     )

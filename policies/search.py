@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,8 +20,22 @@ from metactl.errors import ConfigError
 from metactl.policies.base import EpisodeSink, Policy
 from metactl.rundir import SEARCH_STATE, atomic_write_text, rng_from_state
 from metactl.schedule import Schedule
+from metactl.tasks.mixture import member_task, members
 
 STATE_FILE = SEARCH_STATE
+RERUNS = 2  # more episodes for each candidate run again under search.keep=reevaluated
+
+
+class Trial(NamedTuple):
+    action: np.ndarray
+    reward: float
+    group: str  # the task family the episode drew (a mixture's member suite; the suite itself otherwise)
+    rerun_of: int  # -1: a new candidate; else the index of the trial whose action it runs again
+
+
+def _center(values: list[float]) -> float:
+    # The median: a diverged episode's penalty would otherwise set its family's whole level.
+    return float(np.median(np.asarray(values, dtype=np.float64)))
 
 
 class _Search(Policy):
@@ -29,7 +44,8 @@ class _Search(Policy):
     def setup(self, venv, tb_dir: Path | None) -> None:
         self.space = venv.get_attr("space", indices=[0])[0]
         self.prior = venv.get_attr("prior", indices=[0])[0]
-        self.trials: list[tuple[np.ndarray, float]] = []
+        self.trials: list[Trial] = []
+        self.families = members(self.config.run.suite)
         self._needs_reset = True
 
     @abstractmethod
@@ -39,21 +55,75 @@ class _Search(Policy):
     def observe(self, actions: list[np.ndarray], rewards: list[float]) -> None:
         pass
 
+    def budget(self) -> tuple[int, int]:
+        """(episodes of new candidates, candidates run again ``RERUNS`` more times each)."""
+        total, search = self.config.total_episodes, self.config.search
+        rerun = int(total * search.reevaluate) // RERUNS if search.keep == "reevaluated" else 0
+        return total - rerun * RERUNS, rerun
+
+    def group(self, task_seed: int) -> str:
+        if self.families is None:
+            return self.config.run.suite
+        return member_task(self.families, int(task_seed))[0]
+
     def learn(self, venv, sink: EpisodeSink) -> None:
         if self._needs_reset:
             venv.reset()
             self._needs_reset = False
-        actions = self.propose(venv.num_envs)
+        fresh, rerun = self.budget()
+        done, n = len(self.trials), venv.num_envs
+        # A batch is all new candidates or all reruns, so the ranking the reruns follow is the whole
+        # set of new candidates (the new phase may run over into the rerun budget by n - 1 episodes).
+        m = n if rerun == 0 or done < fresh else 0
+        new = self.propose(m) if m else []
+        top = self.top(rerun) if m < n else []
+        sources = [-1] * m + [top[min((done + i - fresh) // RERUNS, len(top) - 1)] for i in range(m, n)]
+        actions = new + [self.trials[j].action for j in sources[m:]]
         _, rewards, _, infos = venv.step(np.stack(actions).astype(np.float32))
         for i, info in enumerate(infos):
             sink(i, info)
-        self.trials += [(a, float(r)) for a, r in zip(actions, rewards)]
-        self.observe(actions, [float(r) for r in rewards])
+        self.trials += [
+            Trial(np.asarray(a, dtype=np.float64), float(r), self.group(info["task_seed"]), j)
+            for a, r, info, j in zip(actions, rewards, infos, sources)
+        ]
+        self.observe(new, [float(r) for r in rewards[:m]])
+
+    def centred(self) -> list[float]:
+        """Each trial's reward less its family's median over the new candidates: families reach different
+        gains, so raw gains rank the family an episode drew more than the schedule. Not scaled, since the
+        reported gain averages families in the same units."""
+        fresh = self.fresh_trials()
+        by_group: dict[str, list[float]] = {}
+        for t in fresh:
+            by_group.setdefault(t.group, []).append(t.reward)
+        centers = {g: _center(v) for g, v in by_group.items()}
+        overall = _center([t.reward for t in fresh]) if fresh else 0.0
+        return [t.reward - centers.get(t.group, overall) for t in self.trials]
+
+    def top(self, k: int) -> list[int]:
+        """The ``k`` new candidates with the highest centred reward (ties: the earlier)."""
+        z = self.centred()
+        fresh = [i for i, t in enumerate(self.trials) if t.rerun_of < 0]
+        return sorted(fresh, key=lambda i: (-z[i], i))[:k]
+
+    def best_index(self) -> int:
+        if self.config.search.keep == "episode":
+            return max(range(len(self.trials)), key=lambda i: (self.trials[i].reward, -i))
+        z = self.centred()
+        runs: dict[int, list[float]] = {}
+        for i, t in enumerate(self.trials):
+            runs.setdefault(i if t.rerun_of < 0 else t.rerun_of, []).append(z[i])
+        # A candidate run again is judged on all its episodes; until some are, on its one.
+        most = max(len(v) for v in runs.values())
+        return max((c for c, v in runs.items() if len(v) == most), key=lambda c: (float(np.mean(runs[c])), -c))
 
     def best_action(self) -> np.ndarray:
         if not self.trials:
             return np.zeros(self.space.dim)
-        return max(self.trials, key=lambda t: t[1])[0]
+        return self.trials[self.best_index()].action
+
+    def fresh_trials(self) -> list[Trial]:
+        return [t for t in self.trials if t.rerun_of < 0]
 
     def actor(self) -> Schedule:
         return self.space.schedule(apply_residual(self.prior, self.best_action()), name=self.name)
@@ -65,19 +135,25 @@ class _Search(Policy):
         pass
 
     def save(self, path: Path) -> None:
-        # Plain JSON, so loading a run dir executes nothing: the trials (action, reward) and what
-        # the searcher needs to go on; the space and the prior come from the env at setup.
-        trials = [[[float(x) for x in a], float(r)] for a, r in self.trials]
+        # Plain JSON, so loading a run dir executes nothing: the trials (action, reward, family, the
+        # trial it reruns) and what the searcher needs to go on; the space and the prior come from
+        # the env at setup.
+        trials = [[[float(x) for x in t.action], t.reward, t.group, t.rerun_of] for t in self.trials]
         atomic_write_text(Path(path) / STATE_FILE, json.dumps({"trials": trials, **self._state()}))
 
     def load(self, path: Path, venv=None) -> None:
         file = Path(path) / STATE_FILE
         try:
             state = json.loads(file.read_text())
-            self.trials = [(np.asarray(a, dtype=np.float64), float(r)) for a, r in state["trials"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A state written before families were recorded holds [action, reward]: new candidates.
+            self.trials = [
+                Trial(np.asarray(row[0], dtype=np.float64), float(row[1]),
+                      str(row[2]) if len(row) > 2 else "", int(row[3]) if len(row) > 3 else -1)
+                for row in state["trials"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise ConfigError(f"{file}: not a {self.name} search state ({type(exc).__name__}: {exc}).") from exc
-        if any(a.shape != (self.space.dim,) for a, _ in self.trials):
+        if any(t.action.shape != (self.space.dim,) for t in self.trials):
             raise ConfigError(f"{file}: its actions do not have the env's {self.space.dim} dimensions.")
         self._restore(state)
         self._needs_reset = True
@@ -145,7 +221,7 @@ class OptunaTPE(_Search):
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
         self.study.add_trials([
             optuna.trial.create_trial(params={f"a{j}": float(x) for j, x in enumerate(a)}, distributions=dims, value=r)
-            for a, r in self.trials
+            for a, r, *_ in self.fresh_trials()
         ])
         if not self.trials:
             self.study.enqueue_trial({f"a{j}": 0.0 for j in range(self.space.dim)})  # start at the prior
@@ -213,7 +289,7 @@ class TunedLR(OptunaTPE):
                 params={f"lr_{t}": float(np.clip(2.0 * a[self.cells[t][0]], -1.0, 1.0)) for t in self.tuned},
                 distributions=dims, value=r,
             )
-            for a, r in self.trials
+            for a, r, *_ in self.fresh_trials()
         ])
         if not self.trials:
             self.study.enqueue_trial({f"lr_{t}": 0.0 for t in self.tuned})  # start at the prior

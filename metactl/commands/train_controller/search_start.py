@@ -65,11 +65,14 @@ def acting_config(cfg: ControllerConfig, out: Path) -> ControllerConfig:
 def load_run_config(run: Path, acting: bool = True, overrides: list[str] | None = None) -> ControllerConfig:
     """``run``'s ``config.yaml`` (then ``overrides``), as its controller acts (``acting``: the searched
     prior, :func:`acting_config`) or as the user gave it. A run dir written before the search stage
-    existed has no ``ppo.search_episodes``: it ran PPO alone, so it reads as 0, not as today's default."""
+    existed has no ``ppo.search_episodes``: it ran PPO alone, so it reads as 0, not as today's default;
+    one written before ``search.keep`` kept its search's best single episode."""
     data = read_config_file(Path(run) / CONFIG)
     ppo = data.get("ppo") or {}
     if isinstance(ppo, dict) and "search_episodes" not in ppo:
         data["ppo"] = {**ppo, "search_episodes": 0}
+    if "search" not in data:  # written before search.keep existed: it kept the best single episode
+        data["search"] = {"keep": "episode"}
     cfg = load_dataclass_config(ControllerConfig, None, overrides, base=data)
     if not acting:
         return cfg
