@@ -20,7 +20,7 @@ from metactl.errors import ConfigError
 from metactl.policies.base import EpisodeSink, Policy
 from metactl.rundir import SEARCH_STATE, atomic_write_text, rng_from_state
 from metactl.schedule import Schedule
-from metactl.tasks.mixture import member_task, members
+from metactl.tasks.mixture import family
 
 STATE_FILE = SEARCH_STATE
 RERUNS = 2  # more episodes for each candidate run again under search.keep=reevaluated
@@ -45,7 +45,6 @@ class _Search(Policy):
         self.space = venv.get_attr("space", indices=[0])[0]
         self.prior = venv.get_attr("prior", indices=[0])[0]
         self.trials: list[Trial] = []
-        self.families = members(self.config.run.suite)
         self._needs_reset = True
 
     @abstractmethod
@@ -60,11 +59,6 @@ class _Search(Policy):
         total, search = self.config.total_episodes, self.config.search
         rerun = int(total * search.reevaluate) // RERUNS if search.keep == "reevaluated" else 0
         return total - rerun * RERUNS, rerun
-
-    def group(self, task_seed: int) -> str:
-        if self.families is None:
-            return self.config.run.suite
-        return member_task(self.families, int(task_seed))[0]
 
     def learn(self, venv, sink: EpisodeSink) -> None:
         if self._needs_reset:
@@ -83,10 +77,13 @@ class _Search(Policy):
         for i, info in enumerate(infos):
             sink(i, info)
         self.trials += [
-            Trial(np.asarray(a, dtype=np.float64), float(r), self.group(info["task_seed"]), j)
+            Trial(np.asarray(a, dtype=np.float64), float(r), family(self.config.run.suite, int(info["task_seed"])), j)
             for a, r, info, j in zip(actions, rewards, infos, sources)
         ]
         self.observe(new, [float(r) for r in rewards[:m]])
+
+    def fresh_trials(self) -> list[Trial]:
+        return [t for t in self.trials if t.rerun_of < 0]
 
     def centred(self) -> list[float]:
         """Each trial's reward less its family's median over the new candidates: families reach different
@@ -121,9 +118,6 @@ class _Search(Policy):
         if not self.trials:
             return np.zeros(self.space.dim)
         return self.trials[self.best_index()].action
-
-    def fresh_trials(self) -> list[Trial]:
-        return [t for t in self.trials if t.rerun_of < 0]
 
     def actor(self) -> Schedule:
         return self.space.schedule(apply_residual(self.prior, self.best_action()), name=self.name)

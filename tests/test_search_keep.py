@@ -28,7 +28,7 @@ def _searcher(keep: str, trials: list[Trial]) -> RandomSearch:
     cfg = load_controller_config(None, ["policy=random", "vec_env=dummy", "total_episodes=12",
                                         f"search.keep={keep}", "search.reevaluate=0.34"])
     policy = RandomSearch(cfg)
-    policy.trials, policy.families = trials, ["easy", "hard"]
+    policy.trials = trials
     return policy
 
 

@@ -28,3 +28,9 @@ def members(name: str) -> list[str] | None:
 def member_task(names: list[str], task_seed: int) -> tuple[str, int]:
     """The (member suite, its own task seed) that task ``task_seed`` of the mixture is."""
     return names[task_seed % len(names)], task_seed // len(names)
+
+
+def family(suite: str, task_seed: int) -> str:
+    """The task family task ``task_seed`` of ``suite`` belongs to: its member suite in a mixture, else ``suite``."""
+    names = members(suite)
+    return member_task(names, task_seed)[0] if names else suite
